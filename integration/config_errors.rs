@@ -1,0 +1,56 @@
+//! Bad configuration is refused at start-up with a message naming the key.
+
+use crate::common::{show, streamroute, write_file};
+
+fn run_with(config: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_file(dir.path(), "bad.toml", config);
+    let output = streamroute(&["--config", path.to_str().expect("utf-8"), "run"], env);
+    (output.status.code(), format!("{}", show(&output)))
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let (code, out) = run_with("[kafka]\nbootstrap = \"x:1\"\n", &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("kafka.bootstrap: unknown key"), "{out}");
+}
+
+#[test]
+fn unknown_section_is_named() {
+    let (code, out) = run_with("[gatway]\nlisten = \"127.0.0.1:1\"\n", &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("gatway: unknown key"), "{out}");
+}
+
+#[test]
+fn bad_value_is_named() {
+    let (code, out) = run_with("[run]\nshutdown_grace = \"ten seconds\"\n", &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("run.shutdown_grace"), "{out}");
+}
+
+#[test]
+fn owned_librdkafka_property_is_refused() {
+    let (code, out) = run_with("[kafka.properties]\nacks = \"1\"\n", &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("kafka.properties.acks: is set by streamroute itself"), "{out}");
+}
+
+#[test]
+fn every_invalid_value_is_reported_at_once_including_from_env() {
+    let (code, out) = run_with(
+        "[topics]\ningress = \"bad topic\"\n",
+        &[("STREAMROUTE_GATEWAY__MAX_IN_FLIGHT", "0")],
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("topics.ingress: topic name 'bad topic' holds ' '"), "{out}");
+    assert!(out.contains("gateway.max_in_flight: must be greater than zero"), "{out}");
+}
+
+#[test]
+fn missing_config_file_is_an_error() {
+    let output = streamroute(&["--config", "/nonexistent/streamroute.toml", "run"], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
+}

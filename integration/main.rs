@@ -1,0 +1,10 @@
+//! Integration tests against real components: an Apache Kafka broker
+//! (`KAFKA_BOOTSTRAP`, default 127.0.0.1:9092, started by scripts/test.sh)
+//! and, where needed, VictoriaMetrics/vmagent and Prometheus. Every test
+//! uses its own random topic and group names.
+
+mod common;
+mod config_errors;
+mod gateway;
+mod kafka_roundtrip;
+mod topics_apply;

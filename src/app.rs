@@ -1,0 +1,250 @@
+//! Wires the roles together: loads the config, owns the shutdown token and
+//! the task set, and maps outcomes to exit codes (0 ok, 1 failed or drift,
+//! 2 bad usage or config).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::cli::{Cli, Command, TopicsAction, TopicsArgs};
+use crate::config::{Config, Role};
+use crate::gateway::Gateway;
+use crate::http::{Handler, Readiness, Server};
+
+/// Errors that end a command.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A role this build does not have yet.
+    #[error("{0} is not yet implemented")]
+    NotImplemented(String),
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    /// The gateway failed.
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::GatewayError),
+    /// Topic files or the admin API failed.
+    #[error(transparent)]
+    Topics(#[from] crate::topics::TopicsError),
+    /// `topics check` found drift.
+    #[error("the cluster differs from the topic files")]
+    Drift,
+    /// Anything else, with its message.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl AppError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            AppError::Config(_) | AppError::NotImplemented(_) => ExitCode::from(2),
+            _ => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// Runs a parsed command line to completion.
+pub fn main(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Version => {
+            println!("streamroute {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Relabel(_args) => Ok(()),
+        command => with_runtime(cli.config.as_deref(), command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("streamroute: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Result<(), AppError> {
+    let config = Config::load(config_file)?;
+    crate::telemetry::init_logging(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Other(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let config = Arc::new(config);
+        match command {
+            Command::Run => {
+                let (roles, listen) = (config.run.roles.clone(), config.run.listen);
+                run_roles(config, &roles, listen, shutdown_on_signal()).await
+            }
+            Command::Gateway => run_roles(config.clone(), &[Role::Gateway], config.gateway.listen, shutdown_on_signal()).await,
+            Command::Router => run_roles(config.clone(), &[Role::Router], config.router.listen, shutdown_on_signal()).await,
+            Command::Egress => run_roles(config.clone(), &[Role::Egress], config.egress.listen, shutdown_on_signal()).await,
+            Command::Topics(args) => topics(&config, &args).await,
+            Command::Produce => Err(AppError::NotImplemented("streamroute produce".into())),
+            Command::Inspect => Err(AppError::NotImplemented("streamroute inspect".into())),
+            Command::Version | Command::Relabel(_) => Ok(()),
+        }
+    })
+}
+
+/// A token cancelled on the first SIGINT or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the process");
+                    let _ = ctrl_c.await;
+                    cancel.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => info!("SIGINT received, shutting down"),
+                _ = term.recv() => info!("SIGTERM received, shutting down"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        cancel.cancel();
+    });
+    token
+}
+
+/// Runs `roles` in this process, serving their endpoints on `listen`, until
+/// `shutdown` is cancelled or a role fails. Roles then drain for at most
+/// `run.shutdown_grace`.
+pub async fn run_roles(
+    config: Arc<Config>,
+    roles: &[Role],
+    listen: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
+    if let Some(role) = roles.iter().find(|r| matches!(r, Role::Router | Role::Egress)) {
+        return Err(AppError::NotImplemented(format!(
+            "the {role} role (remove it from run.roles to run the others)"
+        )));
+    }
+    let metrics = crate::telemetry::metrics_handle();
+    metrics::gauge!(crate::metrics::PROCESS_START).set(unix_now());
+    let readiness = Readiness::default();
+    let grace = config.run.shutdown_grace;
+
+    let mut handler: Option<Arc<dyn Handler>> = None;
+    let mut gateway = None;
+    if roles.contains(&Role::Gateway) {
+        let g = Arc::new(Gateway::new(&config, readiness.clone())?);
+        handler = Some(g.clone());
+        gateway = Some(g);
+    }
+    let server = Server::bind(listen, metrics, readiness.clone(), handler)
+        .await
+        .map_err(|source| AppError::Bind { addr: listen, source })?;
+    info!(addr = %listen, roles = ?roles, "streamroute started");
+
+    let mut tasks: JoinSet<Result<(), AppError>> = JoinSet::new();
+    if let Some(g) = &gateway {
+        let g = g.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move { g.run(stop).await.map_err(AppError::from) });
+    }
+    let server_stop = CancellationToken::new();
+    let server_task = tokio::spawn(server.serve(server_stop.clone(), grace));
+
+    // A failing role stops the others.
+    let mut first_error = None;
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        Some(done) = tasks.join_next() => {
+            if let Some(e) = flatten(done) {
+                error!(error = %e, "a role failed; stopping the others");
+                first_error = Some(e);
+            }
+            shutdown.cancel();
+        }
+    }
+    // Stop intake first (the listener), then let roles drain.
+    server_stop.cancel();
+    let drained = tokio::time::timeout(grace + Duration::from_secs(1), async {
+        let _ = server_task.await;
+        while let Some(done) = tasks.join_next().await {
+            if let Some(e) = flatten(done) {
+                first_error.get_or_insert(e);
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!(?grace, "roles did not drain within the grace period");
+    }
+    if let Some(g) = gateway {
+        g.close(grace);
+    }
+    info!("streamroute stopped");
+    first_error.map_or(Ok(()), Err)
+}
+
+fn flatten(done: Result<Result<(), AppError>, tokio::task::JoinError>) -> Option<AppError> {
+    match done {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(AppError::Other(format!("a role task panicked: {e}"))),
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+async fn topics(config: &Config, args: &TopicsArgs) -> Result<(), AppError> {
+    let dir = args.dir.clone().unwrap_or_else(|| config.topics.dir.clone());
+    let specs = crate::topics::load_dir(&dir)?;
+    if specs.is_empty() {
+        return Err(AppError::Other(format!("no topic files (*.toml) in {}", dir.display())));
+    }
+    let admin = crate::topics::admin::TopicAdmin::new(&config.kafka)?;
+    let plan = admin.plan(&specs).await?;
+    for drift in &plan.drift {
+        println!("{drift}");
+    }
+    match args.action {
+        TopicsAction::Check => {
+            for change in &plan.changes {
+                println!("drift: {change} is needed");
+            }
+            if plan.changes.is_empty() && plan.drift.is_empty() {
+                println!("no drift: {} topic(s) match {}", specs.len(), dir.display());
+                Ok(())
+            } else {
+                Err(AppError::Drift)
+            }
+        }
+        TopicsAction::Apply => {
+            for change in &plan.changes {
+                admin.apply(change).await?;
+                println!("{change}");
+            }
+            if plan.changes.is_empty() {
+                println!("no change: {} topic(s) up to date", specs.len());
+            } else {
+                admin.wait_until_visible(&specs).await?;
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Command-line interface (clap). `main.rs` parses it and hands over to `app`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Kafka-native stream processor for Prometheus remote-write data.
+#[derive(Debug, Parser)]
+#[command(name = "streamroute", version, about, propagate_version = true)]
+pub struct Cli {
+    /// TOML config file; defaults, then this file, then STREAMROUTE_* variables.
+    #[arg(long, short = 'c', global = true, env = "STREAMROUTE_CONFIG_FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every role listed in `run.roles` in this process (the one-machine default).
+    Run,
+    /// Run the gateway alone: remote write in, ingress topic out.
+    Gateway,
+    /// Run the router alone: ingress topic in, task topics out.
+    Router,
+    /// Run egress workers alone: task-topic partitions out to vmagent.
+    Egress,
+    /// Create or check the topics declared in the topics folder.
+    Topics(TopicsArgs),
+    /// Show what a relabel rule set does to series read as JSON lines on stdin.
+    Relabel(RelabelArgs),
+    /// Push remote-write payload files or synthetic load into the ingress topic.
+    Produce,
+    /// Look into streamroute's state.
+    Inspect,
+    /// Print the version.
+    Version,
+}
+
+/// `streamroute topics`.
+#[derive(Debug, Args)]
+pub struct TopicsArgs {
+    /// apply or check.
+    #[command(subcommand)]
+    pub action: TopicsAction,
+    /// Folder of topic files (default: `topics.dir` from the config).
+    #[arg(long, global = true)]
+    pub dir: Option<PathBuf>,
+}
+
+/// `streamroute topics apply|check`.
+#[derive(Debug, Subcommand)]
+pub enum TopicsAction {
+    /// Create missing topics and raise partition counts; report other drift. Never deletes.
+    Apply,
+    /// Report drift; exit 1 when the cluster differs from the files.
+    Check,
+}
+
+/// `streamroute relabel`.
+#[derive(Debug, Args)]
+pub struct RelabelArgs {
+    /// YAML file holding a list of relabel rules (Prometheus `relabel_configs` format).
+    #[arg(long, conflicts_with = "route")]
+    pub rules: Option<PathBuf>,
+    /// Use this configured route (with --config) instead of --rules.
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Inject the task label computed with this many tasks.
+    #[arg(long)]
+    pub task_count: Option<u32>,
+    /// Labels the task id is computed from (default: all).
+    #[arg(long, value_delimiter = ',', requires = "task_count")]
+    pub task_labels: Option<Vec<String>>,
+    /// Name of the injected task label.
+    #[arg(long, default_value = "stream_task_id", requires = "task_count")]
+    pub task_label_name: String,
+    /// Also print the partition out of this many each series goes to.
+    #[arg(long)]
+    pub partitions: Option<u32>,
+}

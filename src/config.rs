@@ -1,0 +1,297 @@
+//! Configuration: built-in defaults, then a TOML file (`--config`), then
+//! environment variables `STREAMROUTE_…` with `__` for nesting
+//! (`STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS`). Unknown keys are an error.
+//!
+//! Every struct sits next to the code that uses it; this file only holds the
+//! top level and the start-up validation. `validate` reports every problem at
+//! once, each naming its key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::gateway::GatewayConfig;
+use crate::kafka::KafkaConfig;
+
+/// The whole configuration of one streamroute process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Logging.
+    pub log: LogConfig,
+    /// Kafka cluster and client settings shared by every role.
+    pub kafka: KafkaConfig,
+    /// Topic names and the folder holding the topic files.
+    pub topics: TopicsConfig,
+    /// `streamroute run`: which roles run in this one process and where they serve.
+    pub run: RunConfig,
+    /// The gateway role (remote write in, ingress topic out).
+    pub gateway: GatewayConfig,
+    /// The router role.
+    pub router: RoleConfig,
+    /// The egress role.
+    pub egress: RoleConfig,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `streamroute=debug,rdkafka=warn`.
+    /// `RUST_LOG` wins when set.
+    pub level: String,
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Topic names used by the roles.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Folder with one TOML file per topic, read by `streamroute topics`.
+    pub dir: PathBuf,
+    /// The ingress topic: raw remote-write payloads from the gateway or any producer.
+    pub ingress: String,
+    /// Where records that can never be processed go, with the reason in headers.
+    pub dead_letter: String,
+}
+
+/// Settings for `streamroute run`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// The roles this process runs: any of `gateway`, `router`, `egress`.
+    pub roles: Vec<Role>,
+    /// The one address that serves every role's endpoints (`/metrics`,
+    /// `/-/healthy`, `/-/ready` and the gateway's write paths).
+    pub listen: SocketAddr,
+    /// How long roles may drain after SIGINT/SIGTERM before the process exits.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// Settings every role has when it runs as its own process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// Address for `/metrics`, `/-/healthy` and `/-/ready` when this role
+    /// runs alone (`streamroute router` / `streamroute egress`).
+    pub listen: SocketAddr,
+}
+
+/// A role of the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Remote write in, ingress topic out.
+    Gateway,
+    /// Ingress topic in, task topics out.
+    Router,
+    /// Task topic partitions out to vmagent.
+    Egress,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Gateway => "gateway",
+            Role::Router => "router",
+            Role::Egress => "egress",
+        })
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            dir: PathBuf::from("topics"),
+            ingress: "streamroute.ingress".into(),
+            dead_letter: "streamroute.dead-letter".into(),
+        }
+    }
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            roles: vec![Role::Gateway, Role::Router, Role::Egress],
+            listen: SocketAddr::from(([127, 0, 0, 1], 9201)),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RoleConfig {
+    fn with_port(port: u16) -> Self {
+        RoleConfig { listen: SocketAddr::from(([127, 0, 0, 1], port)) }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log: LogConfig::default(),
+            kafka: KafkaConfig::default(),
+            topics: TopicsConfig::default(),
+            run: RunConfig::default(),
+            gateway: GatewayConfig::default(),
+            router: RoleConfig::with_port(9202),
+            egress: RoleConfig::with_port(9203),
+        }
+    }
+}
+
+/// One problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key, e.g. `kafka.properties.acks`.
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Everything wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The sources could not be read or did not match the expected shape.
+    #[error("config error: {0}")]
+    Load(String),
+    /// The values were read but some are invalid.
+    #[error("config error:{}", render(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn render(problems: &[Problem]) -> String {
+    problems.iter().map(|p| format!("\n  {}: {}", p.key, p.reason)).collect()
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then `STREAMROUTE_*` variables,
+    /// and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Load(format!("config file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // STREAMROUTE_CONFIG_FILE names the file (see cli.rs); it is not a key.
+        figment = figment.merge(Env::prefixed("STREAMROUTE_").ignore(&["config_file"]).split("__"));
+        let config: Config = figment.extract().map_err(|e| ConfigError::Load(describe_figment(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every rule, including those that compare two fields, and
+    /// returns all problems together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, reason: String| problems.push(Problem { key: key.into(), reason });
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problem("log.level", format!("not a valid log filter: {e}"));
+        }
+        for (key, reason) in self.kafka.problems() {
+            problem(&key, reason);
+        }
+        for (key, value) in [("topics.ingress", &self.topics.ingress), ("topics.dead_letter", &self.topics.dead_letter)] {
+            if let Err(reason) = crate::topics::check_topic_name(value) {
+                problem(key, reason);
+            }
+        }
+        if self.topics.ingress == self.topics.dead_letter {
+            problem("topics.dead_letter", "must differ from topics.ingress".into());
+        }
+        if self.run.roles.is_empty() {
+            problem("run.roles", "lists no role; name at least one of gateway, router, egress".into());
+        }
+        if self.run.shutdown_grace.is_zero() {
+            problem("run.shutdown_grace", "must be greater than zero".into());
+        }
+        for (key, reason) in self.gateway.problems() {
+            problem(&format!("gateway.{key}"), reason);
+        }
+        let listens = [
+            ("gateway.listen", self.gateway.listen),
+            ("router.listen", self.router.listen),
+            ("egress.listen", self.egress.listen),
+        ];
+        for (i, (key, addr)) in listens.iter().enumerate() {
+            if let Some((other, _)) = listens[..i].iter().find(|(_, a)| a == addr && addr.port() != 0) {
+                problem(key, format!("{addr} is already used by {other}"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+/// figment's messages already name the key; make the common ones read well.
+fn describe_figment(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_default();
+            let what = match &e.kind {
+                figment::error::Kind::UnknownField(field, _) => {
+                    // The path already ends with the unknown field.
+                    let full = if key.is_empty() { field.as_str() } else { key.as_str() };
+                    return format!("{full}: unknown key ({source})");
+                }
+                kind => kind.to_string(),
+            };
+            if key.is_empty() {
+                format!("{what} ({source})")
+            } else {
+                format!("{key}: {what} ({source})")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().expect("defaults must validate");
+    }
+
+    #[test]
+    fn validation_names_every_bad_key() {
+        let mut config = Config::default();
+        config.topics.dead_letter = config.topics.ingress.clone();
+        config.run.roles.clear();
+        config.router.listen = config.gateway.listen;
+        let Err(ConfigError::Invalid(problems)) = config.validate() else { panic!("expected problems") };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["topics.dead_letter", "run.roles", "router.listen"]);
+    }
+}

@@ -1,0 +1,90 @@
+//! The gateway role: Prometheus remote write in, durable in the ingress topic.
+//!
+//! Guarantee: a sender gets 2xx only after Kafka acknowledged its payload
+//! with acks=all. Invalid requests get a 4xx naming the problem (senders
+//! drop those); anything that may succeed later (Kafka away, queue full,
+//! too busy) gets 503 with Retry-After (senders retry those).
+
+pub mod config;
+mod handler;
+pub mod metrics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::{Credential, GatewayConfig};
+
+use crate::config::Config;
+use crate::http::Readiness;
+use crate::kafka::producer::DurableProducer;
+
+/// Errors that stop the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The Kafka producer could not be created.
+    #[error("cannot create the kafka producer: {0}")]
+    Producer(#[from] rdkafka::error::KafkaError),
+}
+
+/// The gateway: an HTTP handler plus its producer.
+pub struct Gateway {
+    config: GatewayConfig,
+    topic: String,
+    producer: DurableProducer,
+    in_flight: Semaphore,
+    readiness: Readiness,
+    metadata_timeout: Duration,
+}
+
+impl Gateway {
+    /// Builds the gateway and registers its readiness.
+    pub fn new(config: &Config, readiness: Readiness) -> Result<Gateway, GatewayError> {
+        let gateway = &config.gateway;
+        let producer = DurableProducer::new(&config.kafka, "gateway", gateway.produce_timeout, gateway.max_decoded_bytes)?;
+        readiness.register("gateway");
+        Ok(Gateway {
+            config: gateway.clone(),
+            topic: config.topics.ingress.clone(),
+            producer,
+            in_flight: Semaphore::new(gateway.max_in_flight),
+            readiness,
+            metadata_timeout: config.kafka.request_timeout.min(Duration::from_secs(5)),
+        })
+    }
+
+    /// Keeps readiness current (ready while the ingress topic answers
+    /// metadata requests) until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), GatewayError> {
+        let mut was_ready = None;
+        loop {
+            let this = self.clone();
+            let probe = tokio::task::spawn_blocking(move || this.producer.topic_reachable(&this.topic, this.metadata_timeout))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            let ready = probe.is_ok();
+            if was_ready != Some(ready) {
+                match &probe {
+                    Ok(()) => info!(topic = %self.topic, "gateway ready: ingress topic reachable"),
+                    Err(reason) => warn!(topic = %self.topic, %reason, "gateway not ready"),
+                }
+                was_ready = Some(ready);
+            }
+            self.readiness.set("gateway", ready && !shutdown.is_cancelled());
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(if ready { 10 } else { 1 })) => {}
+            }
+        }
+        self.readiness.set("gateway", false);
+        Ok(())
+    }
+
+    /// Flushes whatever the producer still holds.
+    pub fn close(&self, grace: Duration) {
+        self.producer.flush(grace);
+    }
+}

@@ -1,0 +1,184 @@
+//! The HTTP listener every role serves: `/metrics`, `/-/healthy`,
+//! `/-/ready`, plus the gateway's write paths when the gateway runs in
+//! this process.
+//!
+//! One listener per process: `streamroute run` serves every role on
+//! `run.listen`. The server stops accepting on shutdown and lets in-flight
+//! requests finish within the grace period.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// A response body: always a complete buffer.
+pub type Body = Full<Bytes>;
+
+/// A boxed future returning a response.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// Something that answers the requests the admin endpoints do not.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles a request whose path was not `/metrics` or `/-/…`.
+    fn handle(self: Arc<Self>, request: Request<Incoming>) -> ResponseFuture;
+}
+
+/// Readiness of the roles in this process: `/-/ready` answers 200 only when
+/// every registered role is ready.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    roles: Arc<Mutex<BTreeMap<String, Arc<AtomicBool>>>>,
+}
+
+impl Readiness {
+    /// Registers a role (not ready yet) and returns its flag.
+    pub fn register(&self, role: &str) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        if let Ok(mut roles) = self.roles.lock() {
+            roles.insert(role.to_string(), flag.clone());
+        }
+        metrics::gauge!(crate::metrics::ROLE_READY, "role" => role.to_string()).set(0.0);
+        flag
+    }
+
+    /// Marks a role ready or not.
+    pub fn set(&self, role: &str, ready: bool) {
+        if let Ok(roles) = self.roles.lock() {
+            if let Some(flag) = roles.get(role) {
+                flag.store(ready, Ordering::Release);
+            }
+        }
+        metrics::gauge!(crate::metrics::ROLE_READY, "role" => role.to_string()).set(f64::from(u8::from(ready)));
+    }
+
+    /// The roles that are not ready, or None when all are.
+    fn not_ready(&self) -> Option<Vec<String>> {
+        let roles = self.roles.lock().ok()?;
+        let waiting: Vec<String> =
+            roles.iter().filter(|(_, f)| !f.load(Ordering::Acquire)).map(|(n, _)| n.clone()).collect();
+        (!waiting.is_empty() || roles.is_empty()).then_some(waiting)
+    }
+}
+
+/// Builds a plain-text response.
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+struct Routes {
+    metrics: PrometheusHandle,
+    readiness: Readiness,
+    handler: Option<Arc<dyn Handler>>,
+}
+
+impl Routes {
+    async fn route(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        match (request.method(), request.uri().path()) {
+            (&Method::GET, "/metrics") => {
+                let mut response = text(StatusCode::OK, self.metrics.render());
+                response.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+            (&Method::GET | &Method::HEAD, "/-/healthy") => text(StatusCode::OK, "healthy\n"),
+            (&Method::GET | &Method::HEAD, "/-/ready") => match self.readiness.not_ready() {
+                None => text(StatusCode::OK, "ready\n"),
+                Some(waiting) => {
+                    text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", waiting.join(", ")))
+                }
+            },
+            _ => match &self.handler {
+                Some(handler) => handler.clone().handle(request).await,
+                None => text(StatusCode::NOT_FOUND, "not found\n"),
+            },
+        }
+    }
+}
+
+/// A bound, not yet serving listener; binding first lets callers report a
+/// busy port before any role starts.
+pub struct Server {
+    listener: TcpListener,
+    routes: Arc<Routes>,
+}
+
+impl Server {
+    /// Binds `addr`.
+    pub async fn bind(
+        addr: SocketAddr,
+        metrics: PrometheusHandle,
+        readiness: Readiness,
+        handler: Option<Arc<dyn Handler>>,
+    ) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Server { listener, routes: Arc::new(Routes { metrics, readiness, handler }) })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets open connections
+    /// finish for up to `grace`.
+    pub async fn serve(self, shutdown: CancellationToken, grace: Duration) {
+        let addr = self.listener.local_addr().ok();
+        info!(?addr, "http listener serving");
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let routes = self.routes.clone();
+                    let service = service_fn(move |req| {
+                        let routes = routes.clone();
+                        async move { Ok::<_, Infallible>(routes.route(req).await) }
+                    });
+                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            debug!(%peer, error = %e, "http connection ended with an error");
+                        }
+                    });
+                }
+            }
+        }
+        drop(self.listener);
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            warn!(?grace, "http connections still open after the grace period");
+        }
+    }
+}

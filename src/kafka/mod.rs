@@ -1,0 +1,134 @@
+//! Kafka client configuration shared by every role.
+//!
+//! Each role builds its librdkafka configuration here: the user's cluster
+//! settings and extra properties first, then the properties the project
+//! sets itself, one line each with the reason. A user property that would
+//! override one of ours is refused at start-up (see [`OWNED_PROPERTIES`]).
+
+pub mod producer;
+pub mod record;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+/// Cluster and client settings shared by every role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of brokers to bootstrap from.
+    pub bootstrap_servers: String,
+    /// Prefix of the client.id each role reports to the brokers.
+    pub client_id: String,
+    /// How long admin requests and metadata lookups may take.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Extra librdkafka properties passed to every client, for TLS/SASL and
+    /// tuning, e.g. `"security.protocol" = "SASL_SSL"`. Properties the
+    /// project sets itself are refused.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            client_id: "streamroute".into(),
+            request_timeout: Duration::from_secs(30),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Properties the project sets itself. Letting a user override them would
+/// break a guarantee (durability, ordering, exactly-once, offset handling).
+pub const OWNED_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "client.id",
+    "group.id",
+    "transactional.id",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "max.in.flight.requests.per.connection",
+    "isolation.level",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+];
+
+impl KafkaConfig {
+    /// Problems with this section as (key, reason) pairs, keys relative to the root.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.bootstrap_servers.trim().is_empty() {
+            out.push(("kafka.bootstrap_servers".into(), "must name at least one broker".into()));
+        }
+        for server in self.bootstrap_servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let port_ok = server.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+            if !port_ok {
+                out.push(("kafka.bootstrap_servers".into(), format!("'{server}' is not host:port")));
+            }
+        }
+        if self.client_id.trim().is_empty() {
+            out.push(("kafka.client_id".into(), "must not be empty".into()));
+        }
+        if self.request_timeout.is_zero() {
+            out.push(("kafka.request_timeout".into(), "must be greater than zero".into()));
+        }
+        for key in self.properties.keys() {
+            if OWNED_PROPERTIES.contains(&key.as_str()) {
+                out.push((
+                    format!("kafka.properties.{key}"),
+                    "is set by streamroute itself and may not be overridden".into(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// A librdkafka configuration with the cluster, the user's extra
+    /// properties and a client.id of `<client_id>-<role>`.
+    pub fn client_config(&self, role: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", format!("{}-{role}", self.client_id));
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_properties_are_refused_with_their_key() {
+        let mut config = KafkaConfig::default();
+        config.properties.insert("acks".into(), "1".into());
+        config.properties.insert("security.protocol".into(), "SSL".into());
+        let problems = config.problems();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, "kafka.properties.acks");
+    }
+
+    #[test]
+    fn bad_bootstrap_server_is_named() {
+        let config = KafkaConfig { bootstrap_servers: "localhost".into(), ..KafkaConfig::default() };
+        assert!(config.problems()[0].1.contains("'localhost' is not host:port"));
+    }
+
+    #[test]
+    fn user_properties_reach_the_client_but_ours_win() {
+        let mut config = KafkaConfig::default();
+        config.properties.insert("socket.keepalive.enable".into(), "true".into());
+        let client = config.client_config("gateway");
+        assert_eq!(client.get("socket.keepalive.enable"), Some("true"));
+        assert_eq!(client.get("client.id"), Some("streamroute-gateway"));
+    }
+}

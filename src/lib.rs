@@ -1,0 +1,13 @@
+//! streamroute: a Kafka-native stream processor for Prometheus remote-write
+//! data. This file only lists the modules; `app.rs` wires the roles together.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod remote_write;
+pub mod telemetry;
+pub mod topics;

@@ -1,0 +1,17 @@
+//! Every metric streamroute exports, declared once with its description.
+//! Names follow `streamroute_<role>_<thing>_<unit>`; counters end in
+//! `_total`; labels have bounded cardinality.
+
+use metrics::{describe_gauge, Unit};
+
+/// Process start time, for uptime.
+pub const PROCESS_START: &str = "streamroute_process_start_time_seconds";
+/// Whether each role is ready (1) or not (0).
+pub const ROLE_READY: &str = "streamroute_role_ready";
+
+/// Registers the descriptions of every metric.
+pub fn describe() {
+    describe_gauge!(PROCESS_START, Unit::Seconds, "unix time the process started");
+    describe_gauge!(ROLE_READY, "1 when the role (label role) is ready to serve, else 0");
+    crate::gateway::metrics::describe();
+}
