@@ -85,3 +85,163 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write file");
     path
 }
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A streamroute process started for one test; killed when dropped.
+pub struct Process {
+    child: std::process::Child,
+    /// The address it serves HTTP on.
+    pub addr: std::net::SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    /// Starts `streamroute <args>` with `env`, its HTTP listener on a free
+    /// port (`STREAMROUTE_<listen_key>`), and waits for `/-/ready`.
+    pub async fn start(args: &[&str], listen_env: &str, env: &[(&str, String)]) -> Process {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("streamroute.log");
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut command = Command::new(binary());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("STREAMROUTE_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env("STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS", bootstrap())
+            .env(listen_env, addr.to_string())
+            .env("RUST_LOG", "info,librdkafka=warn")
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(std::fs::File::options().append(true).open(&log).expect("log file"));
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.args(args).spawn().expect("spawn streamroute");
+        let mut process = Process { child, addr, log, _dir: dir };
+        process.wait_ready(Duration::from_secs(30)).await;
+        process
+    }
+
+    /// Waits until `/-/ready` answers 200.
+    pub async fn wait_ready(&mut self, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(r) = http_get(&format!("http://{}/-/ready", self.addr)).await {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("streamroute exited with {status} before it was ready:\n{}", self.log());
+            }
+            assert!(std::time::Instant::now() < deadline, "streamroute not ready within {within:?}:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().expect("wait for streamroute")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP response read whole.
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: hyper::HeaderMap,
+    /// Body as text (lossy).
+    pub body: String,
+}
+
+/// POSTs `body` with `headers`.
+pub async fn http_post(url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Result<HttpResponse, String> {
+    let mut request = hyper::Request::post(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body))).map_err(|e| e.to_string())?;
+    send(request).await
+}
+
+/// GETs `url`.
+pub async fn http_get(url: &str) -> Result<HttpResponse, String> {
+    let request = hyper::Request::get(url).body(http_body_util::Full::new(bytes::Bytes::new())).map_err(|e| e.to_string())?;
+    send(request).await
+}
+
+async fn send(request: hyper::Request<http_body_util::Full<bytes::Bytes>>) -> Result<HttpResponse, String> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(HttpResponse { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+/// Reads every record of `topic` up to its current end (read_committed).
+pub fn read_topic(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut ends = std::collections::HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10)).expect("watermarks");
+        if high > low {
+            ends.insert(*p, high);
+            tpl.add_partition_offset(topic, *p, Offset::Offset(low)).expect("tpl");
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut done = std::collections::HashSet::new();
+    while done.len() < ends.len() {
+        assert!(std::time::Instant::now() < deadline, "could not read {topic} to its end");
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let message = message.expect("consume");
+        use rdkafka::Message;
+        let (p, o) = (message.partition(), message.offset());
+        out.push(message.detach());
+        if o + 1 >= ends[&p] {
+            done.insert(p);
+        }
+    }
+    out
+}
