@@ -56,13 +56,27 @@ pub fn admin() -> AdminClient<DefaultClientContext> {
 
 /// Creates a topic and waits until metadata shows it.
 pub async fn create_topic(name: &str, partitions: i32) {
-    let admin = admin();
+    create_topic_on(&bootstrap(), name, partitions).await
+}
+
+/// Creates a topic on the cluster at `bootstrap`.
+pub async fn create_topic_on(bootstrap: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let results = admin.create_topics([&topic], &AdminOptions::new()).await.expect("create_topics");
     for r in results {
         r.expect("topic created");
     }
-    wait_for_partitions(name, partitions as usize).await;
+    for _ in 0..100 {
+        if let Ok(md) = admin.inner().fetch_metadata(Some(name), Duration::from_secs(5)) {
+            if md.topics().first().is_some_and(|t| t.error().is_none() && t.partitions().len() == partitions as usize) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("topic {name} never showed {partitions} partitions");
 }
 
 /// Waits until metadata shows `partitions` partitions of `topic`.
@@ -205,10 +219,15 @@ async fn send(request: hyper::Request<http_body_util::Full<bytes::Bytes>>) -> Re
 
 /// Reads every record of `topic` up to its current end (read_committed).
 pub fn read_topic(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    read_topic_on(&bootstrap(), topic)
+}
+
+/// Reads every record of `topic` on the cluster at `bootstrap`.
+pub fn read_topic_on(bootstrap: &str, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
@@ -244,4 +263,49 @@ pub fn read_topic(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
         }
     }
     out
+}
+
+/// A private Kafka broker started with scripts/kafka-local.sh on free
+/// ports, for tests that stop and restart it. Stopped when dropped.
+pub struct PrivateKafka {
+    /// host:port of the broker.
+    pub bootstrap: String,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateKafka {
+    /// Starts a broker with its own data directory.
+    pub fn start() -> PrivateKafka {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = loop {
+            let p = free_port();
+            if p < 65535 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+                break p;
+            }
+        };
+        let kafka = PrivateKafka { bootstrap: format!("127.0.0.1:{port}"), port, dir };
+        kafka.script("start");
+        kafka
+    }
+
+    /// Runs `scripts/kafka-local.sh <action>` for this broker.
+    pub fn script(&self, action: &str) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-local.sh");
+        let output = Command::new("bash")
+            .arg(script)
+            .arg(action)
+            .env_remove("KAFKA_BOOTSTRAP")
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("SR_RUN_DIR", self.dir.path())
+            .output()
+            .expect("run kafka-local.sh");
+        assert!(output.status.success(), "kafka-local.sh {action} failed:\n{}", show(&output));
+    }
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        self.script("stop");
+    }
 }

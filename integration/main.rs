@@ -6,5 +6,7 @@
 mod common;
 mod config_errors;
 mod gateway;
+mod gateway_outage;
+mod gateway_prometheus;
 mod kafka_roundtrip;
 mod topics_apply;
