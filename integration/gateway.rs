@@ -206,3 +206,42 @@ async fn sigterm_drains_and_exits_zero() {
     assert!(status.success(), "exit status {status}:\n{}", gateway.log());
     assert!(started.elapsed() < Duration::from_secs(12), "took {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_write_2_is_carried_through_with_the_written_headers() {
+    use streamroute::remote_write::proto::v2;
+    let topic = unique("ingress");
+    create_topic(&topic, 1).await;
+    let gateway = start_gateway(&topic, &[]).await;
+    let req = v2::Request {
+        symbols: vec!["".into(), "__name__".into(), "rw2_metric".into(), "job".into(), "v2".into()],
+        timeseries: vec![v2::TimeSeries {
+            labels_refs: vec![1, 2, 3, 4],
+            samples: vec![
+                v2::Sample { value: 1.0, timestamp: 1_700_000_000_000 },
+                v2::Sample { value: 2.0, timestamp: 1_700_000_001_000 },
+            ],
+            exemplars: vec![v2::Exemplar { labels_refs: vec![3, 4], value: 1.5, timestamp: 1_700_000_000_500 }],
+            ..Default::default()
+        }],
+    };
+    let body = compress(&req.encode_to_vec(), Encoding::Snappy).expect("snappy");
+    let headers = [
+        ("content-encoding", "snappy"),
+        ("content-type", "application/x-protobuf;proto=io.prometheus.write.v2.Request"),
+        ("x-prometheus-remote-write-version", "2.0.0"),
+    ];
+    let r = http_post(&format!("http://{}/api/v1/write", gateway.addr), &headers, body).await.expect("post");
+    assert_eq!(r.status, 204, "{}", r.body);
+    let header = |n: &str| r.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    assert_eq!(header("x-prometheus-remote-write-samples-written").as_deref(), Some("2"));
+    assert_eq!(header("x-prometheus-remote-write-histograms-written").as_deref(), Some("0"));
+    assert_eq!(header("x-prometheus-remote-write-exemplars-written").as_deref(), Some("1"));
+
+    let records = read_topic(&topic);
+    assert_eq!(records.len(), 1);
+    let meta = IngressMeta::from_headers(records[0].headers()).expect("headers");
+    assert_eq!(meta.protocol, streamroute::remote_write::Protocol::V2);
+    let stored = v2::Request::decode(records[0].payload().expect("value")).expect("v2 protobuf");
+    assert_eq!(stored, req, "the 2.0 payload is kept as sent, exemplars included");
+}

@@ -34,6 +34,9 @@ pub enum AppError {
     /// Topic files or the admin API failed.
     #[error(transparent)]
     Topics(#[from] crate::topics::TopicsError),
+    /// `produce` failed.
+    #[error(transparent)]
+    Produce(#[from] crate::produce::ProduceError),
     /// `topics check` found drift.
     #[error("the cluster differs from the topic files")]
     Drift,
@@ -88,7 +91,7 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
             Command::Router => run_roles(config.clone(), &[Role::Router], config.router.listen, shutdown_on_signal()).await,
             Command::Egress => run_roles(config.clone(), &[Role::Egress], config.egress.listen, shutdown_on_signal()).await,
             Command::Topics(args) => topics(&config, &args).await,
-            Command::Produce => Err(AppError::NotImplemented("streamroute produce".into())),
+            Command::Produce(args) => crate::produce::run(&config, &args).await.map(|_| ()).map_err(AppError::from),
             Command::Inspect => Err(AppError::NotImplemented("streamroute inspect".into())),
             Command::Version | Command::Relabel(_) => Ok(()),
         }

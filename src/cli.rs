@@ -32,7 +32,7 @@ pub enum Command {
     /// Show what a relabel rule set does to series read as JSON lines on stdin.
     Relabel(RelabelArgs),
     /// Push remote-write payload files or synthetic load into the ingress topic.
-    Produce,
+    Produce(crate::produce::ProduceArgs),
     /// Look into streamroute's state.
     Inspect,
     /// Print the version.

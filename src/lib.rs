@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod produce;
 pub mod remote_write;
 pub mod telemetry;
 pub mod topics;
