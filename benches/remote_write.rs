@@ -22,7 +22,10 @@ const MAX_DECODED: usize = 64 << 20;
 /// Typical metric names, with the extra labels their families carry.
 const METRICS: &[(&str, &[&str])] = &[
     ("http_requests_total", &["code", "method", "handler"]),
-    ("http_request_duration_seconds_bucket", &["le", "method", "handler"]),
+    (
+        "http_request_duration_seconds_bucket",
+        &["le", "method", "handler"],
+    ),
     ("rpc_duration_seconds", &["quantile", "service"]),
     ("container_cpu_usage_seconds_total", &["cpu", "image", "id"]),
     ("container_memory_working_set_bytes", &["image", "id"]),
@@ -36,15 +39,27 @@ const METRICS: &[(&str, &[&str])] = &[
 /// Builds the request deterministically, with labels sorted as senders must.
 fn payload() -> WriteRequest {
     let mut rng = StdRng::seed_from_u64(42);
-    let namespaces = ["default", "kube-system", "monitoring", "payments", "checkout"];
-    let les = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf"];
+    let namespaces = [
+        "default",
+        "kube-system",
+        "monitoring",
+        "payments",
+        "checkout",
+    ];
+    let les = [
+        "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf",
+    ];
     let quantiles = ["0", "0.25", "0.5", "0.75", "0.9", "0.99", "1"];
     let timeseries = (0..SERIES)
         .map(|i| {
             let (name, extra) = METRICS[i % METRICS.len()];
             let ns = namespaces[rng.gen_range(0..namespaces.len())];
             let app = format!("app-{}", rng.gen_range(0..40));
-            let pod = format!("{app}-{:08x}-{:05x}", rng.gen::<u32>(), rng.gen_range(0..0xfffff));
+            let pod = format!(
+                "{app}-{:08x}-{:05x}",
+                rng.gen::<u32>(),
+                rng.gen_range(0..0xfffff)
+            );
             let mut labels = vec![
                 Label::new("__name__", name),
                 Label::new("cluster", "prod-eu-west-1"),
@@ -52,7 +67,12 @@ fn payload() -> WriteRequest {
                 Label::new("endpoint", "http-metrics"),
                 Label::new(
                     "instance",
-                    format!("10.{}.{}.{}:8080", rng.gen::<u8>(), rng.gen::<u8>(), rng.gen::<u8>()),
+                    format!(
+                        "10.{}.{}.{}:8080",
+                        rng.gen::<u8>(),
+                        rng.gen::<u8>(),
+                        rng.gen::<u8>()
+                    ),
                 ),
                 Label::new("job", format!("{ns}/{app}")),
                 Label::new("namespace", ns),
@@ -79,7 +99,10 @@ fn payload() -> WriteRequest {
                 }
             }
             if labels.len() < 12 && rng.gen_bool(0.5) {
-                labels.push(Label::new("node", format!("ip-10-0-{}-{}", rng.gen::<u8>(), rng.gen::<u8>())));
+                labels.push(Label::new(
+                    "node",
+                    format!("ip-10-0-{}-{}", rng.gen::<u8>(), rng.gen::<u8>()),
+                ));
             }
             labels.sort_by(|a, b| a.name.cmp(&b.name));
             TimeSeries {
@@ -115,7 +138,11 @@ fn to_v2(req: &WriteRequest) -> v2::Request {
         .timeseries
         .iter()
         .map(|ts| v2::TimeSeries {
-            labels_refs: ts.labels.iter().flat_map(|l| [sym(&l.name), sym(&l.value)]).collect(),
+            labels_refs: ts
+                .labels
+                .iter()
+                .flat_map(|l| [sym(&l.name), sym(&l.value)])
+                .collect(),
             samples: ts
                 .samples
                 .iter()
@@ -169,22 +196,42 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("remote_write");
     group.throughput(Throughput::Elements(samples));
     let cases = [
-        ("v1_snappy_decode_validate", &snappy, Encoding::Snappy, Protocol::V1),
-        ("v1_zstd_decode_validate", &zstd, Encoding::Zstd, Protocol::V1),
-        ("v2_snappy_decode_validate", &snappy_v2, Encoding::Snappy, Protocol::V2),
+        (
+            "v1_snappy_decode_validate",
+            &snappy,
+            Encoding::Snappy,
+            Protocol::V1,
+        ),
+        (
+            "v1_zstd_decode_validate",
+            &zstd,
+            Encoding::Zstd,
+            Protocol::V1,
+        ),
+        (
+            "v2_snappy_decode_validate",
+            &snappy_v2,
+            Encoding::Snappy,
+            Protocol::V2,
+        ),
     ];
     for (name, body, enc, protocol) in cases {
         group.bench_function(name, |b| {
             b.iter(|| {
-                let decoded = decode_request(black_box(body), enc, protocol, MAX_DECODED)
-                    .expect("decode");
+                let decoded =
+                    decode_request(black_box(body), enc, protocol, MAX_DECODED).expect("decode");
                 validate_v1(&decoded.request, &limits).expect("valid")
             })
         });
     }
     // Breakdown of the v1 snappy path.
     group.bench_function("v1_snappy_decompress_only", |b| {
-        b.iter(|| decompress(black_box(&snappy), Encoding::Snappy, MAX_DECODED).expect("decompress"))
+        b.iter(|| {
+            decompress(black_box(&snappy), Encoding::Snappy, MAX_DECODED).expect("decompress")
+        })
+    });
+    group.bench_function("v1_protobuf_decode_only", |b| {
+        b.iter(|| WriteRequest::decode(black_box(raw.as_slice())).expect("decode"))
     });
     group.bench_function("v1_validate_only", |b| {
         b.iter(|| validate_v1(black_box(&req), &limits).expect("valid"))

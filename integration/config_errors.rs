@@ -6,7 +6,7 @@ fn run_with(config: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write_file(dir.path(), "bad.toml", config);
     let output = streamroute(&["--config", path.to_str().expect("utf-8"), "run"], env);
-    (output.status.code(), format!("{}", show(&output)))
+    (output.status.code(), show(&output))
 }
 
 #[test]

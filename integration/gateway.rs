@@ -143,7 +143,9 @@ async fn bad_requests_get_their_own_4xx_and_the_gateway_keeps_serving() {
     let truncated = good[..good.len() / 2].to_vec();
     let garbage_protobuf = compress(&[0xff; 64], Encoding::Snappy).expect("snappy");
 
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    // (case, headers, body, expected status, what the reason must mention)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("truncated snappy", SNAPPY.to_vec(), truncated, 400, "snappy"),
         ("wrong content-encoding", vec![("content-encoding", "gzip")], good.clone(), 415, "gzip"),
         ("wrong content-type", vec![("content-type", "application/json")], good.clone(), 415, "application/json"),

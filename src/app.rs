@@ -34,6 +34,9 @@ pub enum AppError {
     /// Topic files or the admin API failed.
     #[error(transparent)]
     Topics(#[from] crate::topics::TopicsError),
+    /// `relabel` failed.
+    #[error(transparent)]
+    Relabel(#[from] crate::relabel::cli::RelabelCliError),
     /// `produce` failed.
     #[error(transparent)]
     Produce(#[from] crate::produce::ProduceError),
@@ -61,7 +64,7 @@ pub fn main(cli: Cli) -> ExitCode {
             println!("streamroute {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Relabel(_args) => Ok(()),
+        Command::Relabel(args) => crate::relabel::cli::run(&args).map_err(AppError::from),
         command => with_runtime(cli.config.as_deref(), command),
     };
     match result {

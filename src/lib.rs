@@ -9,6 +9,8 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod produce;
+pub mod relabel;
 pub mod remote_write;
+pub mod router;
 pub mod telemetry;
 pub mod topics;

@@ -53,6 +53,8 @@ pub const OWNED_PROPERTIES: &[&str] = &[
     "acks",
     "request.required.acks",
     "max.in.flight.requests.per.connection",
+    "message.timeout.ms",
+    "message.max.bytes",
     "isolation.level",
     "enable.auto.commit",
     "enable.auto.offset.store",

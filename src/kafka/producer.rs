@@ -45,14 +45,22 @@ impl DurableProducer {
             .set("enable.idempotence", "true")
             // Acknowledged means every in-sync replica has it.
             .set("acks", "all")
-            // Records are plain protobuf; zstd over a batch shrinks them most.
-            .set("compression.type", "zstd")
-            // Senders wait for our answer: batch briefly, not for long.
-            .set("linger.ms", "5")
             // Give up (and answer "retry") after the caller's timeout.
             .set("message.timeout.ms", timeout.as_millis().to_string())
             // Allow the largest payload plus record overhead.
             .set("message.max.bytes", (max_record_bytes + (1 << 20)).to_string());
+        // Tuning defaults that users may override through kafka.properties.
+        for (key, value) in [
+            // Records are plain protobuf; zstd over a batch shrinks them most
+            // (measured: scripts/bench-ingress.sh).
+            ("compression.type", "zstd"),
+            // Senders wait for our answer: batch briefly, not for long.
+            ("linger.ms", "5"),
+        ] {
+            if config.get(key).is_none() {
+                config.set(key, value);
+            }
+        }
         let producer: FutureProducer = config.create()?;
         Ok(DurableProducer { config, inner: RwLock::new(Arc::new(producer)), timeout })
     }

@@ -49,6 +49,10 @@ pub struct ProduceArgs {
     /// Topic to write to (default: `topics.ingress`).
     #[arg(long)]
     pub topic: Option<String>,
+    /// Encoding of the record values: identity (what the gateway writes),
+    /// snappy or zstd (as other producers may write them).
+    #[arg(long, default_value = "identity", value_parser = ["identity", "snappy", "zstd"])]
+    pub value_encoding: String,
     /// Payloads awaiting Kafka's acknowledgement at once.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
@@ -113,16 +117,25 @@ fn progress(total: u64, unit: &str) -> ProgressBar {
     bar
 }
 
-fn meta(protocol: Protocol) -> IngressMeta {
+fn meta(protocol: Protocol, encoding: Encoding) -> IngressMeta {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).ok();
-    IngressMeta { encoding: Some(Encoding::Identity), protocol, tenant: None, received_at_ms: now }
+    IngressMeta { encoding: Some(encoding), protocol, tenant: None, received_at_ms: now }
+}
+
+/// Encodes a record value as asked.
+fn encode(raw: Vec<u8>, encoding: Encoding) -> Result<Vec<u8>, ProduceError> {
+    match encoding {
+        Encoding::Identity => Ok(raw),
+        other => crate::remote_write::compress(&raw, other).map_err(|e| ProduceError::Usage(e.to_string())),
+    }
 }
 
 async fn generate(producer: &DurableProducer, topic: &str, args: &ProduceArgs) -> Result<Summary, ProduceError> {
     let total_samples = args.series * args.samples_per_series;
     let bar = progress(total_samples, "samples");
     let interval_ms = args.interval.as_millis() as i64;
-    let now_ms = meta(Protocol::V1).received_at_ms.unwrap_or(0);
+    let encoding: Encoding = args.value_encoding.parse().map_err(|e| ProduceError::Usage(format!("{e}")))?;
+    let now_ms = meta(Protocol::V1, encoding).received_at_ms.unwrap_or(0);
     let first_ts = now_ms - interval_ms * (args.samples_per_series as i64 - 1);
     let started = Instant::now();
     let mut summary = Summary::default();
@@ -131,7 +144,8 @@ async fn generate(producer: &DurableProducer, topic: &str, args: &ProduceArgs) -
         let mut first = 0;
         while first < args.series {
             let count = args.batch.min(args.series - first);
-            let value = generate::payload(first, count, step, first_ts + interval_ms * step as i64).encode_to_vec();
+            let raw = generate::payload(first, count, step, first_ts + interval_ms * step as i64).encode_to_vec();
+            let value = encode(raw, encoding)?;
             first += count;
             if args.rate > 0 {
                 // Pace by samples handed over so far.
@@ -144,7 +158,7 @@ async fn generate(producer: &DurableProducer, topic: &str, args: &ProduceArgs) -
             summary.samples += count;
             summary.bytes += value.len() as u64;
             pending.push(async move {
-                producer.send(topic, None, &value, meta(Protocol::V1).to_headers()).await.map(|()| count)
+                producer.send(topic, None, &value, meta(Protocol::V1, encoding).to_headers()).await.map(|()| count)
             });
             while pending.len() >= args.concurrency {
                 if let Some(done) = pending.next().await {
@@ -191,6 +205,7 @@ fn read_payload(path: &Path, protocol: Protocol, max: usize) -> Result<(Vec<u8>,
 
 async fn files(producer: &DurableProducer, topic: &str, args: &ProduceArgs) -> Result<Summary, ProduceError> {
     let protocol = if args.protocol == "v2" { Protocol::V2 } else { Protocol::V1 };
+    let encoding: Encoding = args.value_encoding.parse().map_err(|e| ProduceError::Usage(format!("{e}")))?;
     let files = list_files(&args.paths)?;
     if files.is_empty() {
         return Err(ProduceError::Usage("no payload files found".into()));
@@ -199,8 +214,9 @@ async fn files(producer: &DurableProducer, topic: &str, args: &ProduceArgs) -> R
     let mut summary = Summary::default();
     // One at a time keeps the files' order in the topic.
     for path in files {
-        let (value, samples) = read_payload(&path, protocol, 256 << 20)?;
-        producer.send(topic, None, &value, meta(protocol).to_headers()).await?;
+        let (raw, samples) = read_payload(&path, protocol, 256 << 20)?;
+        let value = encode(raw, encoding)?;
+        producer.send(topic, None, &value, meta(protocol, encoding).to_headers()).await?;
         summary.payloads += 1;
         summary.samples += samples;
         summary.bytes += value.len() as u64;

@@ -378,7 +378,10 @@ mod tests {
         let mut body = Vec::new();
         enc.read_to_end(&mut body).unwrap();
         assert!(body.len() < 64 << 10, "bomb is {} bytes", body.len());
-        assert_eq!(zstd::zstd_safe::get_frame_content_size(&body).unwrap(), None);
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&body).unwrap(),
+            None
+        );
 
         let err = decompress(&body, Encoding::Zstd, 1 << 20).unwrap_err();
         match err {

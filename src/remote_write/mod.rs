@@ -70,7 +70,9 @@ pub enum DecodeError {
     #[error("remote write 2.0 symbols table must start with the empty string")]
     BadSymbolTable,
     /// A 2.0 reference past the end of the symbol table.
-    #[error("series {series}: symbol reference {reference} out of range (table has {symbols} entries)")]
+    #[error(
+        "series {series}: symbol reference {reference} out of range (table has {symbols} entries)"
+    )]
     BadSymbolRef {
         /// Index of the series holding the reference.
         series: usize,
@@ -344,7 +346,10 @@ pub fn render_labels(labels: &[Label]) -> String {
             (label.value.as_str(), true),
             ("\"", false),
         ];
-        if !parts.iter().all(|(s, escape)| push_bounded(&mut out, s, *escape)) {
+        if !parts
+            .iter()
+            .all(|(s, escape)| push_bounded(&mut out, s, *escape))
+        {
             out.push_str("...");
             return out;
         }

@@ -43,15 +43,31 @@ fn protocol_from_content_type() {
         (Some(""), Protocol::V1),
         (Some("application/x-protobuf"), Protocol::V1),
         (Some("Application/X-Protobuf"), Protocol::V1),
-        (Some("application/x-protobuf;proto=prometheus.WriteRequest"), Protocol::V1),
-        (Some("application/x-protobuf; proto=io.prometheus.write.v2.Request"), Protocol::V2),
-        (Some("application/x-protobuf;charset=utf-8;PROTO=\"io.prometheus.write.v2.Request\""), Protocol::V2),
+        (
+            Some("application/x-protobuf;proto=prometheus.WriteRequest"),
+            Protocol::V1,
+        ),
+        (
+            Some("application/x-protobuf; proto=io.prometheus.write.v2.Request"),
+            Protocol::V2,
+        ),
+        (
+            Some("application/x-protobuf;charset=utf-8;PROTO=\"io.prometheus.write.v2.Request\""),
+            Protocol::V2,
+        ),
     ];
     for (header, want) in ok {
-        assert_eq!(Protocol::from_content_type(header).unwrap(), want, "{header:?}");
+        assert_eq!(
+            Protocol::from_content_type(header).unwrap(),
+            want,
+            "{header:?}"
+        );
     }
     for p in [Protocol::V1, Protocol::V2] {
-        assert_eq!(Protocol::from_content_type(Some(p.content_type())).unwrap(), p);
+        assert_eq!(
+            Protocol::from_content_type(Some(p.content_type())).unwrap(),
+            p
+        );
     }
     for bad in [
         "application/json",
@@ -104,7 +120,8 @@ fn decode_v2_converts_and_validates() {
 #[test]
 fn decode_errors() {
     // 0xff is not a valid protobuf key/wire type combination here.
-    let err = decode_request(&[0xff, 0xff, 0xff], Encoding::Identity, Protocol::V1, 100).unwrap_err();
+    let err =
+        decode_request(&[0xff, 0xff, 0xff], Encoding::Identity, Protocol::V1, 100).unwrap_err();
     assert_eq!(err.reason(), "bad_protobuf");
     let raw = v1_request().encode_to_vec();
     let err = decode_request(&raw, Encoding::Identity, Protocol::V1, raw.len() - 1).unwrap_err();
@@ -126,7 +143,9 @@ fn render_labels_format_escaping_and_truncation() {
         r#"{__name__="x", job="y", q="a\"b\\c\nd"}"#
     );
 
-    let many: Vec<Label> = (0..1000).map(|i| Label::new(format!("l{i}"), "é".repeat(50))).collect();
+    let many: Vec<Label> = (0..1000)
+        .map(|i| Label::new(format!("l{i}"), "é".repeat(50)))
+        .collect();
     let s = render_labels(&many);
     assert!(s.len() <= 210, "{} bytes", s.len());
     assert!(s.starts_with("{l0=\"éé"), "{s}");
@@ -195,7 +214,10 @@ fn reasons_are_short_snake_case() {
     reasons.extend(validation.iter().map(ValidationError::reason));
     let n = reasons.len();
     for r in &reasons {
-        assert!(r.len() <= 32 && r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{r}");
+        assert!(
+            r.len() <= 32 && r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+            "{r}"
+        );
     }
     reasons.sort_unstable();
     reasons.dedup();

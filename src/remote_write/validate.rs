@@ -216,13 +216,20 @@ mod tests {
         assert_eq!(err.reason(), "unsorted_labels");
         let msg = err.to_string();
         assert!(msg.contains("series 1"), "{msg}");
-        assert!(msg.contains(r#"{__name__="up", job="a", instance="b"}"#), "{msg}");
+        assert!(
+            msg.contains(r#"{__name__="up", job="a", instance="b"}"#),
+            "{msg}"
+        );
         assert!(msg.contains("\"instance\""), "{msg}");
     }
 
     #[test]
     fn duplicate_label() {
-        let req = request(vec![series(&[("__name__", "up"), ("job", "a"), ("job", "b")])]);
+        let req = request(vec![series(&[
+            ("__name__", "up"),
+            ("job", "a"),
+            ("job", "b"),
+        ])]);
         let err = validate_v1(&req, &Limits::default()).unwrap_err();
         assert_eq!(err.reason(), "duplicate_label");
         assert!(err.to_string().contains("\"job\""));
@@ -259,8 +266,14 @@ mod tests {
             check(request(vec![series(&[("a", "1"), ("b", "2"), ("c", "3")])])),
             "too_many_labels"
         );
-        assert_eq!(check(request(vec![series(&[("__name__x", "1")])])), "label_name_too_long");
-        assert_eq!(check(request(vec![series(&[("a", "12345")])])), "label_value_too_long");
+        assert_eq!(
+            check(request(vec![series(&[("__name__x", "1")])])),
+            "label_name_too_long"
+        );
+        assert_eq!(
+            check(request(vec![series(&[("a", "12345")])])),
+            "label_value_too_long"
+        );
         assert_eq!(
             check(request(vec![series(&[("a", "1")]); 3])),
             "too_many_series"
@@ -274,7 +287,9 @@ mod tests {
     fn long_labels_are_truncated_in_errors() {
         let long = "v".repeat(10_000);
         let req = request(vec![series(&[("__name__", &long), ("b", "1"), ("a", "2")])]);
-        let msg = validate_v1(&req, &Limits::default()).unwrap_err().to_string();
+        let msg = validate_v1(&req, &Limits::default())
+            .unwrap_err()
+            .to_string();
         assert!(msg.len() < 400, "{} bytes", msg.len());
     }
 
@@ -282,7 +297,10 @@ mod tests {
     fn limits_deserialize_with_defaults_and_reject_unknown() {
         let l: Limits = serde_json::from_str(r#"{"max_labels_per_series": 10}"#).unwrap();
         assert_eq!(l.max_labels_per_series, 10);
-        assert_eq!(l.max_series_per_request, Limits::default().max_series_per_request);
+        assert_eq!(
+            l.max_series_per_request,
+            Limits::default().max_series_per_request
+        );
         assert!(serde_json::from_str::<Limits>(r#"{"max_lables": 1}"#).is_err());
     }
 }

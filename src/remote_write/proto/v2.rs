@@ -336,7 +336,10 @@ mod tests {
         );
         assert_eq!(ts.samples[0].value, 0.25);
         assert_eq!(ts.samples[0].timestamp, 1000);
-        assert_eq!(ts.exemplars[0].labels, vec![v1::Label::new("trace_id", "abc")]);
+        assert_eq!(
+            ts.exemplars[0].labels,
+            vec![v1::Label::new("trace_id", "abc")]
+        );
         assert_eq!(ts.exemplars[0].value, 0.3);
         assert_eq!(
             v1.metadata,

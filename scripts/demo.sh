@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The main job on one machine: a real Kafka broker, VictoriaMetrics and
+# vmagent, the topics from topics/, `streamroute run` with config/local.toml,
+# a real Prometheus remote-writing to the gateway and `streamroute produce
+# --generate` for volume. Prints a live progress line and a summary, then
+# stops everything it started.
+#
+#   scripts/demo.sh [--keep] [--seconds N]
+#
+# --keep leaves everything running and prints the URLs.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+KEEP=0
+SECONDS_TO_RUN=30
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --keep) KEEP=1 ;;
+    --seconds) SECONDS_TO_RUN=$2; shift ;;
+    *) die "usage: $0 [--keep] [--seconds N]" ;;
+  esac
+  shift
+done
+
+scripts/setup.sh
+log "building streamroute (release)"
+cargo build --release --locked --quiet
+BIN="$ROOT/target/release/streamroute"
+CONFIG="$ROOT/config/local.toml"
+PROM_PORT=9090
+PIDS=()
+
+cleanup() {
+  [ "$KEEP" = 1 ] && return 0
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  scripts/vm-local.sh stop || true
+  scripts/kafka-local.sh stop || true
+}
+trap cleanup EXIT
+
+scripts/kafka-local.sh start
+scripts/vm-local.sh start
+"$BIN" -c "$CONFIG" topics apply
+
+port_open 127.0.0.1 9201 && die "127.0.0.1:9201 is taken; stop whatever listens there"
+"$BIN" -c "$CONFIG" run >"$RUN_DIR/streamroute.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do
+  curl -fsS http://127.0.0.1:9201/-/ready >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fsS http://127.0.0.1:9201/-/ready >/dev/null || die "streamroute did not become ready, see $RUN_DIR/streamroute.log"
+log "streamroute ready on 127.0.0.1:9201 (log: $RUN_DIR/streamroute.log)"
+
+mkdir -p "$RUN_DIR/prometheus"
+sed "s/@PROM_PORT@/$PROM_PORT/" scripts/demo/prometheus.yml.in >"$RUN_DIR/prometheus/prometheus.yml"
+port_open 127.0.0.1 $PROM_PORT && die "127.0.0.1:$PROM_PORT is taken; stop whatever listens there"
+prometheus --config.file="$RUN_DIR/prometheus/prometheus.yml" --web.listen-address=127.0.0.1:$PROM_PORT \
+  --storage.tsdb.path="$RUN_DIR/prometheus/data" >"$RUN_DIR/prometheus.log" 2>&1 &
+PIDS+=($!)
+log "prometheus on 127.0.0.1:$PROM_PORT remote-writes to the gateway"
+
+"$BIN" -c "$CONFIG" produce --generate --series 20000 --samples-per-series 30 --rate 20000 \
+  >"$RUN_DIR/produce.log" 2>&1 &
+PRODUCE_PID=$!
+PIDS+=($PRODUCE_PID)
+
+metric() { curl -fsS http://127.0.0.1:9201/metrics | awk -v m="$1" '$1 == m { s += $2 } END { printf "%d", s }'; }
+ingress_records() {
+  kcat -b 127.0.0.1:9092 -Q -t streamroute.ingress:0:-1 -t streamroute.ingress:1:-1 \
+    -t streamroute.ingress:2:-1 -t streamroute.ingress:3:-1 2>/dev/null | awk '{ s += $NF } END { printf "%d", s }'
+}
+
+t0=$SECONDS
+while [ $((SECONDS - t0)) -lt "$SECONDS_TO_RUN" ]; do
+  printf '\r[%3ds] gateway: %s samples accepted, %s refused | ingress records: %s   ' \
+    $((SECONDS - t0)) "$(metric streamroute_gateway_samples_total)" \
+    "$(metric 'streamroute_gateway_rejected_requests_total')" "$(ingress_records)"
+  sleep 1
+done
+echo
+wait "$PRODUCE_PID" 2>/dev/null || true
+echo
+echo "== summary"
+echo "gateway (from Prometheus): $(metric streamroute_gateway_samples_total) samples in $(metric streamroute_gateway_series_total) series"
+tail -1 "$RUN_DIR/produce.log" | sed 's/^/produce --generate: /'
+echo "ingress topic streamroute.ingress: $(ingress_records) records"
+echo "router and egress: not implemented yet (issues 4 and 5); the data stops in the ingress topic."
+if [ "$KEEP" = 1 ]; then
+  echo
+  echo "left running:"
+  echo "  gateway + /metrics   http://127.0.0.1:9201/metrics"
+  echo "  prometheus           http://127.0.0.1:$PROM_PORT"
+  echo "  victoria-metrics     http://127.0.0.1:8428/vmui"
+  echo "  vmagent              http://127.0.0.1:8429"
+  echo "  kafka                127.0.0.1:9092 (kcat -b 127.0.0.1:9092 -L)"
+  echo "stop with: kill ${PIDS[*]}; scripts/vm-local.sh stop; scripts/kafka-local.sh stop"
+fi

@@ -1,0 +1,322 @@
+//! Compiled relabel rules and their application to a label set, following
+//! Prometheus' `relabel.Process` step for step.
+//!
+//! Compilation validates each [`RelabelConfig`] like Prometheus does when it
+//! loads YAML (source label names, action name, regex) and then like
+//! `Config.Validate()` (legacy label-name validation). Regexes are compiled
+//! once, anchored as `^(?s:…)$` like Prometheus' `NewRegexp`.
+//!
+//! Processing: rules run in order on a [`Builder`]; `keep`/`drop`/
+//! `keepequal`/`dropequal` can drop the series, which stops processing. A
+//! series left with no labels is dropped too. Output is sorted by name.
+
+use md5::{Digest, Md5};
+use regex::{Regex, RegexBuilder};
+
+use super::builder::Builder;
+use super::case::{go_to_lower, go_to_upper};
+use super::config::{
+    parse_configs, Action, RelabelConfig, DEFAULT_REGEX, DEFAULT_REPLACEMENT, DEFAULT_SEPARATOR,
+};
+use super::goregex;
+use super::template::{expand, is_valid_label_name, is_valid_target_template, replace_all};
+use super::RelabelError;
+
+/// Compiled-size limit per regex (the `regex` default is 10 MiB).
+const REGEX_SIZE_LIMIT: usize = 128 << 20;
+
+/// One compiled, validated relabel rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    action: Action,
+    source_labels: Vec<String>,
+    separator: String,
+    regex: Regex,
+    /// The config left `regex` unset, so `regex` is Prometheus' default.
+    default_regex: bool,
+    modulus: u64,
+    target_label: String,
+    replacement: String,
+}
+
+/// An ordered list of compiled relabel rules.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    rules: Vec<Rule>,
+}
+
+impl Rules {
+    /// Compiles and validates `configs`. The error names the first bad
+    /// rule's 0-based position.
+    pub fn compile(configs: &[RelabelConfig]) -> Result<Rules, RelabelError> {
+        let rules = configs
+            .iter()
+            .enumerate()
+            .map(|(index, cfg)| {
+                Rule::compile(cfg).map_err(|message| RelabelError::InvalidRule { index, message })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Rules { rules })
+    }
+
+    /// Parses a YAML list of rules and compiles it.
+    pub fn from_yaml(yaml: &str) -> Result<Rules, RelabelError> {
+        Rules::compile(&parse_configs(yaml)?)
+    }
+
+    /// The compiled rules, in order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Applies the rules to `labels` (sorted by name, unique names; an
+    /// unsorted input is sorted first). Returns false if the series is
+    /// dropped, in which case `labels` is left empty. On true, `labels` is
+    /// the relabeled set, sorted by name and non-empty. As in Prometheus,
+    /// labels with empty values count as absent and are removed.
+    pub fn process(&self, labels: &mut Vec<(String, String)>) -> bool {
+        if labels.windows(2).any(|w| w[0].0 > w[1].0) {
+            labels.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        let mut builder = Builder::new(std::mem::take(labels));
+        let mut joined = String::new();
+        for rule in &self.rules {
+            if !rule.apply(&mut builder, &mut joined) {
+                return false;
+            }
+        }
+        *labels = builder.into_labels();
+        !labels.is_empty()
+    }
+}
+
+impl Rule {
+    /// Compiles and validates one config; the error is Prometheus' message.
+    fn compile(cfg: &RelabelConfig) -> Result<Rule, String> {
+        // Checks Prometheus makes while unmarshalling the YAML.
+        for name in cfg.source_labels.iter().flatten() {
+            if !is_valid_label_name(name) {
+                return Err(format!("{name:?} is not a valid label name"));
+            }
+        }
+        if cfg.action.is_empty() {
+            return Err("relabel action cannot be empty".into());
+        }
+        let action = Action::parse(&cfg.action)
+            .ok_or_else(|| format!("unknown relabel action {:?}", cfg.action))?;
+        let pattern = cfg.regex.as_deref().unwrap_or(DEFAULT_REGEX);
+        let regex =
+            compile_regex(pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
+        validate(cfg, action)?;
+
+        Ok(Rule {
+            action,
+            source_labels: cfg.source_labels.clone().unwrap_or_default(),
+            separator: cfg.separator.clone(),
+            regex,
+            default_regex: cfg.regex.is_none(),
+            modulus: cfg.modulus,
+            target_label: cfg.target_label.clone(),
+            replacement: cfg.replacement.clone(),
+        })
+    }
+
+    /// The rule's action.
+    pub fn action(&self) -> Action {
+        self.action
+    }
+
+    /// Applies the rule; false means the series is dropped. `joined` is a
+    /// scratch buffer reused across rules.
+    fn apply(&self, b: &mut Builder, joined: &mut String) -> bool {
+        joined.clear();
+        for (i, name) in self.source_labels.iter().enumerate() {
+            if i > 0 {
+                joined.push_str(&self.separator);
+            }
+            joined.push_str(b.get(name));
+        }
+        let val = joined.as_str();
+
+        match self.action {
+            Action::Drop => return !self.regex.is_match(val),
+            Action::Keep => return self.regex.is_match(val),
+            Action::DropEqual => return b.get(&self.target_label) != val,
+            Action::KeepEqual => return b.get(&self.target_label) == val,
+            Action::Replace => self.replace(b, val),
+            Action::Lowercase => b.set(&self.target_label, go_to_lower(val)),
+            Action::Uppercase => b.set(&self.target_label, go_to_upper(val)),
+            Action::HashMod => {
+                if let Some(m) = hashmod(val, self.modulus) {
+                    b.set(&self.target_label, m.to_string());
+                }
+            }
+            Action::LabelMap => {
+                // Compute every mapping first: Range iterates a snapshot.
+                let mapped: Vec<(String, String)> = b
+                    .range()
+                    .filter(|(name, _)| self.regex.is_match(name))
+                    .map(|(name, value)| {
+                        (
+                            replace_all(&self.regex, name, &self.replacement),
+                            value.to_owned(),
+                        )
+                    })
+                    .collect();
+                for (name, value) in mapped {
+                    b.set(&name, value);
+                }
+            }
+            Action::LabelDrop | Action::LabelKeep => {
+                let drop_matching = self.action == Action::LabelDrop;
+                let doomed: Vec<String> = b
+                    .range()
+                    .filter(|(name, _)| self.regex.is_match(name) == drop_matching)
+                    .map(|(name, _)| name.to_owned())
+                    .collect();
+                for name in doomed {
+                    b.del(&name);
+                }
+            }
+        }
+        true
+    }
+
+    fn replace(&self, b: &mut Builder, val: &str) {
+        // Prometheus' fast path; same result as the general path below.
+        if val.is_empty()
+            && self.default_regex
+            && !self.target_label.contains('$')
+            && !self.replacement.contains('$')
+        {
+            b.set(&self.target_label, self.replacement.clone());
+            return;
+        }
+        // No match: no replacement.
+        let Some(caps) = self.regex.captures(val) else {
+            return;
+        };
+        let mut target = String::new();
+        expand(&mut target, &self.target_label, &self.regex, &caps);
+        // An invalid expanded target name skips the rule.
+        if !is_valid_label_name(&target) {
+            return;
+        }
+        let mut value = String::new();
+        expand(&mut value, &self.replacement, &self.regex, &caps);
+        if value.is_empty() {
+            b.del(&target);
+        } else {
+            b.set(&target, value);
+        }
+    }
+}
+
+/// Compiles a Go regex anchored like Prometheus' `NewRegexp`: `^(?s:…)$`.
+fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    let translated = goregex::translate(pattern)?;
+    RegexBuilder::new(&format!("^(?s:{translated})$"))
+        // Go has no compiled-size limit worth the name; allow big
+        // alternations of metric names.
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| match e {
+            // Keep only the "error: …" line, not the echoed pattern.
+            regex::Error::Syntax(text) => text
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .trim_start_matches("error: ")
+                .to_owned(),
+            other => other.to_string(),
+        })
+}
+
+/// MD5 of `val`, last 8 bytes of the 16-byte sum read as big-endian u64, mod
+/// `modulus` (Prometheus keeps the last 8 bytes for backward compatibility).
+/// None only for modulus 0, which validation rejects.
+fn hashmod(val: &str, modulus: u64) -> Option<u64> {
+    let sum = Md5::digest(val.as_bytes());
+    let mut tail = [0u8; 8];
+    tail.copy_from_slice(&sum[8..16]);
+    u64::from_be_bytes(tail).checked_rem(modulus)
+}
+
+/// Prometheus' `Config.Validate()`, in its order and with its messages.
+fn validate(cfg: &RelabelConfig, action: Action) -> Result<(), String> {
+    use Action::*;
+    let target = cfg.target_label.as_str();
+    let invalid_target = || format!("{target:?} is invalid 'target_label' for {action} action");
+
+    if cfg.modulus == 0 && action == HashMod {
+        return Err("relabel configuration for hashmod requires non-zero modulus".into());
+    }
+    let needs_target = matches!(
+        action,
+        Replace | HashMod | Lowercase | Uppercase | KeepEqual | DropEqual
+    );
+    if needs_target && target.is_empty() {
+        return Err(format!(
+            "relabel configuration for {action} action requires 'target_label' value"
+        ));
+    }
+    if action == Replace {
+        let valid = if target.contains('$') {
+            is_valid_target_template(target)
+        } else {
+            is_valid_label_name(target)
+        };
+        if !valid {
+            return Err(invalid_target());
+        }
+    }
+    let case_or_equal = matches!(action, Lowercase | Uppercase | KeepEqual | DropEqual);
+    if case_or_equal && !is_valid_label_name(target) {
+        return Err(invalid_target());
+    }
+    if case_or_equal && cfg.replacement != DEFAULT_REPLACEMENT {
+        return Err(format!("'replacement' can not be set for {action} action"));
+    }
+    if action == LabelMap && !is_valid_target_template(&cfg.replacement) {
+        return Err(format!(
+            "{:?} is invalid 'replacement' for {action} action",
+            cfg.replacement
+        ));
+    }
+    if action == HashMod && !is_valid_label_name(target) {
+        return Err(invalid_target());
+    }
+    if matches!(action, KeepEqual | DropEqual)
+        && (cfg.regex.is_some()
+            || cfg.modulus != 0
+            || cfg.separator != DEFAULT_SEPARATOR
+            || cfg.replacement != DEFAULT_REPLACEMENT)
+    {
+        return Err(format!(
+            "{action} action requires only 'source_labels' and `target_label`, and no other fields"
+        ));
+    }
+    if matches!(action, LabelDrop | LabelKeep)
+        && (cfg.source_labels.is_some()
+            || !target.is_empty()
+            || cfg.modulus != 0
+            || cfg.separator != DEFAULT_SEPARATOR
+            || cfg.replacement != DEFAULT_REPLACEMENT)
+    {
+        return Err(format!(
+            "{action} action requires only 'regex', and no other fields"
+        ));
+    }
+    Ok(())
+}

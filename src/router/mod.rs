@@ -1,0 +1,3 @@
+//! The router role: ingress topic → relabel → stream_task_id → task topics.
+
+pub mod task_id;
