@@ -70,7 +70,7 @@ async fn accepted_payload_is_in_the_ingress_topic_with_headers() {
     let (meta, got) = decode_record(&records[0]);
     assert_eq!(got, req);
     assert_eq!(meta.tenant.as_deref(), Some("team-a"));
-    assert_eq!(meta.encoding, Some(Encoding::Identity));
+    assert_eq!(meta.encoding, Some(Encoding::Snappy), "the body is stored as received");
     assert!(meta.received_at_ms.is_some());
     assert_eq!(records[0].key(), Some(&b"prom-1"[..]));
     // The record headers are the documented ones.
@@ -93,8 +93,13 @@ async fn zstd_and_snappy_bodies_give_equivalent_records() {
     }
     let records = read_topic(&topic);
     assert_eq!(records.len(), 2);
-    assert_eq!(records[0].payload(), records[1].payload(), "both stored as the same decoded protobuf");
-    assert_eq!(decode_record(&records[0]).1, req);
+    let (snappy_meta, from_snappy) = decode_record(&records[0]);
+    let (zstd_meta, from_zstd) = decode_record(&records[1]);
+    assert_eq!(snappy_meta.encoding, Some(Encoding::Snappy));
+    assert_eq!(zstd_meta.encoding, Some(Encoding::Zstd));
+    assert_eq!(from_snappy, req);
+    assert_eq!(from_zstd, req, "both records decode to the same series");
+    assert_eq!((snappy_meta.protocol, snappy_meta.tenant), (zstd_meta.protocol, zstd_meta.tenant));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -244,6 +249,7 @@ async fn remote_write_2_is_carried_through_with_the_written_headers() {
     assert_eq!(records.len(), 1);
     let meta = IngressMeta::from_headers(records[0].headers()).expect("headers");
     assert_eq!(meta.protocol, streamroute::remote_write::Protocol::V2);
-    let stored = v2::Request::decode(records[0].payload().expect("value")).expect("v2 protobuf");
+    let raw = decompress(records[0].payload().expect("value"), Encoding::Snappy, 1 << 20).expect("snappy");
+    let stored = v2::Request::decode(raw.as_slice()).expect("v2 protobuf");
     assert_eq!(stored, req, "the 2.0 payload is kept as sent, exemplars included");
 }

@@ -13,4 +13,5 @@ pub mod relabel;
 pub mod remote_write;
 pub mod router;
 pub mod telemetry;
+pub mod tls;
 pub mod topics;

@@ -102,15 +102,18 @@ impl Gateway {
             return Outcome::rejected(StatusCode::BAD_REQUEST, "empty", "the request holds no series and no metadata");
         }
 
+        // The body is stored as received: zstd over batches of snappy bodies
+        // stored fewer bytes per sample than over decoded protobuf at the same
+        // CPU (scripts/bench-ingress.sh; figures in the README).
         let meta = IngressMeta {
-            encoding: Some(Encoding::Identity),
+            encoding: Some(encoding),
             protocol,
             tenant: header_str(&headers, "x-scope-orgid").ok().flatten().map(str::to_string),
             received_at_ms: Some(unix_ms()),
         };
         let key = self.config.key_header.as_deref().and_then(|h| headers.get(h)).map(HeaderValue::as_bytes);
         let started = Instant::now();
-        let sent = self.producer.send(&self.topic, key, &decoded.raw, meta.to_headers()).await;
+        let sent = self.producer.send(&self.topic, key, &body, meta.to_headers()).await;
         ::metrics::histogram!(m::PRODUCE_DURATION).record(started.elapsed().as_secs_f64());
         match sent {
             Ok(()) => Outcome::Stored { stats, protocol },

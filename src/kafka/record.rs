@@ -1,9 +1,9 @@
 //! The ingress record format: what the gateway and `streamroute produce`
 //! write, and what the router accepts from any producer.
 //!
-//! - value: the remote-write protobuf, decompressed (`identity`), so Kafka's
-//!   batch compression (zstd, set on the producer) sees many payloads at once.
-//!   Records from other producers may also hold snappy or zstd bodies.
+//! - value: the remote-write body as the sender compressed it (snappy for
+//!   Prometheus, zstd for the VictoriaMetrics variant) or plain protobuf
+//!   (`identity`); Kafka's batch compression (zstd) runs over it.
 //! - headers (all optional for other producers; the router sniffs the value
 //!   when `content-encoding` is missing):
 //!   - `content-encoding`: `identity`, `snappy` or `zstd`

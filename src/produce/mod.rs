@@ -49,9 +49,9 @@ pub struct ProduceArgs {
     /// Topic to write to (default: `topics.ingress`).
     #[arg(long)]
     pub topic: Option<String>,
-    /// Encoding of the record values: identity (what the gateway writes),
-    /// snappy or zstd (as other producers may write them).
-    #[arg(long, default_value = "identity", value_parser = ["identity", "snappy", "zstd"])]
+    /// Encoding of the record values: snappy (what the gateway stores for
+    /// Prometheus), zstd or identity (plain protobuf).
+    #[arg(long, default_value = "snappy", value_parser = ["identity", "snappy", "zstd"])]
     pub value_encoding: String,
     /// Payloads awaiting Kafka's acknowledgement at once.
     #[arg(long, default_value_t = 32)]
