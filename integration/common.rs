@@ -110,13 +110,16 @@ pub struct Process {
     child: std::process::Child,
     /// The address it serves HTTP on.
     pub addr: std::net::SocketAddr,
+    /// The certificate it serves HTTPS with, when `env` configured TLS.
+    tls_cert: Option<PathBuf>,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Process {
     /// Starts `streamroute <args>` with `env`, its HTTP listener on a free
-    /// port (`STREAMROUTE_<listen_key>`), and waits for `/-/ready`.
+    /// port (`STREAMROUTE_<listen_key>`), and waits for `/-/ready` (over
+    /// HTTPS when `env` sets a `…__TLS__CERT_FILE`).
     pub async fn start(args: &[&str], listen_env: &str, env: &[(&str, String)]) -> Process {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("streamroute.log");
@@ -137,7 +140,8 @@ impl Process {
             command.env(key, value);
         }
         let child = command.args(args).spawn().expect("spawn streamroute");
-        let mut process = Process { child, addr, log, _dir: dir };
+        let tls_cert = env.iter().find(|(key, _)| key.ends_with("__TLS__CERT_FILE")).map(|(_, v)| PathBuf::from(v));
+        let mut process = Process { child, addr, tls_cert, log, _dir: dir };
         process.wait_ready(Duration::from_secs(30)).await;
         process
     }
@@ -146,7 +150,11 @@ impl Process {
     pub async fn wait_ready(&mut self, within: Duration) {
         let deadline = std::time::Instant::now() + within;
         loop {
-            if let Ok(r) = http_get(&format!("http://{}/-/ready", self.addr)).await {
+            let ready = match &self.tls_cert {
+                None => http_get(&format!("http://{}/-/ready", self.addr)).await,
+                Some(cert) => https_get(self.addr, cert, "/-/ready").await,
+            };
+            if let Ok(r) = ready {
                 if r.status == 200 {
                     return;
                 }
@@ -205,12 +213,71 @@ pub async fn http_get(url: &str) -> Result<HttpResponse, String> {
 }
 
 async fn send(request: hyper::Request<http_body_util::Full<bytes::Bytes>>) -> Result<HttpResponse, String> {
-    use http_body_util::BodyExt;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
         .await
         .map_err(|_| "timed out".to_string())?
         .map_err(|e| e.to_string())?;
+    read_response(response).await
+}
+
+/// GETs `path` over HTTPS from `addr`, trusting only the certificate in `cert`.
+pub async fn https_get(addr: std::net::SocketAddr, cert: &Path, path: &str) -> Result<HttpResponse, String> {
+    let request = hyper::Request::get(path).body(http_body_util::Full::new(bytes::Bytes::new())).map_err(|e| e.to_string())?;
+    https_send(addr, cert, request).await
+}
+
+/// POSTs `body` with `headers` to `path` over HTTPS, trusting only `cert`.
+pub async fn https_post(
+    addr: std::net::SocketAddr,
+    cert: &Path,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<HttpResponse, String> {
+    let mut request = hyper::Request::post(path);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body))).map_err(|e| e.to_string())?;
+    https_send(addr, cert, request).await
+}
+
+/// One request on a fresh TLS connection (ALPN http/1.1), verifying the
+/// server against `cert` alone.
+async fn https_send(
+    addr: std::net::SocketAddr,
+    cert: &Path,
+    request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Result<HttpResponse, String> {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    let der = rustls_pki_types::CertificateDer::from_pem_file(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+    roots.add(der).map_err(|e| e.to_string())?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let name = rustls_pki_types::ServerName::from(addr.ip());
+        let tls = connector.connect(name, tcp).await.map_err(|e| format!("tls handshake: {e}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        read_response(response).await
+    };
+    tokio::time::timeout(Duration::from_secs(30), exchange).await.map_err(|_| "timed out".to_string())?
+}
+
+async fn read_response(response: hyper::Response<hyper::body::Incoming>) -> Result<HttpResponse, String> {
+    use http_body_util::BodyExt;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
@@ -250,17 +317,24 @@ pub fn read_topic_on(bootstrap: &str, topic: &str) -> Vec<rdkafka::message::Owne
     }
     consumer.assign(&tpl).expect("assign");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut done = std::collections::HashSet::new();
-    while done.len() < ends.len() {
-        assert!(std::time::Instant::now() < deadline, "could not read {topic} to its end");
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
-        let message = message.expect("consume");
-        use rdkafka::Message;
-        let (p, o) = (message.partition(), message.offset());
-        out.push(message.detach());
-        if o + 1 >= ends[&p] {
-            done.insert(p);
+    // Done when every partition's position reached its end. Positions, not
+    // record offsets: transaction markers take offsets but are no records.
+    loop {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            out.push(message.expect("consume").detach());
+            continue;
         }
+        let positions = consumer.position().expect("position");
+        let done = ends.iter().all(|(p, end)| {
+            positions
+                .find_partition(topic, *p)
+                .and_then(|e| e.offset().to_raw())
+                .is_some_and(|pos| pos >= *end)
+        });
+        if done {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "could not read {topic} to its end");
     }
     out
 }

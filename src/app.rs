@@ -15,6 +15,7 @@ use crate::cli::{Cli, Command, TopicsAction, TopicsArgs};
 use crate::config::{Config, Role};
 use crate::gateway::Gateway;
 use crate::http::{Handler, Readiness, Server};
+use crate::tls::TlsConfig;
 
 /// Errors that end a command.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,9 @@ pub enum AppError {
     /// The gateway failed.
     #[error(transparent)]
     Gateway(#[from] crate::gateway::GatewayError),
+    /// The router failed.
+    #[error(transparent)]
+    Router(#[from] crate::router::RouterError),
     /// Topic files or the admin API failed.
     #[error(transparent)]
     Topics(#[from] crate::topics::TopicsError),
@@ -88,11 +92,13 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
         match command {
             Command::Run => {
                 let (roles, listen) = (config.run.roles.clone(), config.run.listen);
-                run_roles(config, &roles, listen, shutdown_on_signal()).await
+                run_roles(config.clone(), &roles, listen, config.run.tls.as_ref(), shutdown_on_signal()).await
             }
-            Command::Gateway => run_roles(config.clone(), &[Role::Gateway], config.gateway.listen, shutdown_on_signal()).await,
-            Command::Router => run_roles(config.clone(), &[Role::Router], config.router.listen, shutdown_on_signal()).await,
-            Command::Egress => run_roles(config.clone(), &[Role::Egress], config.egress.listen, shutdown_on_signal()).await,
+            Command::Gateway => {
+                run_roles(config.clone(), &[Role::Gateway], config.gateway.listen, config.gateway.tls.as_ref(), shutdown_on_signal()).await
+            }
+            Command::Router => run_roles(config.clone(), &[Role::Router], config.router.listen, None, shutdown_on_signal()).await,
+            Command::Egress => run_roles(config.clone(), &[Role::Egress], config.egress.listen, None, shutdown_on_signal()).await,
             Command::Topics(args) => topics(&config, &args).await,
             Command::Produce(args) => crate::produce::run(&config, &args).await.map(|_| ()).map_err(AppError::from),
             Command::Inspect => Err(AppError::NotImplemented("streamroute inspect".into())),
@@ -132,16 +138,17 @@ pub fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
-/// Runs `roles` in this process, serving their endpoints on `listen`, until
-/// `shutdown` is cancelled or a role fails. Roles then drain for at most
-/// `run.shutdown_grace`.
+/// Runs `roles` in this process, serving their endpoints on `listen` (HTTPS
+/// when `tls` is given), until `shutdown` is cancelled or a role fails.
+/// Roles then drain for at most `run.shutdown_grace`.
 pub async fn run_roles(
     config: Arc<Config>,
     roles: &[Role],
     listen: SocketAddr,
+    tls: Option<&TlsConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
-    if let Some(role) = roles.iter().find(|r| matches!(r, Role::Router | Role::Egress)) {
+    if let Some(role) = roles.iter().find(|r| matches!(r, Role::Egress)) {
         return Err(AppError::NotImplemented(format!(
             "the {role} role (remove it from run.roles to run the others)"
         )));
@@ -158,7 +165,17 @@ pub async fn run_roles(
         handler = Some(g.clone());
         gateway = Some(g);
     }
-    let server = Server::bind(listen, metrics, readiness.clone(), handler)
+    // Validation already loaded these files; this fails only if they
+    // changed since.
+    let acceptor = tls
+        .map(crate::tls::load_acceptor)
+        .transpose()
+        .map_err(|e| AppError::Other(format!("cannot set up TLS for {listen}: {e}")))?;
+    let router = match roles.contains(&Role::Router) {
+        true => Some(crate::router::Router::new(config.clone(), readiness.clone())?),
+        false => None,
+    };
+    let server = Server::bind(listen, metrics, readiness.clone(), handler, acceptor)
         .await
         .map_err(|source| AppError::Bind { addr: listen, source })?;
     info!(addr = %listen, roles = ?roles, "streamroute started");
@@ -168,6 +185,10 @@ pub async fn run_roles(
         let g = g.clone();
         let stop = shutdown.clone();
         tasks.spawn(async move { g.run(stop).await.map_err(AppError::from) });
+    }
+    if let Some(router) = router {
+        let stop = shutdown.clone();
+        tasks.spawn(async move { router.run(stop).await.map_err(AppError::from) });
     }
     let server_stop = CancellationToken::new();
     let server_task = tokio::spawn(server.serve(server_stop.clone(), grace));

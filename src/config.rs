@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::gateway::GatewayConfig;
 use crate::kafka::KafkaConfig;
+use crate::router::RouterConfig;
+use crate::tls::TlsConfig;
 
 /// The whole configuration of one streamroute process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,7 +35,7 @@ pub struct Config {
     /// The gateway role (remote write in, ingress topic out).
     pub gateway: GatewayConfig,
     /// The router role.
-    pub router: RoleConfig,
+    pub router: RouterConfig,
     /// The egress role.
     pub egress: RoleConfig,
 }
@@ -83,6 +85,8 @@ pub struct RunConfig {
     /// How long roles may drain after SIGINT/SIGTERM before the process exits.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// When set, `run.listen` serves HTTPS with this certificate and key.
+    pub tls: Option<TlsConfig>,
 }
 
 /// Settings every role has when it runs as its own process.
@@ -138,6 +142,7 @@ impl Default for RunConfig {
             roles: vec![Role::Gateway, Role::Router, Role::Egress],
             listen: SocketAddr::from(([127, 0, 0, 1], 9201)),
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -156,7 +161,7 @@ impl Default for Config {
             topics: TopicsConfig::default(),
             run: RunConfig::default(),
             gateway: GatewayConfig::default(),
-            router: RoleConfig::with_port(9202),
+            router: RouterConfig::default(),
             egress: RoleConfig::with_port(9203),
         }
     }
@@ -229,8 +234,19 @@ impl Config {
         if self.run.shutdown_grace.is_zero() {
             problem("run.shutdown_grace", "must be greater than zero".into());
         }
+        if let Some(tls) = &self.run.tls {
+            for (key, reason) in tls.problems() {
+                problem(&format!("run.tls.{key}"), reason);
+            }
+        }
         for (key, reason) in self.gateway.problems() {
             problem(&format!("gateway.{key}"), reason);
+        }
+        for (key, reason) in self.router.problems() {
+            problem(&format!("router.{key}"), reason);
+        }
+        if self.router.routes.iter().any(|r| r.topic == self.topics.ingress || r.topic == self.topics.dead_letter) {
+            problem("router.routes", "a route's topic must differ from topics.ingress and topics.dead_letter".into());
         }
         let listens = [
             ("gateway.listen", self.gateway.listen),

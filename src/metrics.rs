@@ -14,4 +14,5 @@ pub fn describe() {
     describe_gauge!(PROCESS_START, Unit::Seconds, "unix time the process started");
     describe_gauge!(ROLE_READY, "1 when the role (label role) is ready to serve, else 0");
     crate::gateway::metrics::describe();
+    crate::router::metrics::describe();
 }

@@ -26,6 +26,8 @@ pub const HEADER_PROTOCOL: &str = "protocol";
 pub const HEADER_TENANT: &str = "tenant";
 /// Header with the receive time, unix milliseconds.
 pub const HEADER_RECEIVED_AT: &str = "received-at";
+/// Header naming the route that wrote a task-topic record.
+pub const HEADER_ROUTE: &str = "route";
 
 /// Metadata carried in an ingress record's headers.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,160 @@
+//! Router settings: the consumer group, transactions, batching and routes.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::relabel::{load_configs, RelabelConfig, Rules};
+use crate::router::task_id::{TaskIdConfig, DEFAULT_TASK_LABEL};
+
+/// The router role: ingress topic in, per-task partitioned topics out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Address of `/metrics` and the health endpoints of `streamroute router`.
+    pub listen: SocketAddr,
+    /// Consumer group shared by all router instances.
+    pub group_id: String,
+    /// This instance's stable name, unique in the group. The transactional
+    /// id is `<group_id>-<instance_id>`: a restarted instance with the same
+    /// name fences its predecessor's open transaction.
+    pub instance_id: String,
+    /// How long one transaction collects records before it commits. Shorter
+    /// means lower latency, longer means fewer, bigger commits.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// A batch (one output record) is flushed at this many samples...
+    pub batch_max_samples: usize,
+    /// ...or at this many bytes of encoded series.
+    pub batch_max_bytes: usize,
+    /// How long Kafka may take for transaction operations before the
+    /// transaction is aborted and retried.
+    #[serde(with = "humantime_serde")]
+    pub transaction_timeout: Duration,
+    /// Largest decoded ingress payload accepted; larger ones are dead-lettered.
+    pub max_decoded_bytes: usize,
+    /// The routes. A series may match several (fan-out); each works on its own copy.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One route: relabel rules, an output topic and how series map to tasks
+/// and partitions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Route name, used in metrics and headers.
+    pub name: String,
+    /// Output topic (declare it in topics/).
+    pub topic: String,
+    /// Number of stream tasks; the task label takes values `0..task_count`.
+    pub task_count: u32,
+    /// Labels the task id is computed from; empty means all labels.
+    #[serde(default)]
+    pub task_labels: Vec<String>,
+    /// Name of the injected task label.
+    #[serde(default = "default_task_label")]
+    pub task_label_name: String,
+    /// Labels whose hash picks the partition (so every series of one
+    /// aggregation group shares a partition); empty means "by task id".
+    #[serde(default)]
+    pub partition_labels: Vec<String>,
+    /// Relabel rules in Prometheus' `relabel_configs` format.
+    #[serde(default)]
+    pub relabel_configs: Vec<RelabelConfig>,
+    /// A YAML file holding a list of relabel rules, applied after the inline ones.
+    #[serde(default)]
+    pub relabel_file: Option<PathBuf>,
+}
+
+fn default_task_label() -> String {
+    DEFAULT_TASK_LABEL.to_string()
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9202)),
+            group_id: "streamroute-router".into(),
+            instance_id: "0".into(),
+            commit_interval: Duration::from_millis(500),
+            batch_max_samples: 10_000,
+            batch_max_bytes: 4 << 20,
+            transaction_timeout: Duration::from_secs(30),
+            max_decoded_bytes: 64 << 20,
+            routes: vec![RouteConfig {
+                name: "default".into(),
+                topic: "streamroute.tasks.default".into(),
+                task_count: 64,
+                task_labels: Vec::new(),
+                task_label_name: default_task_label(),
+                partition_labels: Vec::new(),
+                relabel_configs: Vec::new(),
+                relabel_file: None,
+            }],
+        }
+    }
+}
+
+impl RouteConfig {
+    /// All of this route's rules: inline ones, then the file's.
+    pub fn rules(&self) -> Result<Rules, String> {
+        let mut configs = self.relabel_configs.clone();
+        if let Some(path) = &self.relabel_file {
+            configs.extend(load_configs(path).map_err(|e| e.to_string())?);
+        }
+        Rules::compile(&configs).map_err(|e| e.to_string())
+    }
+
+    /// The task settings of this route.
+    pub fn task(&self) -> TaskIdConfig {
+        TaskIdConfig {
+            task_count: self.task_count,
+            task_labels: (!self.task_labels.is_empty()).then(|| self.task_labels.clone()),
+            label_name: self.task_label_name.clone(),
+        }
+    }
+}
+
+impl RouterConfig {
+    /// Problems as (key relative to `router.`, reason).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut check = |ok: bool, key: String, reason: String| {
+            if !ok {
+                out.push((key, reason));
+            }
+        };
+        let positive = "must be greater than zero".to_string();
+        check(!self.group_id.is_empty(), "group_id".into(), "must not be empty".into());
+        check(!self.instance_id.is_empty(), "instance_id".into(), "must not be empty".into());
+        check(!self.commit_interval.is_zero(), "commit_interval".into(), positive.clone());
+        check(self.batch_max_samples > 0, "batch_max_samples".into(), positive.clone());
+        check(self.batch_max_bytes > 0, "batch_max_bytes".into(), positive);
+        check(
+            self.transaction_timeout > self.commit_interval,
+            "transaction_timeout".into(),
+            "must be longer than commit_interval".into(),
+        );
+        check(!self.routes.is_empty(), "routes".into(), "lists no route".into());
+        let mut names = BTreeSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let key = |field: &str| format!("routes[{i}].{field}");
+            check(!route.name.is_empty(), key("name"), "must not be empty".into());
+            check(names.insert(route.name.clone()), key("name"), format!("{:?} is used by another route", route.name));
+            let topic = crate::topics::check_topic_name(&route.topic);
+            check(topic.is_ok(), key("topic"), topic.err().unwrap_or_default());
+            check(route.task_count > 0, key("task_count"), "must be at least 1".into());
+            check(
+                crate::relabel::is_valid_label_name(&route.task_label_name),
+                key("task_label_name"),
+                format!("{:?} is not a valid label name", route.task_label_name),
+            );
+            let rules = route.rules();
+            check(rules.is_ok(), format!("routes[{i}] ({})", route.name), rules.err().unwrap_or_default());
+        }
+        out
+    }
+}

@@ -1,0 +1,39 @@
+//! Router metrics, declared once. Labels: route (configured, bounded),
+//! task (bounded by task_count), partition (bounded by the topic).
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Series by route and outcome (`in`, `out`, `dropped`).
+pub const SERIES: &str = "streamroute_router_series_total";
+/// Samples (float and histogram) by route and outcome (`in`, `out`, `dropped`).
+pub const SAMPLES: &str = "streamroute_router_samples_total";
+/// Samples written per route and task id.
+pub const TASK_SAMPLES: &str = "streamroute_router_task_samples_total";
+/// Ingress record timestamp to committed output, per route.
+pub const DISTRIBUTION_LATENCY: &str = "streamroute_router_distribution_latency_seconds";
+/// Records (batches) buffered in the open transaction, per route.
+pub const BUFFERED: &str = "streamroute_router_buffered_series";
+/// Consumer lag per ingress partition, from librdkafka statistics.
+pub const CONSUMER_LAG: &str = "streamroute_router_consumer_lag_records";
+/// Transactions by outcome (`committed`, `aborted`).
+pub const TRANSACTIONS: &str = "streamroute_router_transactions_total";
+/// Ingress records sent to the dead-letter topic, by reason.
+pub const DEAD_LETTERED: &str = "streamroute_router_dead_letter_records_total";
+/// Output records (batches) written, per route.
+pub const OUTPUT_RECORDS: &str = "streamroute_router_output_records_total";
+/// Output record value bytes written, per route.
+pub const OUTPUT_BYTES: &str = "streamroute_router_output_bytes_total";
+
+/// Registers the router's metric descriptions.
+pub fn describe() {
+    describe_counter!(SERIES, "series by route and outcome (in, out, dropped by relabeling)");
+    describe_counter!(SAMPLES, "samples by route and outcome (in, out, dropped by relabeling)");
+    describe_counter!(TASK_SAMPLES, "samples written per route and stream_task_id");
+    describe_histogram!(DISTRIBUTION_LATENCY, Unit::Seconds, "ingress record timestamp to committed output");
+    describe_gauge!(BUFFERED, "series buffered in the open transaction, per route");
+    describe_gauge!(CONSUMER_LAG, "records behind the ingress partition's end, per partition");
+    describe_counter!(TRANSACTIONS, "kafka transactions by outcome");
+    describe_counter!(DEAD_LETTERED, "ingress records sent to the dead-letter topic, by reason");
+    describe_counter!(OUTPUT_RECORDS, "task-topic records written, per route");
+    describe_counter!(OUTPUT_BYTES, Unit::Bytes, "task-topic record value bytes written, per route");
+}

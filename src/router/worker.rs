@@ -1,0 +1,544 @@
+//! The router's Kafka loop: one consumer in the group, one transactional
+//! producer, one thread.
+//!
+//! Each transaction: poll ingress records for `commit_interval`, route
+//! them into per-(route, partition, tenant) batches, write full batches,
+//! then write the rest, add the consumed offsets ("next offset to read")
+//! with `send_offsets_to_transaction` and commit. On any error, or when
+//! the group takes partitions away mid-transaction, the transaction is
+//! aborted and the consumer rewound to the first offset the transaction
+//! read, so those records are processed again in a new transaction.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::config::RouterConfig;
+use super::metrics as m;
+use super::route::{append_series, entry_len, route_request, Output, Route, RouteStats};
+use crate::config::Config;
+use crate::http::Readiness;
+use crate::kafka::record::{IngressMeta, HEADER_ROUTE};
+use crate::kafka::KafkaConfig;
+use crate::remote_write::{decode_request, sniff, validate_v1, Encoding, Limits, Protocol};
+
+/// Errors that stop the router.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// A route could not be compiled (config validation normally catches this).
+    #[error("route {route}: {reason}")]
+    Route { route: String, reason: String },
+    /// A Kafka client could not be created.
+    #[error("cannot create a kafka client: {0}")]
+    Client(KafkaError),
+    /// The worker thread failed.
+    #[error("router thread failed: {0}")]
+    Thread(String),
+}
+
+/// Consumer callbacks: notes revocations (so the open transaction is
+/// aborted) and exports consumer lag from librdkafka's statistics.
+struct RouterContext {
+    revoked: Arc<AtomicBool>,
+    ingress: String,
+}
+
+impl ClientContext for RouterContext {
+    fn stats(&self, statistics: Statistics) {
+        if let Some(topic) = statistics.topics.get(&self.ingress) {
+            for (partition, stats) in &topic.partitions {
+                if *partition >= 0 && stats.consumer_lag >= 0 {
+                    metrics::gauge!(m::CONSUMER_LAG, "partition" => partition.to_string()).set(stats.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for RouterContext {
+    // Runs inside poll(): only set a flag, the loop does the work.
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            info!(partitions = partitions.count(), "ingress partitions revoked");
+            self.revoked.store(true, Ordering::Release);
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            let ids: Vec<i32> = partitions.elements().iter().map(|e| e.partition()).collect();
+            info!(?ids, "ingress partitions assigned");
+        }
+    }
+}
+
+/// The router role.
+pub struct Router {
+    config: Arc<Config>,
+    routes: Vec<Route>,
+    readiness: Readiness,
+}
+
+impl Router {
+    /// Compiles the routes and registers readiness.
+    pub fn new(config: Arc<Config>, readiness: Readiness) -> Result<Router, RouterError> {
+        let routes = config
+            .router
+            .routes
+            .iter()
+            .map(|r| Route::compile(r).map_err(|reason| RouterError::Route { route: r.name.clone(), reason }))
+            .collect::<Result<Vec<_>, _>>()?;
+        readiness.register("router");
+        Ok(Router { config, routes, readiness })
+    }
+
+    /// Runs until `shutdown`, then commits the open transaction and leaves the group.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), RouterError> {
+        tokio::task::spawn_blocking(move || {
+            let mut worker = Worker::new(self.config, self.routes, self.readiness)?;
+            worker.run(&shutdown);
+            Ok(())
+        })
+        .await
+        .map_err(|e| RouterError::Thread(e.to_string()))?
+    }
+}
+
+/// What the open transaction holds.
+#[derive(Default)]
+struct Txn {
+    batches: HashMap<(usize, u32, Option<String>), Output>,
+    /// Per ingress partition: first offset read in this transaction.
+    first: HashMap<i32, i64>,
+    /// Per ingress partition: the next offset to read after this transaction.
+    next: HashMap<i32, i64>,
+    /// Ingress record timestamps (ms), for the latency histogram.
+    timestamps: Vec<i64>,
+    stats: Vec<RouteStats>,
+    /// Samples per (route, task), counted at commit.
+    task_samples: HashMap<(usize, u32), u64>,
+    /// Output records and bytes per route.
+    written: HashMap<usize, (u64, u64)>,
+    dead_lettered: Vec<&'static str>,
+}
+
+struct Worker {
+    config: Arc<Config>,
+    routes: Vec<Route>,
+    partitions: Vec<u32>,
+    partitions_checked: Instant,
+    readiness: Readiness,
+    consumer: BaseConsumer<RouterContext>,
+    producer: BaseProducer,
+    revoked: Arc<AtomicBool>,
+    limits: Limits,
+}
+
+fn producer_config(kafka: &KafkaConfig, router: &RouterConfig) -> rdkafka::ClientConfig {
+    let mut config = kafka.client_config("router");
+    config
+        // Stable per instance: a restarted instance fences its predecessor.
+        .set("transactional.id", format!("{}-{}", router.group_id, router.instance_id))
+        // Transactions need idempotence; acks=all comes with it.
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // The broker aborts a transaction this router left open for longer.
+        .set("transaction.timeout.ms", router.transaction_timeout.as_millis().to_string())
+        .set("message.timeout.ms", router.transaction_timeout.as_millis().to_string())
+        // The largest batch plus record overhead.
+        .set("message.max.bytes", (router.batch_max_bytes + (1 << 20)).to_string());
+    for (key, value) in [("compression.type", "zstd"), ("linger.ms", "20")] {
+        if config.get(key).is_none() {
+            config.set(key, value);
+        }
+    }
+    config
+}
+
+fn consumer_config(kafka: &KafkaConfig, router: &RouterConfig) -> rdkafka::ClientConfig {
+    let mut config = kafka.client_config("router");
+    config
+        .set("group.id", &router.group_id)
+        // Offsets are committed inside the output transaction, never alone.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Other producers may write the ingress topic transactionally.
+        .set("isolation.level", "read_committed")
+        // A new group starts with everything retained.
+        .set("auto.offset.reset", "earliest")
+        // Lag for the metrics comes from these statistics.
+        .set("statistics.interval.ms", "5000");
+    config
+}
+
+impl Worker {
+    fn new(config: Arc<Config>, routes: Vec<Route>, readiness: Readiness) -> Result<Worker, RouterError> {
+        let revoked = Arc::new(AtomicBool::new(false));
+        let context = RouterContext { revoked: revoked.clone(), ingress: config.topics.ingress.clone() };
+        let consumer = consumer_config(&config.kafka, &config.router)
+            .create_with_context(context)
+            .map_err(RouterError::Client)?;
+        let producer = producer_config(&config.kafka, &config.router).create().map_err(RouterError::Client)?;
+        let n = routes.len();
+        Ok(Worker {
+            limits: config.gateway.limits.clone(),
+            config,
+            routes,
+            partitions: vec![0; n],
+            partitions_checked: Instant::now(),
+            readiness,
+            consumer,
+            producer,
+            revoked,
+        })
+    }
+
+    fn timeout(&self) -> Duration {
+        self.config.router.transaction_timeout
+    }
+
+    fn run(&mut self, shutdown: &CancellationToken) {
+        // Kafka may not be there yet: keep trying, stay not ready.
+        while !shutdown.is_cancelled() {
+            match self.start() {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(error = %e, "router cannot start yet; retrying");
+                    sleep_unless(shutdown, Duration::from_secs(2));
+                }
+            }
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+        self.readiness.set("router", true);
+        info!(group = %self.config.router.group_id, topic = %self.config.topics.ingress, "router running");
+        let mut txn = Txn::default();
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            match self.transaction(&mut txn, shutdown) {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    warn!(error = %e, failures, "transaction failed; aborting and retrying its records");
+                    self.recover(&e, &txn);
+                    // Back off while Kafka is unwell, at most 5 s.
+                    sleep_unless(shutdown, Duration::from_millis(200 * u64::from(failures.min(25))));
+                }
+            }
+            txn = Txn::default();
+        }
+        self.readiness.set("router", false);
+        info!("router stopped");
+    }
+
+    fn start(&mut self) -> Result<(), String> {
+        self.producer.init_transactions(self.timeout()).map_err(|e| format!("init transactions: {e}"))?;
+        self.refresh_partitions()?;
+        self.consumer.subscribe(&[&self.config.topics.ingress]).map_err(|e| format!("subscribe: {e}"))?;
+        Ok(())
+    }
+
+    /// Reads each route's partition count (when a topic grows, jump hash
+    /// moves few tasks, only onto the new partitions).
+    fn refresh_partitions(&mut self) -> Result<(), String> {
+        for (i, route) in self.routes.iter().enumerate() {
+            let md = self
+                .producer
+                .client()
+                .fetch_metadata(Some(&route.topic), Duration::from_secs(10))
+                .map_err(|e| format!("metadata of {}: {e}", route.topic))?;
+            let count = md.topics().first().filter(|t| t.error().is_none()).map_or(0, |t| t.partitions().len());
+            if count == 0 {
+                return Err(format!("topic {} of route {} does not exist (streamroute topics apply)", route.topic, route.name));
+            }
+            self.partitions[i] = count as u32;
+        }
+        self.partitions_checked = Instant::now();
+        Ok(())
+    }
+
+    fn transaction(&mut self, txn: &mut Txn, shutdown: &CancellationToken) -> Result<(), KafkaError> {
+        if self.partitions_checked.elapsed() > Duration::from_secs(30) {
+            if let Err(e) = self.refresh_partitions() {
+                warn!(error = %e, "cannot refresh task topic partitions; keeping the known counts");
+            }
+        }
+        txn.stats = vec![RouteStats::default(); self.routes.len()];
+        self.producer.begin_transaction()?;
+        let deadline = Instant::now() + self.config.router.commit_interval;
+        while !shutdown.is_cancelled() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let polled = self.consumer.poll(left.min(Duration::from_millis(100)));
+            let message = match polled {
+                None => None,
+                Some(Err(e)) => {
+                    warn!(error = %e, "ingress consumer error");
+                    None
+                }
+                Some(Ok(message)) => Some(message),
+            };
+            if self.revoked.swap(false, Ordering::AcqRel) && !txn.first.is_empty() {
+                // Partitions may have moved: what this transaction read may
+                // now belong to another router. Start over.
+                info!("rebalance during a transaction; aborting it");
+                self.producer.abort_transaction(self.timeout())?;
+                metrics::counter!(m::TRANSACTIONS, "outcome" => "aborted").increment(1);
+                let position = message.as_ref().map(|m| (m.partition(), m.offset()));
+                let skip = self.rewind_except(txn, position);
+                *txn = Txn { stats: vec![RouteStats::default(); self.routes.len()], ..Txn::default() };
+                self.producer.begin_transaction()?;
+                if skip {
+                    continue;
+                }
+            }
+            if let Some(message) = message {
+                self.process(&message, txn)?;
+            }
+            self.producer.poll(Duration::ZERO);
+        }
+        self.flush(txn)?;
+        if !txn.next.is_empty() {
+            let mut offsets = TopicPartitionList::new();
+            for (partition, next) in &txn.next {
+                offsets.add_partition_offset(&self.config.topics.ingress, *partition, Offset::Offset(*next))?;
+            }
+            // Only missing before the consumer joined a group, and then
+            // nothing was consumed: treat it like any failed transaction.
+            let group = self.consumer.group_metadata().ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::Fail))?;
+            self.producer.send_offsets_to_transaction(&offsets, &group, self.timeout())?;
+        }
+        self.producer.commit_transaction(self.timeout())?;
+        self.committed(txn);
+        Ok(())
+    }
+
+    /// Routes one ingress record into the open transaction's batches, or
+    /// dead-letters it.
+    fn process(&self, message: &BorrowedMessage<'_>, txn: &mut Txn) -> Result<(), KafkaError> {
+        let (partition, offset) = (message.partition(), message.offset());
+        txn.first.entry(partition).or_insert(offset);
+        txn.next.insert(partition, offset + 1);
+        if let Some(ts) = message.timestamp().to_millis() {
+            txn.timestamps.push(ts);
+        }
+        let meta = match IngressMeta::from_headers(message.headers()) {
+            Ok(meta) => meta,
+            Err(reason) => return self.dead_letter(message, "bad_headers", &reason, txn),
+        };
+        let Some(value) = message.payload().filter(|v| !v.is_empty()) else {
+            return self.dead_letter(message, "empty", "the record has no value", txn);
+        };
+        let encoding = meta.encoding.unwrap_or_else(|| sniff(value));
+        let decoded = match decode_request(value, encoding, meta.protocol, self.config.router.max_decoded_bytes) {
+            Ok(d) => d,
+            Err(e) => return self.dead_letter(message, e.reason(), &e.to_string(), txn),
+        };
+        if let Err(e) = validate_v1(&decoded.request, &self.limits) {
+            return self.dead_letter(message, e.reason(), &e.to_string(), txn);
+        }
+        let (max_samples, max_bytes) = (self.config.router.batch_max_samples, self.config.router.batch_max_bytes);
+        let tenant = meta.tenant;
+        let mut full = Vec::new();
+        let batches = &mut txn.batches;
+        let task_samples = &mut txn.task_samples;
+        route_request(decoded.request, &self.routes, &self.partitions, &mut txn.stats, |route, partition, task, series| {
+            let key = (route, partition, tenant.clone());
+            let batch = batches.entry(key.clone()).or_default();
+            append_series(batch, series);
+            *task_samples.entry((route, task)).or_default() += (series.samples.len() + series.histograms.len()) as u64;
+            if batch.samples + batch.histograms >= max_samples || batch.encoded.len() + entry_len(series) > max_bytes {
+                full.push(key);
+            }
+        });
+        for key in full {
+            if let Some(batch) = txn.batches.remove(&key) {
+                self.write(&key, &batch, txn)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every batch (at the end of a transaction).
+    fn flush(&self, txn: &mut Txn) -> Result<(), KafkaError> {
+        let batches: Vec<_> = txn.batches.drain().collect();
+        for (key, batch) in batches {
+            self.write(&key, &batch, txn)?;
+        }
+        Ok(())
+    }
+
+    fn write(&self, key: &(usize, u32, Option<String>), batch: &Output, txn: &mut Txn) -> Result<(), KafkaError> {
+        let (route, partition, tenant) = key;
+        let meta = IngressMeta { encoding: Some(Encoding::Identity), protocol: Protocol::V1, tenant: tenant.clone(), received_at_ms: None };
+        let name = &self.routes[*route].name;
+        let headers = meta.to_headers().insert(Header { key: HEADER_ROUTE, value: Some(name.as_str()) });
+        let record = BaseRecord::<(), [u8]>::to(&self.routes[*route].topic)
+            .partition(*partition as i32)
+            .payload(&batch.encoded)
+            .headers(headers);
+        self.send(record)?;
+        let written = txn.written.entry(*route).or_default();
+        written.0 += 1;
+        written.1 += batch.encoded.len() as u64;
+        Ok(())
+    }
+
+    /// Sends a record, waiting while the local queue is full (bounded by the
+    /// transaction timeout).
+    fn send(&self, mut record: BaseRecord<'_, (), [u8]>) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + self.timeout();
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if Instant::now() < deadline => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends an ingress record that can never be routed to the dead-letter
+    /// topic, inside the transaction, with headers saying why and whence.
+    fn dead_letter(&self, message: &BorrowedMessage<'_>, reason: &'static str, detail: &str, txn: &mut Txn) -> Result<(), KafkaError> {
+        warn!(partition = message.partition(), offset = message.offset(), reason, detail, "ingress record dead-lettered");
+        let (partition, offset) = (message.partition().to_string(), message.offset().to_string());
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for h in original.iter() {
+                headers = headers.insert(Header { key: h.key, value: h.value });
+            }
+        }
+        let headers = headers
+            .insert(Header { key: "dead-letter-reason", value: Some(reason) })
+            .insert(Header { key: "dead-letter-detail", value: Some(detail) })
+            .insert(Header { key: "source-topic", value: Some(message.topic()) })
+            .insert(Header { key: "source-partition", value: Some(partition.as_str()) })
+            .insert(Header { key: "source-offset", value: Some(offset.as_str()) });
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.config.topics.dead_letter)
+            .payload(message.payload().unwrap_or_default())
+            .headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        let deadline = Instant::now() + self.timeout();
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if Instant::now() < deadline => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+        txn.dead_lettered.push(reason);
+        Ok(())
+    }
+
+    /// Publishes a committed transaction's metrics.
+    fn committed(&self, txn: &Txn) {
+        metrics::counter!(m::TRANSACTIONS, "outcome" => "committed").increment(1);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        for (i, route) in self.routes.iter().enumerate() {
+            let s = txn.stats[i];
+            let r = route.name.clone();
+            metrics::counter!(m::SERIES, "route" => r.clone(), "outcome" => "in").increment(s.series_in);
+            metrics::counter!(m::SERIES, "route" => r.clone(), "outcome" => "dropped").increment(s.series_dropped);
+            metrics::counter!(m::SERIES, "route" => r.clone(), "outcome" => "out").increment(s.series_in - s.series_dropped);
+            metrics::counter!(m::SAMPLES, "route" => r.clone(), "outcome" => "in").increment(s.samples_in);
+            metrics::counter!(m::SAMPLES, "route" => r.clone(), "outcome" => "dropped").increment(s.samples_dropped);
+            metrics::counter!(m::SAMPLES, "route" => r.clone(), "outcome" => "out").increment(s.samples_in - s.samples_dropped);
+            if let Some((records, bytes)) = txn.written.get(&i) {
+                metrics::counter!(m::OUTPUT_RECORDS, "route" => r.clone()).increment(*records);
+                metrics::counter!(m::OUTPUT_BYTES, "route" => r.clone()).increment(*bytes);
+            }
+            for ts in &txn.timestamps {
+                metrics::histogram!(m::DISTRIBUTION_LATENCY, "route" => r.clone()).record((now - ts).max(0) as f64 / 1000.0);
+            }
+        }
+        for ((route, task), samples) in &txn.task_samples {
+            metrics::counter!(m::TASK_SAMPLES, "route" => self.routes[*route].name.clone(), "task" => task.to_string())
+                .increment(*samples);
+        }
+        for reason in &txn.dead_lettered {
+            metrics::counter!(m::DEAD_LETTERED, "reason" => *reason).increment(1);
+        }
+        debug!(records = txn.timestamps.len(), "transaction committed");
+    }
+
+    /// After a failed transaction: abort it (or replace a fenced producer)
+    /// and rewind the consumer so its records are read again.
+    fn recover(&mut self, error: &KafkaError, txn: &Txn) {
+        let fatal = matches!(error, KafkaError::Transaction(e) if e.is_fatal()) || self.producer.client().fatal_error().is_some();
+        if fatal {
+            error!(error = %error, "transactional producer failed fatally; creating a new one");
+            match producer_config(&self.config.kafka, &self.config.router).create::<BaseProducer>() {
+                Ok(p) => {
+                    self.producer = p;
+                    if let Err(e) = self.producer.init_transactions(self.timeout()) {
+                        warn!(error = %e, "init transactions failed; will retry");
+                    }
+                }
+                Err(e) => error!(error = %e, "cannot create a new producer"),
+            }
+        } else if let Err(e) = self.producer.abort_transaction(self.timeout()) {
+            warn!(error = %e, "abort failed");
+        }
+        metrics::counter!(m::TRANSACTIONS, "outcome" => "aborted").increment(1);
+        self.rewind(txn);
+    }
+
+    /// Seeks every partition the transaction read back to its first record.
+    fn rewind(&self, txn: &Txn) {
+        self.rewind_except(txn, None);
+    }
+
+    /// Like `rewind`, for a rebalance whose poll also returned the record
+    /// at `polled` (partition, offset). If that record continues a
+    /// partition of the aborted transaction, the partition is rewound and
+    /// the record must be skipped (it comes again): returns true. If it is
+    /// the partition's first record (a fresh assignment restarts at the
+    /// committed offset), the partition is left alone and the record is
+    /// processed: returns false.
+    fn rewind_except(&self, txn: &Txn, polled: Option<(i32, i64)>) -> bool {
+        let mut skip = false;
+        for (partition, first) in &txn.first {
+            if let Some((p, offset)) = polled {
+                if p == *partition {
+                    if offset <= *first {
+                        continue;
+                    }
+                    skip = true;
+                }
+            }
+            if let Err(e) = self.consumer.seek(&self.config.topics.ingress, *partition, Offset::Offset(*first), Duration::from_secs(5)) {
+                // Not ours any more: its next owner starts at the committed offset.
+                debug!(partition, error = %e, "cannot rewind partition");
+            }
+        }
+        skip
+    }
+}
+
+fn sleep_unless(shutdown: &CancellationToken, duration: Duration) {
+    let until = Instant::now() + duration;
+    while !shutdown.is_cancelled() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
