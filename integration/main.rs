@@ -8,5 +8,6 @@ mod config_errors;
 mod gateway;
 mod gateway_outage;
 mod gateway_prometheus;
+mod gateway_tls;
 mod kafka_roundtrip;
 mod topics_apply;

@@ -4,7 +4,8 @@
 //!
 //! One listener per process: `streamroute run` serves every role on
 //! `run.listen`. The server stops accepting on shutdown and lets in-flight
-//! requests finish within the grace period.
+//! requests finish within the grace period. With a TLS acceptor (`run.tls`,
+//! `gateway.tls`) every connection is HTTPS; plain HTTP is not served then.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -22,10 +23,17 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::Watcher;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+/// How long a client may take to complete the TLS handshake; a stalled
+/// client must not hold a connection task forever.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A response body: always a complete buffer.
 pub type Body = Full<Bytes>;
@@ -123,18 +131,20 @@ impl Routes {
 pub struct Server {
     listener: TcpListener,
     routes: Arc<Routes>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Server {
-    /// Binds `addr`.
+    /// Binds `addr`; with `tls`, connections are served as HTTPS.
     pub async fn bind(
         addr: SocketAddr,
         metrics: PrometheusHandle,
         readiness: Readiness,
         handler: Option<Arc<dyn Handler>>,
+        tls: Option<TlsAcceptor>,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Server { listener, routes: Arc::new(Routes { metrics, readiness, handler }) })
+        Ok(Server { listener, routes: Arc::new(Routes { metrics, readiness, handler }), tls })
     }
 
     /// The bound address (useful with port 0).
@@ -146,7 +156,7 @@ impl Server {
     /// finish for up to `grace`.
     pub async fn serve(self, shutdown: CancellationToken, grace: Duration) {
         let addr = self.listener.local_addr().ok();
-        info!(?addr, "http listener serving");
+        info!(?addr, tls = self.tls.is_some(), "http listener serving");
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
             tokio::select! {
@@ -162,16 +172,34 @@ impl Server {
                         }
                     };
                     let routes = self.routes.clone();
-                    let service = service_fn(move |req| {
-                        let routes = routes.clone();
-                        async move { Ok::<_, Infallible>(routes.route(req).await) }
-                    });
-                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
+                    // Taken here, before the task runs, so the graceful
+                    // shutdown below waits for this connection too.
+                    let watcher = graceful.watcher();
+                    let Some(acceptor) = self.tls.clone() else {
+                        tokio::spawn(serve_connection(stream, peer, routes, watcher));
+                        continue;
+                    };
+                    let stop = shutdown.clone();
+                    // The handshake runs in the connection's task so that a
+                    // slow or broken client never holds up the accept loop.
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            debug!(%peer, error = %e, "http connection ended with an error");
-                        }
+                        let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                        let stream = tokio::select! {
+                            // No request has started yet: nothing to drain.
+                            _ = stop.cancelled() => return,
+                            done = handshake => match done {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    debug!(%peer, error = %e, "tls handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    debug!(%peer, timeout = ?TLS_HANDSHAKE_TIMEOUT, "tls handshake timed out");
+                                    return;
+                                }
+                            },
+                        };
+                        serve_connection(stream, peer, routes, watcher).await;
                     });
                 }
             }
@@ -180,5 +208,21 @@ impl Server {
         if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
             warn!(?grace, "http connections still open after the grace period");
         }
+    }
+}
+
+/// Serves HTTP/1.1 on one connection, plain or TLS, until the client closes
+/// it or the graceful shutdown ends it.
+async fn serve_connection<S>(stream: S, peer: SocketAddr, routes: Arc<Routes>, watcher: Watcher)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let routes = routes.clone();
+        async move { Ok::<_, Infallible>(routes.route(req).await) }
+    });
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = watcher.watch(conn).await {
+        debug!(%peer, error = %e, "http connection ended with an error");
     }
 }

@@ -226,6 +226,25 @@ mod tests {
     }
 
     #[test]
+    fn validation_names_the_tls_keys() {
+        use crate::config::{Config, ConfigError};
+        let dir = tempfile::tempdir().unwrap();
+        let good = write_pair(dir.path(), "server");
+        let absent = dir.path().join("absent.crt");
+        let mut config = Config::default();
+        config.run.tls = Some(TlsConfig { cert_file: absent.clone(), key_file: good.key_file.clone() });
+        config.gateway.tls = Some(TlsConfig { cert_file: good.cert_file.clone(), key_file: good.cert_file.clone() });
+        let Err(ConfigError::Invalid(problems)) = config.validate() else { panic!("expected problems") };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["run.tls.cert_file", "gateway.tls.key_file"], "{problems:?}");
+        assert!(problems[0].reason.starts_with(&format!("cannot read {}: ", absent.display())), "{problems:?}");
+
+        config.run.tls = Some(good.clone());
+        config.gateway.tls = Some(good);
+        config.validate().unwrap();
+    }
+
+    #[test]
     fn problems_report_both_files_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let garbage = dir.path().join("garbage.pem");

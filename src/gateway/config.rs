@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::remote_write::validate::Limits;
+use crate::tls::TlsConfig;
 
 /// The gateway role: Prometheus remote write in, ingress topic out.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +38,9 @@ pub struct GatewayConfig {
     pub key_header: Option<String>,
     /// Accepted credentials; empty means no authentication.
     pub auth: Vec<Credential>,
+    /// When set, `streamroute gateway` serves HTTPS with this certificate
+    /// and key; `run` uses `run.tls`.
+    pub tls: Option<TlsConfig>,
 }
 
 /// One accepted credential.
@@ -69,6 +73,7 @@ impl Default for GatewayConfig {
             max_in_flight: 256,
             key_header: None,
             auth: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -100,6 +105,9 @@ impl GatewayConfig {
                     check(!username.is_empty() && !username.contains(':'), &format!("auth[{i}].username"), "must be non-empty and hold no ':'")
                 }
             }
+        }
+        if let Some(tls) = &self.tls {
+            out.extend(tls.problems().into_iter().map(|(key, reason)| (format!("tls.{key}"), reason)));
         }
         out
     }
