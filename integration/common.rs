@@ -383,3 +383,11 @@ impl Drop for PrivateKafka {
         self.script("stop");
     }
 }
+
+impl Process {
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -48,6 +48,7 @@ pub const OWNED_PROPERTIES: &[&str] = &[
     "bootstrap.servers",
     "client.id",
     "group.id",
+    "group.instance.id",
     "transactional.id",
     "enable.idempotence",
     "acks",

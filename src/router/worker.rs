@@ -169,6 +169,9 @@ fn consumer_config(kafka: &KafkaConfig, router: &RouterConfig) -> rdkafka::Clien
     let mut config = kafka.client_config("router");
     config
         .set("group.id", &router.group_id)
+        // Static membership: a restarted instance takes its partitions back
+        // at once instead of waiting for a rebalance.
+        .set("group.instance.id", format!("{}-{}", router.group_id, router.instance_id))
         // Offsets are committed inside the output transaction, never alone.
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -1,0 +1,234 @@
+//! The router against the live broker: routing, stream_task_id, dead
+//! letters and exactly-once under kill -9.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use streamroute::remote_write::proto::v1::{Label, Sample, TimeSeries, WriteRequest};
+use streamroute::remote_write::{compress, Encoding};
+
+use crate::common::{bootstrap, create_topic, read_topic, unique, write_file, Process};
+
+/// Topics and a config file for one router test.
+pub struct Setup {
+    pub ingress: String,
+    pub tasks: String,
+    pub dead_letter: String,
+    pub config: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn setup(ingress_partitions: i32, task_partitions: i32, task_count: u32, extra: &str) -> Setup {
+    let (ingress, tasks, dead_letter, group) = (unique("ingress"), unique("tasks"), unique("dlq"), unique("router"));
+    create_topic(&ingress, ingress_partitions).await;
+    create_topic(&tasks, task_partitions).await;
+    create_topic(&dead_letter, 1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_file(
+        dir.path(),
+        "router.toml",
+        &format!(
+            "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
+             [topics]\ningress = \"{ingress}\"\ndead_letter = \"{dead_letter}\"\n\
+             [router]\ngroup_id = \"{group}\"\ninstance_id = \"a\"\ncommit_interval = \"200ms\"\ntransaction_timeout = \"10s\"\n\
+             [[router.routes]]\nname = \"main\"\ntopic = \"{tasks}\"\ntask_count = {task_count}\n{extra}"
+        ),
+    );
+    Setup { ingress, tasks, dead_letter, config, _dir: dir }
+}
+
+pub async fn start_router(setup: &Setup) -> Process {
+    Process::start(
+        &["router"],
+        "STREAMROUTE_ROUTER__LISTEN",
+        &[("STREAMROUTE_CONFIG_FILE", setup.config.to_str().expect("utf-8").to_string())],
+    )
+    .await
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer")
+}
+
+/// Writes `request` to `topic` as the gateway would (snappy body).
+pub async fn produce(producer: &FutureProducer, topic: &str, request: &WriteRequest) {
+    let value = compress(&request.encode_to_vec(), Encoding::Snappy).expect("snappy");
+    let headers = OwnedHeaders::new().insert(Header { key: "content-encoding", value: Some("snappy") });
+    producer
+        .send(FutureRecord::<(), [u8]>::to(topic).payload(&value).headers(headers), Duration::from_secs(10))
+        .await
+        .expect("produced");
+}
+
+fn series(labels: &[(&str, &str)], value: f64, ts: i64) -> TimeSeries {
+    TimeSeries {
+        labels: labels.iter().map(|(n, v)| Label::new(*n, *v)).collect(),
+        samples: vec![Sample { value, timestamp: ts }],
+        ..Default::default()
+    }
+}
+
+/// Every series in the task topic, with the partition it was found in.
+pub fn task_series(topic: &str) -> Vec<(i32, TimeSeries)> {
+    read_topic(topic)
+        .iter()
+        .flat_map(|m| {
+            let request = WriteRequest::decode(m.payload().expect("value")).expect("task records are plain protobuf");
+            request.timeseries.into_iter().map(move |s| (m.partition(), s))
+        })
+        .collect()
+}
+
+/// Waits until the task topic holds `samples` samples.
+pub async fn wait_for_samples(topic: &str, samples: usize, router: &Process) -> Vec<(i32, TimeSeries)> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = task_series(topic);
+        let n: usize = got.iter().map(|(_, s)| s.samples.len()).sum();
+        if n >= samples {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "only {n} of {samples} samples routed after 90 s:\n{}", router.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Prometheus' label hash, written out independently of the crate.
+fn independent_task(labels: &[Label], task_count: u64) -> u64 {
+    let mut bytes = Vec::new();
+    for l in labels.iter().filter(|l| l.name != "stream_task_id") {
+        bytes.extend_from_slice(l.name.as_bytes());
+        bytes.push(0xff);
+        bytes.extend_from_slice(l.value.as_bytes());
+        bytes.push(0xff);
+    }
+    xxhash_rust::xxh64::xxh64(&bytes, 0) % task_count
+}
+
+/// Jump consistent hash, integer form of Lamping & Veach's reference code.
+fn independent_jump(mut key: u64, buckets: i64) -> i64 {
+    let (mut b, mut j) = (-1i64, 0i64);
+    while j < buckets {
+        b = j;
+        key = key.wrapping_mul(2862933555777941757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    b
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn series_land_in_the_right_partition_with_the_right_task_id() {
+    let rules = "[[router.routes.relabel_configs]]\nsource_labels = [\"__name__\"]\nregex = \"drop_me\"\naction = \"drop\"\n\
+                 [[router.routes.relabel_configs]]\ntarget_label = \"env\"\nreplacement = \"test\"\n";
+    let setup = setup(2, 3, 16, rules).await;
+    let producer = producer();
+    let mut want = BTreeMap::new();
+    for k in 0..4 {
+        let mut timeseries = Vec::new();
+        for i in 0..50 {
+            let id = (k * 50 + i).to_string();
+            timeseries.push(series(&[("__name__", "m"), ("id", &id), ("job", "j")], f64::from(k * 50 + i), 1000));
+            want.insert(id, f64::from(k * 50 + i));
+        }
+        // Dropped by the rules.
+        timeseries.push(series(&[("__name__", "drop_me"), ("id", "x")], 0.0, 1000));
+        // Brings a stale task id, which must be overwritten.
+        timeseries.push(series(&[("__name__", "m"), ("id", &format!("stale{k}")), ("stream_task_id", "999")], 1.0, 1000));
+        want.insert(format!("stale{k}"), 1.0);
+        produce(&producer, &setup.ingress, &WriteRequest { timeseries, metadata: vec![] }).await;
+    }
+    let router = start_router(&setup).await;
+    let got = wait_for_samples(&setup.tasks, want.len(), &router).await;
+
+    let mut seen = BTreeMap::new();
+    for (partition, s) in &got {
+        let names: Vec<&str> = s.labels.iter().map(|l| l.name.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted, "labels sorted by name");
+        let label = |n: &str| s.labels.iter().find(|l| l.name == n).map(|l| l.value.clone());
+        assert_ne!(label("__name__").as_deref(), Some("drop_me"));
+        assert_eq!(label("env").as_deref(), Some("test"), "relabel rules applied");
+        let task: u64 = label("stream_task_id").expect("task label").parse().expect("decimal");
+        assert_eq!(task, independent_task(&s.labels, 16), "stream_task_id of {:?}", s.labels);
+        assert_eq!(i64::from(*partition), independent_jump(task, 3), "partition of task {task}");
+        seen.insert(label("id").expect("id"), s.samples[0].value);
+    }
+    assert_eq!(seen, want, "every kept series exactly once");
+    assert_eq!(got.len(), want.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undecodable_record_is_dead_lettered_and_the_partition_moves_on() {
+    let setup = setup(1, 1, 4, "").await;
+    let producer = producer();
+    let headers = OwnedHeaders::new().insert(Header { key: "content-encoding", value: Some("snappy") });
+    producer
+        .send(
+            FutureRecord::<str, [u8]>::to(&setup.ingress).key("sender-1").payload(&b"\x0anot snappy at all"[..]).headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produced");
+    produce(&producer, &setup.ingress, &WriteRequest { timeseries: vec![series(&[("__name__", "after")], 1.0, 1)], metadata: vec![] }).await;
+    let router = start_router(&setup).await;
+    let got = wait_for_samples(&setup.tasks, 1, &router).await;
+    assert_eq!(got[0].1.labels[0].value, "after", "the record after the poison one was routed");
+
+    let dead = read_topic(&setup.dead_letter);
+    assert_eq!(dead.len(), 1);
+    let header = |n: &str| {
+        dead[0].headers().expect("headers").iter().find(|h| h.key == n).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("dead-letter-reason").as_deref(), Some("bad_snappy"));
+    assert_eq!(header("source-topic").as_deref(), Some(setup.ingress.as_str()));
+    assert_eq!(header("source-partition").as_deref(), Some("0"));
+    assert_eq!(header("source-offset").as_deref(), Some("0"));
+    assert_eq!(dead[0].key(), Some(&b"sender-1"[..]));
+    assert_eq!(dead[0].payload(), Some(&b"\x0anot snappy at all"[..]));
+    let metrics = crate::common::http_get(&format!("http://{}/metrics", router.addr)).await.expect("metrics");
+    assert!(metrics.body.contains("streamroute_router_dead_letter_records_total{reason=\"bad_snappy\"} 1"), "{}", metrics.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_repeatedly_neither_loses_nor_duplicates_a_sample() {
+    let setup = setup(2, 3, 32, "").await;
+    let producer = producer();
+    let ingress = setup.ingress.clone();
+    // A stream of 300 payloads of 20 series over ~12 s, each sample unique.
+    let feeder = tokio::spawn(async move {
+        for k in 0..300u32 {
+            let timeseries = (0..20u32)
+                .map(|i| series(&[("__name__", "eo"), ("i", &i.to_string())], f64::from(k), i64::from(k) * 1000))
+                .collect();
+            produce(&producer, &ingress, &WriteRequest { timeseries, metadata: vec![] }).await;
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    });
+    let mut router = start_router(&setup).await;
+    for kill in 0..5u64 {
+        tokio::time::sleep(Duration::from_millis(1300 + kill * 300)).await;
+        router.kill9();
+        router = start_router(&setup).await;
+    }
+    feeder.await.expect("feeder");
+    let got = wait_for_samples(&setup.tasks, 300 * 20, &router).await;
+    let mut counts: BTreeMap<(String, i64), usize> = BTreeMap::new();
+    for (_, s) in &got {
+        let i = s.labels.iter().find(|l| l.name == "i").expect("i").value.clone();
+        for sample in &s.samples {
+            *counts.entry((i.clone(), sample.timestamp)).or_default() += 1;
+        }
+    }
+    let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(duplicated.is_empty(), "duplicated samples: {duplicated:?}");
+    assert_eq!(counts.len(), 300 * 20, "every sample exactly once");
+}
