@@ -10,4 +10,5 @@ mod gateway_outage;
 mod gateway_prometheus;
 mod gateway_tls;
 mod kafka_roundtrip;
+mod router;
 mod topics_apply;
