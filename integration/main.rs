@@ -10,5 +10,6 @@ mod gateway_outage;
 mod gateway_prometheus;
 mod gateway_tls;
 mod kafka_roundtrip;
+mod relabel_cli;
 mod router;
 mod topics_apply;

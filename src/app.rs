@@ -68,7 +68,7 @@ pub fn main(cli: Cli) -> ExitCode {
             println!("streamroute {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Relabel(args) => crate::relabel::cli::run(&args).map_err(AppError::from),
+        Command::Relabel(args) => crate::relabel::cli::run(&args, cli.config.as_deref()).map_err(AppError::from),
         command => with_runtime(cli.config.as_deref(), command),
     };
     match result {

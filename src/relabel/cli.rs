@@ -9,8 +9,11 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
+use std::path::Path;
 
 use crate::cli::RelabelArgs;
+use crate::config::Config;
+use crate::router::route::Route;
 use crate::router::task_id::{inject_task_label, jump_hash, labels_hash, partition_for_task, task_id, TaskIdConfig};
 
 use super::{load_configs, Rules};
@@ -37,15 +40,27 @@ pub struct Pipeline {
     rules: Rules,
     task: Option<TaskIdConfig>,
     partitions: Option<u32>,
+    /// With `--route`: the configured route does relabeling, task and partition.
+    route: Option<Route>,
 }
 
 impl Pipeline {
     /// Builds the pipeline from `--rules` and the task options.
-    pub fn from_args(args: &RelabelArgs) -> Result<Pipeline, RelabelCliError> {
+    pub fn from_args(args: &RelabelArgs, config: Option<&Path>) -> Result<Pipeline, RelabelCliError> {
+        if args.partitions == Some(0) {
+            return Err(RelabelCliError::Usage("--partitions must be at least 1".into()));
+        }
+        if let Some(name) = &args.route {
+            let config = Config::load(config).map_err(|e| RelabelCliError::Usage(e.to_string()))?;
+            let Some(route) = config.router.routes.iter().find(|r| &r.name == name) else {
+                let names: Vec<&str> = config.router.routes.iter().map(|r| r.name.as_str()).collect();
+                return Err(RelabelCliError::Usage(format!("no route {name:?} in the config (routes: {})", names.join(", "))));
+            };
+            let route = Route::compile(route).map_err(RelabelCliError::Usage)?;
+            return Ok(Pipeline { rules: Rules::compile(&[])?, task: None, partitions: args.partitions, route: Some(route) });
+        }
         let Some(path) = &args.rules else {
-            return Err(RelabelCliError::Usage(
-                "give --rules FILE (configured routes with --route arrive with the router)".into(),
-            ));
+            return Err(RelabelCliError::Usage("give --rules FILE, or --config FILE --route NAME".into()));
         };
         let rules = Rules::compile(&load_configs(path)?)?;
         let task = match args.task_count {
@@ -57,10 +72,19 @@ impl Pipeline {
             }),
             None => None,
         };
-        if args.partitions == Some(0) {
-            return Err(RelabelCliError::Usage("--partitions must be at least 1".into()));
+        Ok(Pipeline { rules, task, partitions: args.partitions, route: None })
+    }
+
+    /// Injects the task label when asked; returns the partition when asked.
+    fn stamp(&self, labels: &mut Vec<(String, String)>) -> Option<u32> {
+        match &self.task {
+            Some(task) => {
+                let id = task_id(labels, task);
+                inject_task_label(labels, &task.label_name, id);
+                self.partitions.map(|p| partition_for_task(id, p))
+            }
+            None => self.partitions.map(|p| jump_hash(labels_hash(labels), p)),
         }
-        Ok(Pipeline { rules, task, partitions: args.partitions })
     }
 
     /// Applies the pipeline to one JSON line; returns the output JSON line.
@@ -74,16 +98,16 @@ impl Pipeline {
                 other => return Err(format!("label {name:?} has value {other}, want a string")),
             }
         }
-        if !self.rules.process(&mut labels) {
-            return Ok("null".into());
-        }
-        let partition_key = match &self.task {
-            Some(task) => {
-                let id = task_id(&labels, task);
-                inject_task_label(&mut labels, &task.label_name, id);
-                self.partitions.map(|p| partition_for_task(id, p))
+        let partition_key = if let Some(route) = &self.route {
+            // Without --partitions the partition is not printed; 1 keeps apply() happy.
+            match route.apply(&mut labels, self.partitions.unwrap_or(1)) {
+                None => return Ok("null".into()),
+                Some((_, partition)) => self.partitions.map(|_| partition),
             }
-            None => self.partitions.map(|p| jump_hash(labels_hash(&labels), p)),
+        } else if !self.rules.process(&mut labels) {
+            return Ok("null".into());
+        } else {
+            self.stamp(&mut labels)
         };
         let object: BTreeMap<String, String> = labels.into_iter().collect();
         let out = match partition_key {
@@ -95,8 +119,8 @@ impl Pipeline {
 }
 
 /// Runs the command over stdin and stdout.
-pub fn run(args: &RelabelArgs) -> Result<(), RelabelCliError> {
-    let pipeline = Pipeline::from_args(args)?;
+pub fn run(args: &RelabelArgs, config: Option<&Path>) -> Result<(), RelabelCliError> {
+    let pipeline = Pipeline::from_args(args, config)?;
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     for (i, line) in stdin.lines().enumerate() {
@@ -117,6 +141,7 @@ mod tests {
             rules: Rules::from_yaml(rules).expect("rules"),
             task: task.map(TaskIdConfig::new),
             partitions,
+            route: None,
         }
     }
 

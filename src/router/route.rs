@@ -183,7 +183,7 @@ mod tests {
             let mut sorted = names.clone();
             sorted.sort_unstable();
             assert_eq!(names, sorted, "labels stay sorted");
-            assert_eq!(s.labels.last().unwrap(), &Label::new("stream_task_id", &t.to_string()));
+            assert_eq!(s.labels.last().unwrap(), &Label::new("stream_task_id", t.to_string()));
         }
     }
 
