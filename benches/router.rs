@@ -1,0 +1,98 @@
+//! Router hot path: snappy body → decode → validate → relabel → stream_task_id
+//! → partition → encode into per-partition batches, in samples/s per core.
+//! Also prints the bytes per sample of the task-topic records it builds.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use prost::Message;
+use streamroute::produce::generate;
+use streamroute::relabel::RelabelConfig;
+use streamroute::remote_write::{compress, decode_request, validate_v1, Encoding, Limits, Protocol};
+use streamroute::router::config::RouteConfig;
+use streamroute::router::route::{append_series, route_request, Output, Route, RouteStats};
+
+const SERIES: u64 = 2_000;
+
+fn route(rules: &str) -> Route {
+    let relabel_configs: Vec<RelabelConfig> = serde_yaml::from_str(rules).expect("rules");
+    Route::compile(&RouteConfig {
+        name: "bench".into(),
+        topic: "t".into(),
+        task_count: 64,
+        task_labels: vec![],
+        task_label_name: "stream_task_id".into(),
+        partition_labels: vec![],
+        relabel_configs,
+        relabel_file: None,
+    })
+    .expect("route")
+}
+
+/// Typical write_relabel_configs: drop a family, rewrite a label, drop a label.
+const RULES: &str = "\
+- source_labels: [__name__]
+  regex: 'go_memstats_.*'
+  action: drop
+- source_labels: [instance]
+  regex: '([^:]+):\\d+'
+  target_label: host
+- action: labeldrop
+  regex: container
+";
+
+fn hot_path(body: &[u8], routes: &[Route], batches: &mut HashMap<(usize, u32), Output>) -> usize {
+    let decoded = decode_request(body, Encoding::Snappy, Protocol::V1, 64 << 20).expect("decode");
+    validate_v1(&decoded.request, &Limits::default()).expect("valid");
+    let mut stats = vec![RouteStats::default(); routes.len()];
+    let mut written = 0;
+    route_request(decoded.request, routes, &[8], &mut stats, |r, p, _, series| {
+        let batch = batches.entry((r, p)).or_default();
+        append_series(batch, series);
+        written += series.samples.len();
+    });
+    written
+}
+
+fn bench(c: &mut Criterion) {
+    let request = generate::payload(0, SERIES, 0, 1_700_000_000_000);
+    let body = compress(&request.encode_to_vec(), Encoding::Snappy).expect("snappy");
+    let routes = [route(RULES)];
+
+    // Bytes per sample of the task-topic records, before Kafka's compression.
+    let mut batches = HashMap::new();
+    let samples = hot_path(&body, &routes, &mut batches);
+    let bytes: usize = batches.values().map(|b| b.encoded.len()).sum();
+    let zstd: usize = batches.values().map(|b| zstd::encode_all(b.encoded.as_slice(), 3).expect("zstd").len()).sum();
+    eprintln!(
+        "task records: {samples} samples, {:.1} bytes/sample plain, {:.1} bytes/sample with zstd per record",
+        bytes as f64 / samples as f64,
+        zstd as f64 / samples as f64
+    );
+
+    let mut group = c.benchmark_group("router");
+    group.throughput(Throughput::Elements(SERIES));
+    group.bench_function("decode_relabel_hash_encode_2000_series", |b| {
+        b.iter(|| {
+            let mut batches = HashMap::new();
+            black_box(hot_path(black_box(&body), &routes, &mut batches))
+        })
+    });
+    group.bench_function("route_only_2000_series", |b| {
+        b.iter_batched(
+            || request.clone(),
+            |request| {
+                let mut stats = vec![RouteStats::default(); 1];
+                let mut out = Output::default();
+                route_request(request, &routes, &[8], &mut stats, |_, _, _, s| append_series(&mut out, s));
+                black_box(out.encoded.len())
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
