@@ -372,7 +372,19 @@ impl Worker {
                 self.write(&key, &batch, txn)?;
             }
         }
+        self.report_buffered(txn);
         Ok(())
+    }
+
+    /// Sets the per-route gauge of series waiting in open batches.
+    fn report_buffered(&self, txn: &Txn) {
+        let mut buffered = vec![0usize; self.routes.len()];
+        for ((route, _, _), batch) in &txn.batches {
+            buffered[*route] += batch.series;
+        }
+        for (route, series) in self.routes.iter().zip(buffered) {
+            metrics::gauge!(m::BUFFERED, "route" => route.name.clone()).set(series as f64);
+        }
     }
 
     /// Writes every batch (at the end of a transaction).
@@ -381,6 +393,7 @@ impl Worker {
         for (key, batch) in batches {
             self.write(&key, &batch, txn)?;
         }
+        self.report_buffered(txn);
         Ok(())
     }
 

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The router through the real broker: fills a fresh ingress topic with
+# synthetic load, then times one router instance draining it into a fresh
+# task topic. Prints samples/s, the router's CPU seconds and the bytes per
+# sample the task topic stores on the broker.
+#
+#   scripts/bench-router.sh [series] [samples-per-series]
+#
+# Needs the local broker (its log directory is read), started if missing.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+SERIES=${1:-20000}
+SAMPLES=${2:-10}
+TOTAL=$((SERIES * SAMPLES))
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+LOGS="$RUN_DIR/kafka-$KAFKA_PORT/logs"
+[ -n "${KAFKA_BOOTSTRAP:-}" ] && die "needs the local broker's log directory; unset KAFKA_BOOTSTRAP"
+scripts/kafka-local.sh start
+cargo build --release --quiet
+BIN="$ROOT/target/release/streamroute"
+
+WORK="$RUN_DIR/bench-router"
+rm -rf "$WORK"; mkdir -p "$WORK/topics"
+id="$(date +%s)$RANDOM"
+INGRESS="bench.router.ingress.$id" TASKS="bench.router.tasks.$id"
+for t in "$INGRESS" "$TASKS"; do
+  printf 'name = "%s"\npartitions = 4\nreplication_factor = 1\n[config]\n"compression.type" = "producer"\n"max.message.bytes" = "34603008"\n' \
+    "$t" > "$WORK/topics/$t.toml"
+done
+cat > "$WORK/config.toml" <<TOML
+[kafka]
+bootstrap_servers = "127.0.0.1:$KAFKA_PORT"
+[topics]
+ingress = "$INGRESS"
+[run]
+roles = ["router"]
+listen = "127.0.0.1:9212"
+[router]
+group_id = "bench-router-$id"
+[[router.routes]]
+name = "bench"
+topic = "$TASKS"
+task_count = 64
+TOML
+"$BIN" -c "$WORK/config.toml" topics apply --dir "$WORK/topics" >/dev/null
+log "producing $TOTAL samples into $INGRESS"
+"$BIN" -c "$WORK/config.toml" produce --generate --series "$SERIES" --samples-per-series "$SAMPLES" 2>&1 | tail -1
+
+out() { curl -fsS http://127.0.0.1:9212/metrics 2>/dev/null \
+  | awk '/^streamroute_router_samples_total\{.*outcome="out"/ { s += $2 } END { printf "%d", s }'; }
+"$BIN" -c "$WORK/config.toml" run >"$WORK/router.log" 2>&1 &
+PID=$!
+trap 'kill $PID 2>/dev/null || true' EXIT
+start=$(date +%s.%N)
+until [ "$(out)" -ge "$TOTAL" ]; do
+  kill -0 $PID 2>/dev/null || die "router exited, see $WORK/router.log"
+  sleep 0.2
+done
+end=$(date +%s.%N)
+ticks=$(awk '{print $14 + $15}' /proc/$PID/stat)
+kill $PID; wait $PID 2>/dev/null || true
+trap - EXIT
+sleep 1
+bytes=$(cat "$LOGS/$TASKS"-*/*.log | wc -c)
+awk -v n="$TOTAL" -v s="$start" -v e="$end" -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v b="$bytes" 'BEGIN {
+  printf "router: %d samples in %.2f s (incl. start-up) = %.0f samples/s, %.2f CPU s (%.0f samples per CPU second)\n", n, e - s, n / (e - s), t / hz, n / (t / hz)
+  printf "task topic on the broker: %.1f bytes/sample\n", b / n }'
