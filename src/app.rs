@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::cli::{Cli, Command, TopicsAction, TopicsArgs};
+use crate::cli::{Cli, Command, InspectArgs, InspectWhat, TopicsAction, TopicsArgs};
 use crate::config::{Config, Role};
 use crate::gateway::Gateway;
 use crate::http::{Handler, Readiness, Server};
@@ -35,6 +35,9 @@ pub enum AppError {
     /// The router failed.
     #[error(transparent)]
     Router(#[from] crate::router::RouterError),
+    /// The egress role failed.
+    #[error(transparent)]
+    Egress(#[from] crate::egress::EgressError),
     /// Topic files or the admin API failed.
     #[error(transparent)]
     Topics(#[from] crate::topics::TopicsError),
@@ -101,7 +104,7 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
             Command::Egress => run_roles(config.clone(), &[Role::Egress], config.egress.listen, None, shutdown_on_signal()).await,
             Command::Topics(args) => topics(&config, &args).await,
             Command::Produce(args) => crate::produce::run(&config, &args).await.map(|_| ()).map_err(AppError::from),
-            Command::Inspect => Err(AppError::NotImplemented("streamroute inspect".into())),
+            Command::Inspect(InspectArgs { what: InspectWhat::Offsets { state } }) => inspect_offsets(&state),
             Command::Version | Command::Relabel(_) => Ok(()),
         }
     })
@@ -148,11 +151,6 @@ pub async fn run_roles(
     tls: Option<&TlsConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
-    if let Some(role) = roles.iter().find(|r| matches!(r, Role::Egress)) {
-        return Err(AppError::NotImplemented(format!(
-            "the {role} role (remove it from run.roles to run the others)"
-        )));
-    }
     let metrics = crate::telemetry::metrics_handle();
     metrics::gauge!(crate::metrics::PROCESS_START).set(unix_now());
     let readiness = Readiness::default();
@@ -175,6 +173,7 @@ pub async fn run_roles(
         true => Some(crate::router::Router::new(config.clone(), readiness.clone())?),
         false => None,
     };
+    let egress = roles.contains(&Role::Egress).then(|| crate::egress::Egress::new(config.clone(), readiness.clone()));
     let server = Server::bind(listen, metrics, readiness.clone(), handler, acceptor)
         .await
         .map_err(|source| AppError::Bind { addr: listen, source })?;
@@ -189,6 +188,10 @@ pub async fn run_roles(
     if let Some(router) = router {
         let stop = shutdown.clone();
         tasks.spawn(async move { router.run(stop).await.map_err(AppError::from) });
+    }
+    if let Some(egress) = egress {
+        let stop = shutdown.clone();
+        tasks.spawn(async move { egress.run(stop).await.map_err(AppError::from) });
     }
     let server_stop = CancellationToken::new();
     let server_task = tokio::spawn(server.serve(server_stop.clone(), grace));
@@ -232,6 +235,20 @@ fn flatten(done: Result<Result<(), AppError>, tokio::task::JoinError>) -> Option
         Ok(Err(e)) => Some(e),
         Err(e) => Some(AppError::Other(format!("a role task panicked: {e}"))),
     }
+}
+
+/// `streamroute inspect offsets --state DIR`: one line per stored position.
+fn inspect_offsets(dir: &std::path::Path) -> Result<(), AppError> {
+    if !dir.is_dir() {
+        return Err(AppError::Other(format!("{} is not a folder", dir.display())));
+    }
+    // sled locks the folder: this fails while an egress worker has it open.
+    let state = crate::state::State::open(dir, Duration::ZERO).map_err(|e| AppError::Other(e.to_string()))?;
+    println!("topic\tpartition\tnext_offset");
+    for p in state.all().map_err(|e| AppError::Other(e.to_string()))? {
+        println!("{}\t{}\t{}", p.topic, p.partition, p.next_offset);
+    }
+    Ok(())
 }
 
 fn unix_now() -> f64 {

@@ -34,7 +34,7 @@ pub enum Command {
     /// Push remote-write payload files or synthetic load into the ingress topic.
     Produce(crate::produce::ProduceArgs),
     /// Look into streamroute's state.
-    Inspect,
+    Inspect(InspectArgs),
     /// Print the version.
     Version,
 }
@@ -57,6 +57,25 @@ pub enum TopicsAction {
     Apply,
     /// Report drift; exit 1 when the cluster differs from the files.
     Check,
+}
+
+/// `streamroute inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// What to show.
+    #[command(subcommand)]
+    pub what: InspectWhat,
+}
+
+/// `streamroute inspect …`.
+#[derive(Debug, Subcommand)]
+pub enum InspectWhat {
+    /// Print the egress positions (next offset to read) stored in a state folder.
+    Offsets {
+        /// The egress state folder (`egress.state_dir`).
+        #[arg(long)]
+        state: PathBuf,
+    },
 }
 
 /// `streamroute relabel`.

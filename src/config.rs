@@ -15,13 +15,14 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::egress::EgressConfig;
 use crate::gateway::GatewayConfig;
 use crate::kafka::KafkaConfig;
 use crate::router::RouterConfig;
 use crate::tls::TlsConfig;
 
 /// The whole configuration of one streamroute process.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Logging.
@@ -37,7 +38,7 @@ pub struct Config {
     /// The router role.
     pub router: RouterConfig,
     /// The egress role.
-    pub egress: RoleConfig,
+    pub egress: EgressConfig,
 }
 
 /// Logging settings.
@@ -89,15 +90,6 @@ pub struct RunConfig {
     pub tls: Option<TlsConfig>,
 }
 
-/// Settings every role has when it runs as its own process.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoleConfig {
-    /// Address for `/metrics`, `/-/healthy` and `/-/ready` when this role
-    /// runs alone (`streamroute router` / `streamroute egress`).
-    pub listen: SocketAddr,
-}
-
 /// A role of the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -143,26 +135,6 @@ impl Default for RunConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9201)),
             shutdown_grace: Duration::from_secs(10),
             tls: None,
-        }
-    }
-}
-
-impl RoleConfig {
-    fn with_port(port: u16) -> Self {
-        RoleConfig { listen: SocketAddr::from(([127, 0, 0, 1], port)) }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            log: LogConfig::default(),
-            kafka: KafkaConfig::default(),
-            topics: TopicsConfig::default(),
-            run: RunConfig::default(),
-            gateway: GatewayConfig::default(),
-            router: RouterConfig::default(),
-            egress: RoleConfig::with_port(9203),
         }
     }
 }
@@ -247,6 +219,12 @@ impl Config {
         }
         if self.router.routes.iter().any(|r| r.topic == self.topics.ingress || r.topic == self.topics.dead_letter) {
             problem("router.routes", "a route's topic must differ from topics.ingress and topics.dead_letter".into());
+        }
+        for (key, reason) in self.egress.problems() {
+            problem(&format!("egress.{key}"), reason);
+        }
+        if self.egress.topic == self.topics.ingress || self.egress.topic == self.topics.dead_letter {
+            problem("egress.topic", "must differ from topics.ingress and topics.dead_letter".into());
         }
         let listens = [
             ("gateway.listen", self.gateway.listen),

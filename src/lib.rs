@@ -4,6 +4,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod egress;
 pub mod gateway;
 pub mod http;
 pub mod kafka;
@@ -12,6 +13,7 @@ pub mod produce;
 pub mod relabel;
 pub mod remote_write;
 pub mod router;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod topics;

@@ -15,4 +15,5 @@ pub fn describe() {
     describe_gauge!(ROLE_READY, "1 when the role (label role) is ready to serve, else 0");
     crate::gateway::metrics::describe();
     crate::router::metrics::describe();
+    crate::egress::metrics::describe();
 }

@@ -1,0 +1,293 @@
+//! Egress settings: which task-topic partitions this worker owns, where
+//! each one is sent, batching, retries and the request's headers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The egress role: task-topic partitions out to remote-write receivers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressConfig {
+    /// Address of `/metrics` and the health endpoints of `streamroute egress`.
+    pub listen: SocketAddr,
+    /// The task topic to read.
+    pub topic: String,
+    /// Partitions this worker owns: `"all"`, a range `"0-3"`, one `"5"`, or a list `[0, 2]`.
+    pub partitions: Partitions,
+    /// Receiver per partition: a URL template where `{partition}` is
+    /// replaced by the partition number, or a list of URLs indexed by partition.
+    pub target: Target,
+    /// Folder of the sled database holding the positions ("next offset to read").
+    pub state_dir: PathBuf,
+    /// How long a position may stay in memory before sled writes it to
+    /// disk; `0s` flushes after every request (at most one request resent
+    /// after a crash, at the cost of an fsync per request).
+    #[serde(with = "humantime_serde")]
+    pub state_flush_every: Duration,
+    /// Where a partition with no stored position starts: `earliest` or `latest`.
+    pub start_from: StartFrom,
+    /// A request is sent at this many samples (float and histogram)...
+    pub max_samples_per_send: usize,
+    /// ...or at this many bytes of uncompressed protobuf...
+    pub max_bytes_per_send: usize,
+    /// ...or this long after its first record arrived.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// How long one request may take before it counts as failed and is retried.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// First wait before retrying a failed request; doubles on each failure.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial_backoff: Duration,
+    /// Longest wait between retries (a receiver's Retry-After is honoured even when longer).
+    #[serde(with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+    /// Body encoding: `snappy`, or `zstd` (falls back to snappy by itself
+    /// when the receiver refuses it).
+    pub encoding: SendEncoding,
+    /// HTTP basic authentication for the receiver.
+    pub basic_auth: Option<BasicAuth>,
+    /// Bearer token for the receiver (`Authorization: Bearer …`).
+    pub bearer_token: Option<String>,
+    /// Extra request headers, e.g. `{ "X-Env" = "prod" }`.
+    pub headers: BTreeMap<String, String>,
+    /// When set, the tenant carried from ingress (the record's `tenant`
+    /// header) is sent in this header, e.g. `X-Scope-OrgID`; a request then
+    /// never mixes tenants.
+    pub forward_tenant_header: Option<String>,
+}
+
+/// HTTP basic authentication.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// Where a partition without a stored position starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    /// The oldest retained record.
+    Earliest,
+    /// Only records written after the worker started.
+    Latest,
+}
+
+/// Body encoding of the requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendEncoding {
+    /// Prometheus remote write 1.0.
+    Snappy,
+    /// The VictoriaMetrics variant.
+    Zstd,
+}
+
+/// The owned partitions as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Partitions {
+    /// `"all"`, `"0-3"`, `"5"` or `"0,2,4"`.
+    Text(String),
+    /// `[0, 2, 4]`.
+    List(Vec<i32>),
+}
+
+/// Which partitions, once parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionSet {
+    /// Every partition of the topic.
+    All,
+    /// These.
+    Some(BTreeSet<i32>),
+}
+
+/// The receivers as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Target {
+    /// A URL template; `{partition}` is replaced.
+    Template(String),
+    /// One URL per partition, index = partition.
+    List(Vec<String>),
+}
+
+impl Partitions {
+    /// Parses the setting.
+    pub fn parse(&self) -> Result<PartitionSet, String> {
+        let text = match self {
+            Partitions::List(list) => return set_of(list.iter().copied()).map(PartitionSet::Some),
+            Partitions::Text(t) => t.trim(),
+        };
+        if text.eq_ignore_ascii_case("all") {
+            return Ok(PartitionSet::All);
+        }
+        let mut out = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            let number = |s: &str| s.trim().parse::<i32>().map_err(|_| format!("{s:?} is not a partition number"));
+            match part.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (number(a)?, number(b)?);
+                    if a > b {
+                        return Err(format!("range {part:?} is empty"));
+                    }
+                    out.extend(a..=b);
+                }
+                None => out.push(number(part)?),
+            }
+        }
+        set_of(out).map(PartitionSet::Some)
+    }
+}
+
+fn set_of(list: impl IntoIterator<Item = i32>) -> Result<BTreeSet<i32>, String> {
+    let set: BTreeSet<i32> = list.into_iter().collect();
+    if set.is_empty() {
+        return Err("names no partition; use \"all\", a range like \"0-3\" or a list".into());
+    }
+    if let Some(p) = set.iter().find(|p| **p < 0) {
+        return Err(format!("partition {p} is negative"));
+    }
+    Ok(set)
+}
+
+impl Target {
+    /// The receiver URL of `partition`, or None when a list does not reach it.
+    pub fn url(&self, partition: i32) -> Option<String> {
+        match self {
+            Target::Template(t) => Some(t.replace("{partition}", &partition.to_string())),
+            Target::List(list) => usize::try_from(partition).ok().and_then(|i| list.get(i)).cloned(),
+        }
+    }
+
+    fn examples(&self) -> Vec<String> {
+        match self {
+            Target::Template(t) => vec![t.replace("{partition}", "0")],
+            Target::List(list) => list.clone(),
+        }
+    }
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        EgressConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9203)),
+            topic: "streamroute.tasks.default".into(),
+            partitions: Partitions::Text("all".into()),
+            target: Target::Template("http://127.0.0.1:8429/api/v1/write".into()),
+            state_dir: PathBuf::from(".run/egress-state"),
+            state_flush_every: Duration::from_secs(1),
+            start_from: StartFrom::Earliest,
+            max_samples_per_send: 5_000,
+            max_bytes_per_send: 4 << 20,
+            flush_interval: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(30),
+            retry_initial_backoff: Duration::from_millis(250),
+            retry_max_backoff: Duration::from_secs(30),
+            encoding: SendEncoding::Snappy,
+            basic_auth: None,
+            bearer_token: None,
+            headers: BTreeMap::new(),
+            forward_tenant_header: None,
+        }
+    }
+}
+
+impl EgressConfig {
+    /// Problems as (key relative to `egress.`, reason).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut check = |ok: bool, key: &str, reason: &str| {
+            if !ok {
+                out.push((key.to_string(), reason.to_string()));
+            }
+        };
+        let topic = crate::topics::check_topic_name(&self.topic);
+        check(topic.is_ok(), "topic", &topic.err().unwrap_or_default());
+        let partitions = self.partitions.parse();
+        check(partitions.is_ok(), "partitions", partitions.as_ref().err().map_or("", String::as_str));
+        check(!self.state_dir.as_os_str().is_empty(), "state_dir", "must not be empty");
+        check(!self.state_dir.is_file(), "state_dir", "is a file; name a folder");
+        let positive = "must be greater than zero";
+        check(self.max_samples_per_send > 0, "max_samples_per_send", positive);
+        check(self.max_bytes_per_send > 0, "max_bytes_per_send", positive);
+        check(!self.flush_interval.is_zero(), "flush_interval", positive);
+        check(!self.request_timeout.is_zero(), "request_timeout", positive);
+        check(!self.retry_initial_backoff.is_zero(), "retry_initial_backoff", positive);
+        check(self.retry_max_backoff >= self.retry_initial_backoff, "retry_max_backoff", "must be at least retry_initial_backoff");
+        check(
+            !(self.basic_auth.is_some() && self.bearer_token.is_some()),
+            "bearer_token",
+            "set either basic_auth or bearer_token, not both",
+        );
+        for url in self.target.examples() {
+            let ok = url.parse::<hyper::Uri>().is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+            check(ok, "target", &format!("{url:?} is not an http:// URL (https is not supported yet)"));
+        }
+        if let (Target::List(list), Ok(PartitionSet::Some(set))) = (&self.target, &partitions) {
+            if let Some(p) = set.iter().find(|p| **p as usize >= list.len()) {
+                check(false, "target", &format!("lists {} URL(s) but partition {p} is owned", list.len()));
+            }
+        }
+        for (name, value) in &self.headers {
+            let ok = hyper::header::HeaderName::try_from(name.as_str()).is_ok()
+                && hyper::header::HeaderValue::try_from(value.as_str()).is_ok();
+            check(ok, &format!("headers.{name}"), "is not a valid HTTP header");
+        }
+        if let Some(name) = &self.forward_tenant_header {
+            check(hyper::header::HeaderName::try_from(name.as_str()).is_ok(), "forward_tenant_header", "is not a valid header name");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<PartitionSet, String> {
+        Partitions::Text(text.into()).parse()
+    }
+
+    #[test]
+    fn partitions_parse_all_ranges_and_lists() {
+        assert_eq!(parse("all"), Ok(PartitionSet::All));
+        assert_eq!(parse("0-3"), Ok(PartitionSet::Some([0, 1, 2, 3].into())));
+        assert_eq!(parse("5"), Ok(PartitionSet::Some([5].into())));
+        assert_eq!(parse("0-1, 4"), Ok(PartitionSet::Some([0, 1, 4].into())));
+        assert_eq!(Partitions::List(vec![2, 0, 2]).parse(), Ok(PartitionSet::Some([0, 2].into())));
+        assert!(parse("3-1").is_err());
+        assert!(parse("x").is_err());
+        assert!(Partitions::List(vec![]).parse().is_err());
+        assert!(Partitions::List(vec![-1]).parse().is_err());
+    }
+
+    #[test]
+    fn targets_resolve_per_partition() {
+        let t = Target::Template("http://vmagent-{partition}:8429/api/v1/write".into());
+        assert_eq!(t.url(3).as_deref(), Some("http://vmagent-3:8429/api/v1/write"));
+        let l = Target::List(vec!["http://a/".into(), "http://b/".into()]);
+        assert_eq!(l.url(1).as_deref(), Some("http://b/"));
+        assert_eq!(l.url(2), None);
+    }
+
+    #[test]
+    fn problems_name_their_keys() {
+        let config = EgressConfig {
+            partitions: Partitions::Text("0-2".into()),
+            target: Target::List(vec!["http://a/".into()]),
+            retry_max_backoff: Duration::from_millis(1),
+            ..EgressConfig::default()
+        };
+        let keys: Vec<String> = config.problems().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["retry_max_backoff", "target"]);
+    }
+}

@@ -1,0 +1,42 @@
+//! Egress metrics, declared once. Labels: partition (bounded by the topic),
+//! reason and status class (fixed sets).
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Samples (float and histogram) acknowledged by the receiver, per partition.
+pub const SAMPLES: &str = "streamroute_egress_samples_total";
+/// Series acknowledged by the receiver, per partition.
+pub const SERIES: &str = "streamroute_egress_series_total";
+/// Request body bytes (compressed) acknowledged, per partition.
+pub const BYTES: &str = "streamroute_egress_bytes_total";
+/// Duration of one HTTP request, by outcome (`ok`, `retry`, `rejected`).
+pub const REQUEST_DURATION: &str = "streamroute_egress_request_duration_seconds";
+/// Retried requests by reason (`connect`, `timeout`, `5xx`, `429`, `encoding`).
+pub const RETRIES: &str = "streamroute_egress_retries_total";
+/// 429 answers, per partition.
+pub const TOO_MANY_REQUESTS: &str = "streamroute_egress_429_total";
+/// Batches sent to the dead-letter topic after a 4xx, per partition.
+pub const DEAD_LETTERED: &str = "streamroute_egress_dead_letter_batches_total";
+/// High watermark minus stored position, per partition.
+pub const LAG: &str = "streamroute_egress_lag_records";
+/// Newest sample timestamp (seconds) of the last acknowledged request, per partition.
+pub const LAST_ACKED_SAMPLE: &str = "streamroute_egress_last_acknowledged_sample_timestamp_seconds";
+/// Records skipped because retention removed them before they were sent, per partition.
+pub const SKIPPED: &str = "streamroute_egress_skipped_records_total";
+/// Latency of one write (and flush, when configured) of the sled state.
+pub const STATE_WRITE: &str = "streamroute_egress_state_write_seconds";
+
+/// Registers the egress metric descriptions.
+pub fn describe() {
+    describe_counter!(SAMPLES, "samples acknowledged by the receiver, per partition");
+    describe_counter!(SERIES, "series acknowledged by the receiver, per partition");
+    describe_counter!(BYTES, Unit::Bytes, "compressed request bytes acknowledged, per partition");
+    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "remote-write request duration by outcome");
+    describe_counter!(RETRIES, "requests retried, by reason");
+    describe_counter!(TOO_MANY_REQUESTS, "429 answers from the receiver, per partition");
+    describe_counter!(DEAD_LETTERED, "batches refused with a 4xx and sent to the dead-letter topic");
+    describe_gauge!(LAG, "records between the stored position and the partition's end");
+    describe_gauge!(LAST_ACKED_SAMPLE, Unit::Seconds, "newest sample timestamp of the last acknowledged request");
+    describe_counter!(SKIPPED, "records removed by retention before egress sent them");
+    describe_histogram!(STATE_WRITE, Unit::Seconds, "sled write latency of egress positions");
+}

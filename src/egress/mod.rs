@@ -1,0 +1,202 @@
+//! The egress role: task-topic partitions → remote-write receivers (vmagent).
+//!
+//! Guarantee: no acknowledged sample is lost on the way out. Each owned
+//! partition has its own consumer (manual assignment, no consumer group,
+//! `read_committed`) and its own loop with one request in flight, so a
+//! partition's samples arrive in order. Positions live only in sled
+//! (`src/state/`) and mean "next offset to read": a position moves past a
+//! record only once the receiver acknowledged it (2xx) or it was written to
+//! the dead-letter topic (other 4xx). Connection errors, timeouts, 5xx and
+//! 429 are retried forever with backoff; a crash resends at most what was
+//! acknowledged since sled's last flush (`egress.state_flush_every`).
+
+pub mod config;
+pub mod metrics;
+mod scan;
+mod send;
+mod worker;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::EgressConfig;
+use config::PartitionSet;
+
+use crate::config::Config;
+use crate::http::Readiness;
+use crate::kafka::producer::DurableProducer;
+use crate::state::{State, StateError};
+use worker::{PartitionWorker, Shared};
+
+/// How often the lag gauge is refreshed.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Errors that stop the egress role.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    /// The sled state failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A Kafka client failed.
+    #[error("kafka: {0}")]
+    Client(KafkaError),
+    /// The task topic or an owned partition is not there (yet).
+    #[error("{0}")]
+    Topic(String),
+    /// A setting that validation could not check (e.g. a target list too
+    /// short for the partitions of "all").
+    #[error("egress config: {0}")]
+    Config(String),
+    /// A request body could not be compressed.
+    #[error("cannot encode a request: {0}")]
+    Encode(String),
+    /// A blocking task failed.
+    #[error("egress task failed: {0}")]
+    Thread(String),
+}
+
+impl EgressError {
+    /// Errors worth waiting out at start-up (Kafka not there yet).
+    fn is_transient(&self) -> bool {
+        matches!(self, EgressError::Client(_) | EgressError::Topic(_))
+    }
+}
+
+/// The egress role.
+pub struct Egress {
+    config: Arc<Config>,
+    readiness: Readiness,
+}
+
+impl Egress {
+    /// Registers readiness; the role is ready once every owned partition
+    /// is assigned and the state is open.
+    pub fn new(config: Arc<Config>, readiness: Readiness) -> Egress {
+        readiness.register("egress");
+        Egress { config, readiness }
+    }
+
+    /// Runs every owned partition until `shutdown` or a failure.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), EgressError> {
+        let egress = Arc::new(self.config.egress.clone());
+        std::fs::create_dir_all(&egress.state_dir)
+            .map_err(|e| EgressError::Config(format!("cannot create state_dir {}: {e}", egress.state_dir.display())))?;
+        let state = State::open(&egress.state_dir, egress.state_flush_every)?;
+        let sender = send::Sender::new(&egress).map_err(EgressError::Config)?;
+        let dead_letter = DurableProducer::new(&self.config.kafka, "egress", Duration::from_secs(30), egress.max_bytes_per_send)
+            .map_err(EgressError::Client)?;
+        let shared = Arc::new(Shared {
+            config: egress.clone(),
+            kafka: self.config.kafka.clone(),
+            dead_letter_topic: self.config.topics.dead_letter.clone(),
+            state,
+            sender: Arc::new(sender),
+            dead_letter: Arc::new(dead_letter),
+        });
+        let workers = loop {
+            match start_workers(&shared).await {
+                Ok(w) => break w,
+                Err(e) if e.is_transient() => {
+                    warn!(error = %e, "egress cannot start yet; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let lag: Vec<_> = workers.iter().map(|w| (w.partition, w.consumer.clone(), w.position.clone())).collect();
+        let stop = shutdown.child_token();
+        let mut tasks = JoinSet::new();
+        for w in workers {
+            tasks.spawn(w.run(stop.clone()));
+        }
+        self.readiness.set("egress", true);
+        info!(topic = %egress.topic, partitions = lag.len(), "egress running");
+        let mut result = Ok(());
+        let mut tick = tokio::time::interval(LAG_INTERVAL);
+        loop {
+            tokio::select! {
+                done = tasks.join_next() => match done {
+                    None => break,
+                    Some(done) => {
+                        let failed = match done {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) => Some(e),
+                            Err(e) => Some(EgressError::Thread(e.to_string())),
+                        };
+                        if let Some(e) = failed {
+                            // One partition failing (sled) stops them all: the state is shared.
+                            stop.cancel();
+                            if result.is_ok() {
+                                result = Err(e);
+                            }
+                        }
+                    }
+                },
+                _ = tick.tick(), if !stop.is_cancelled() => update_lag(&egress.topic, &lag, shared.kafka.request_timeout).await,
+            }
+        }
+        self.readiness.set("egress", false);
+        shared.dead_letter.flush(Duration::from_secs(5));
+        info!("egress stopped");
+        result
+    }
+}
+
+/// Resolves the owned partitions against the topic and starts their workers.
+async fn start_workers(shared: &Arc<Shared>) -> Result<Vec<PartitionWorker>, EgressError> {
+    let config = &shared.config;
+    let count = partition_count(&shared.kafka, &config.topic).await?;
+    let owned: BTreeSet<i32> = match config.partitions.parse().map_err(EgressError::Config)? {
+        PartitionSet::All => (0..count).collect(),
+        PartitionSet::Some(set) => set,
+    };
+    if let Some(p) = owned.iter().find(|p| **p >= count) {
+        return Err(EgressError::Topic(format!("partition {p} of {} does not exist (it has {count})", config.topic)));
+    }
+    let mut workers = Vec::new();
+    for p in owned {
+        let url = config
+            .target
+            .url(p)
+            .ok_or_else(|| EgressError::Config(format!("target lists no URL for partition {p}")))?;
+        workers.push(PartitionWorker::start(shared.clone(), p, url).await?);
+    }
+    Ok(workers)
+}
+
+async fn partition_count(kafka: &crate::kafka::KafkaConfig, topic: &str) -> Result<i32, EgressError> {
+    let (config, topic, timeout) = (kafka.client_config("egress"), topic.to_string(), kafka.request_timeout);
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config.create().map_err(EgressError::Client)?;
+        let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, Some(&topic), timeout).map_err(EgressError::Client)?;
+        match md.topics().first() {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as i32),
+            _ => Err(EgressError::Topic(format!("topic {topic} does not exist (streamroute topics apply)"))),
+        }
+    })
+    .await
+    .map_err(|e| EgressError::Thread(e.to_string()))?
+}
+
+async fn update_lag(topic: &str, partitions: &[(i32, Arc<StreamConsumer>, Arc<AtomicI64>)], timeout: Duration) {
+    for (partition, consumer, position) in partitions {
+        match worker::watermarks(consumer, topic, *partition, timeout).await {
+            Ok((_, high)) => {
+                let lag = (high - position.load(Ordering::Acquire)).max(0);
+                ::metrics::gauge!(metrics::LAG, "partition" => partition.to_string()).set(lag as f64);
+            }
+            Err(e) => warn!(partition, error = %e, "cannot read the partition's end for the lag gauge"),
+        }
+    }
+}

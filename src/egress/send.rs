@@ -1,0 +1,161 @@
+//! One remote-write request and the classification of its answer.
+//!
+//! The classification is the egress guarantee in small: 2xx is delivered;
+//! connection errors, timeouts, 5xx and 429 are retried (never dropped);
+//! a refused zstd body is retried as snappy; any other 4xx is a request the
+//! receiver will never take, which the caller dead-letters.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use super::config::{EgressConfig, SendEncoding};
+
+/// Longest response body kept for logs and dead-letter headers.
+const MAX_BODY: usize = 1024;
+
+/// What became of one request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// 2xx: the receiver has every sample.
+    Delivered,
+    /// Try again later; `after` is the receiver's Retry-After.
+    Retry { reason: &'static str, after: Option<Duration>, detail: String },
+    /// The receiver refused the body's encoding (zstd); resend as snappy.
+    EncodingRefused { status: u16, body: String },
+    /// A 4xx other than 429: it will never be accepted.
+    Rejected { status: u16, body: String },
+}
+
+/// Builds and sends requests to the receivers.
+pub struct Sender {
+    client: Client<HttpConnector, Full<Bytes>>,
+    headers: HeaderMap,
+    tenant_header: Option<HeaderName>,
+    timeout: Duration,
+}
+
+/// Whether an error answer to a zstd body says the encoding was the
+/// problem. vmagent 1.79 ignores `Content-Encoding: zstd`, reads the body as
+/// snappy and answers 400 "cannot decompress … snappy: corrupt input".
+pub fn refuses_encoding(status: u16, body: &str) -> bool {
+    let body = body.to_ascii_lowercase();
+    status == 415 || (status == 400 && ["encoding", "snappy", "zstd", "decompress"].iter().any(|w| body.contains(w)))
+}
+
+impl Sender {
+    /// A sender with the configured auth and extra headers (validated at start-up).
+    pub fn new(config: &EgressConfig) -> Result<Sender, String> {
+        let mut headers = HeaderMap::new();
+        let mut put = |name: &str, value: &str| -> Result<(), String> {
+            let n = HeaderName::try_from(name).map_err(|e| format!("header {name}: {e}"))?;
+            let v = HeaderValue::try_from(value).map_err(|e| format!("header {name}: {e}"))?;
+            headers.insert(n, v);
+            Ok(())
+        };
+        for (name, value) in &config.headers {
+            put(name, value)?;
+        }
+        put("content-type", "application/x-protobuf")?;
+        put("x-prometheus-remote-write-version", "0.1.0")?;
+        put("user-agent", concat!("streamroute/", env!("CARGO_PKG_VERSION")))?;
+        if let Some(auth) = &config.basic_auth {
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", auth.username, auth.password));
+            put("authorization", &format!("Basic {token}"))?;
+        }
+        if let Some(token) = &config.bearer_token {
+            put("authorization", &format!("Bearer {token}"))?;
+        }
+        let tenant_header = config
+            .forward_tenant_header
+            .as_deref()
+            .map(|n| HeaderName::try_from(n).map_err(|e| format!("forward_tenant_header: {e}")))
+            .transpose()?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.request_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
+        Ok(Sender { client, headers, tenant_header, timeout: config.request_timeout })
+    }
+
+    /// POSTs `body` (already compressed with `encoding`) to `url`.
+    pub async fn send(&self, url: &str, body: Bytes, encoding: SendEncoding, tenant: Option<&str>) -> Outcome {
+        let mut request = hyper::Request::post(url);
+        if let Some(h) = request.headers_mut() {
+            h.extend(self.headers.clone());
+            h.insert("content-encoding", HeaderValue::from_static(encoding_name(encoding)));
+            if let (Some(name), Some(tenant)) = (&self.tenant_header, tenant) {
+                if let Ok(v) = HeaderValue::try_from(tenant) {
+                    h.insert(name.clone(), v);
+                }
+            }
+        }
+        let request = match request.body(Full::new(body)) {
+            Ok(r) => r,
+            // Only a bad URL gets here; config validation checks them.
+            Err(e) => return Outcome::Rejected { status: 0, body: format!("cannot build the request: {e}") },
+        };
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| ("connect", e.to_string()))?;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            // The body matters only for errors and is kept short.
+            let body = match response.into_body().collect().await {
+                Ok(b) => truncate(&b.to_bytes()),
+                Err(e) => format!("(body unreadable: {e})"),
+            };
+            Ok::<_, (&'static str, String)>((status, retry_after, body))
+        };
+        let (status, retry_after, body) = match tokio::time::timeout(self.timeout, exchange).await {
+            Err(_) => return Outcome::Retry { reason: "timeout", after: None, detail: format!("no answer within {:?}", self.timeout) },
+            Ok(Err((reason, detail))) => return Outcome::Retry { reason, after: None, detail },
+            Ok(Ok(answer)) => answer,
+        };
+        match status {
+            200..=299 => Outcome::Delivered,
+            429 => Outcome::Retry { reason: "429", after: retry_after, detail: body },
+            500..=599 => Outcome::Retry { reason: "5xx", after: retry_after, detail: format!("{status}: {body}") },
+            s if encoding == SendEncoding::Zstd && refuses_encoding(s, &body) => Outcome::EncodingRefused { status: s, body },
+            400..=499 => Outcome::Rejected { status, body },
+            // 1xx/3xx: not a remote-write answer; the receiver may be misconfigured for now.
+            _ => Outcome::Retry { reason: "unexpected_status", after: retry_after, detail: format!("{status}: {body}") },
+        }
+    }
+}
+
+/// The Content-Encoding value.
+pub fn encoding_name(encoding: SendEncoding) -> &'static str {
+    match encoding {
+        SendEncoding::Snappy => "snappy",
+        SendEncoding::Zstd => "zstd",
+    }
+}
+
+fn truncate(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX_BODY)]);
+    text.trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vmagent_179s_answer_to_zstd_counts_as_a_refused_encoding() {
+        let body = "remoteAddr: \"127.0.0.1:43474\"; requestURI: /api/v1/write; cannot decompress request with length 2: snappy: corrupt input";
+        assert!(refuses_encoding(400, body));
+        assert!(refuses_encoding(415, ""));
+        assert!(!refuses_encoding(400, "label name too long"));
+    }
+}

@@ -1,0 +1,448 @@
+//! One partition's loop: read task-topic records, concatenate them into a
+//! request, send it, and only then move the stored position.
+//!
+//! Invariants:
+//! - one request in flight per partition, so samples keep their order;
+//! - the position in sled (next offset to read) moves past a record only
+//!   after the receiver acknowledged it (2xx) or it is in the dead-letter
+//!   topic; retryable failures keep the request and retry it forever;
+//! - a position below the log start (retention removed records) is never
+//!   skipped silently: it is logged as an error and counted.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::Rng;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::config::{EgressConfig, SendEncoding, StartFrom};
+use super::metrics as m;
+use super::scan::{count, Counts};
+use super::send::{encoding_name, Outcome, Sender};
+use super::EgressError;
+use crate::kafka::producer::{DurableProducer, SendError};
+use crate::kafka::record::HEADER_TENANT;
+use crate::remote_write::{compress, Encoding};
+use crate::state::{next_offset_after, Position, State};
+
+/// What a partition worker shares with the role.
+pub struct Shared {
+    pub config: Arc<EgressConfig>,
+    pub kafka: crate::kafka::KafkaConfig,
+    pub dead_letter_topic: String,
+    pub state: State,
+    pub sender: Arc<Sender>,
+    pub dead_letter: Arc<DurableProducer>,
+}
+
+/// One record's place in a batch, kept for dead-lettering.
+struct Record {
+    offset: i64,
+    start: usize,
+    end: usize,
+    key: Option<Vec<u8>>,
+    headers: OwnedHeaders,
+}
+
+/// The request being assembled.
+#[derive(Default)]
+struct Batch {
+    body: Vec<u8>,
+    counts: Counts,
+    records: Vec<Record>,
+    tenant: Option<String>,
+    first_at: Option<Instant>,
+    /// Offset of the last record read into this batch (sent or not).
+    last_offset: Option<i64>,
+}
+
+/// A record read but not yet placed in a batch.
+struct Pending {
+    offset: i64,
+    value: Vec<u8>,
+    counts: Counts,
+    key: Option<Vec<u8>>,
+    headers: OwnedHeaders,
+    tenant: Option<String>,
+}
+
+pub struct PartitionWorker {
+    shared: Arc<Shared>,
+    pub partition: i32,
+    url: String,
+    pub consumer: Arc<StreamConsumer>,
+    encoding: SendEncoding,
+    /// The stored position, for the lag gauge.
+    pub position: Arc<AtomicI64>,
+    label: String,
+}
+
+/// librdkafka settings of a partition's consumer: no group, no commits,
+/// committed transactions only, and no silent offset reset.
+fn consumer_config(kafka: &crate::kafka::KafkaConfig) -> rdkafka::ClientConfig {
+    let mut config = kafka.client_config("egress");
+    config
+        // Positions live in sled, never in Kafka.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // The router writes task topics in transactions.
+        .set("isolation.level", "read_committed")
+        // An out-of-range position is an error we handle loudly, not a skip.
+        .set("auto.offset.reset", "error");
+    config
+}
+
+impl PartitionWorker {
+    /// Creates the consumer and decides where the partition starts.
+    pub async fn start(shared: Arc<Shared>, partition: i32, url: String) -> Result<PartitionWorker, EgressError> {
+        let consumer: Arc<StreamConsumer> = Arc::new(consumer_config(&shared.kafka).create().map_err(EgressError::Client)?);
+        let mut worker = PartitionWorker {
+            encoding: shared.config.encoding,
+            shared,
+            partition,
+            url,
+            consumer,
+            position: Arc::new(AtomicI64::new(-1)),
+            label: partition.to_string(),
+        };
+        let start = worker.start_offset().await?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&worker.shared.config.topic, partition, Offset::Offset(start)).map_err(EgressError::Client)?;
+        worker.consumer.assign(&tpl).map_err(EgressError::Client)?;
+        worker.position.store(start, Ordering::Release);
+        info!(partition, start, url = %worker.url, "egress partition assigned");
+        Ok(worker)
+    }
+
+    fn topic(&self) -> &str {
+        &self.shared.config.topic
+    }
+
+    async fn watermarks(&self) -> Result<(i64, i64), EgressError> {
+        watermarks(&self.consumer, self.topic(), self.partition, self.shared.kafka.request_timeout).await
+    }
+
+    /// The stored position, checked against what the log still holds; with
+    /// none stored, earliest or latest, stored at once so a restart before
+    /// the first delivery starts at the same place.
+    async fn start_offset(&mut self) -> Result<i64, EgressError> {
+        let (low, high) = self.watermarks().await?;
+        let stored = self.shared.state.get(self.topic(), self.partition)?;
+        let start = match stored {
+            Some(pos) if pos < low => {
+                self.retention_skip(pos, low);
+                low
+            }
+            Some(pos) if pos > high => {
+                error!(
+                    topic = self.topic(), partition = self.partition, stored = pos, high,
+                    "stored position is beyond the end of the partition (was the topic recreated?); starting at its earliest offset"
+                );
+                low
+            }
+            Some(pos) => return Ok(pos),
+            None => match self.shared.config.start_from {
+                StartFrom::Earliest => low,
+                StartFrom::Latest => high,
+            },
+        };
+        self.store(start).await?;
+        Ok(start)
+    }
+
+    fn retention_skip(&self, from: i64, to: i64) {
+        error!(
+            topic = self.topic(), partition = self.partition, position = from, log_start = to, skipped = to - from,
+            "records were removed by retention before egress sent them; they are LOST for this receiver, continuing at the log start"
+        );
+        metrics::counter!(m::SKIPPED, "partition" => self.label.clone()).increment(u64::try_from(to - from).unwrap_or(0));
+    }
+
+    async fn store(&self, next_offset: i64) -> Result<(), EgressError> {
+        let position = Position { topic: self.topic().to_string(), partition: self.partition, next_offset };
+        self.shared.state.set_batch(&[position]).await?;
+        self.position.store(next_offset, Ordering::Release);
+        Ok(())
+    }
+
+    /// Runs until `shutdown`. A request already sent is finished (and its
+    /// position stored) before returning; records only collected are read
+    /// again after a restart.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), EgressError> {
+        let mut pending: Option<Pending> = None;
+        loop {
+            let mut batch = Batch::default();
+            let stopped = self.collect(&mut batch, &mut pending, &shutdown).await?;
+            if stopped {
+                break;
+            }
+            if !self.deliver(&batch, &shutdown).await? {
+                break;
+            }
+            if let Some(last) = batch.last_offset {
+                self.store(next_offset_after(last)).await?;
+            }
+        }
+        self.shared.state.flush().await?;
+        debug!(partition = self.partition, "egress partition stopped");
+        Ok(())
+    }
+
+    /// Fills `batch` until it is full, its flush interval passed, or
+    /// shutdown (returns true then).
+    async fn collect(&self, batch: &mut Batch, pending: &mut Option<Pending>, shutdown: &CancellationToken) -> Result<bool, EgressError> {
+        let config = &self.shared.config;
+        loop {
+            if let Some(p) = pending.take() {
+                if !self.fits(batch, &p) {
+                    *pending = Some(p);
+                    return Ok(false);
+                }
+                self.add(batch, p);
+                if batch.counts.samples >= config.max_samples_per_send as u64 || batch.body.len() >= config.max_bytes_per_send {
+                    return Ok(false);
+                }
+            }
+            let deadline = batch.first_at.map(|t| tokio::time::Instant::from_std(t + config.flush_interval));
+            let received = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(true),
+                _ = sleep_until(deadline) => return Ok(false),
+                received = self.consumer.recv() => received,
+            };
+            match received {
+                Ok(message) => *pending = self.read(&message, batch).await?,
+                Err(e) => self.consumer_error(e).await?,
+            }
+        }
+    }
+
+    /// Whether `p` may join `batch` (a request never mixes tenants and
+    /// stays under the byte limit unless it is a single record).
+    fn fits(&self, batch: &Batch, p: &Pending) -> bool {
+        if batch.records.is_empty() {
+            return true;
+        }
+        let tenant_ok = self.shared.config.forward_tenant_header.is_none() || batch.tenant == p.tenant;
+        tenant_ok && batch.body.len() + p.value.len() <= self.shared.config.max_bytes_per_send
+    }
+
+    fn add(&self, batch: &mut Batch, p: Pending) {
+        if batch.records.is_empty() {
+            batch.tenant = p.tenant;
+        }
+        batch.first_at.get_or_insert_with(Instant::now);
+        let start = batch.body.len();
+        batch.body.extend_from_slice(&p.value);
+        batch.counts.add(p.counts);
+        batch.records.push(Record { offset: p.offset, start, end: batch.body.len(), key: p.key, headers: p.headers });
+        batch.last_offset = Some(p.offset);
+    }
+
+    /// Turns a message into a pending record. Records that cannot be
+    /// counted (not a WriteRequest) are dead-lettered alone.
+    async fn read(&self, message: &BorrowedMessage<'_>, batch: &mut Batch) -> Result<Option<Pending>, EgressError> {
+        let value = message.payload().unwrap_or_default();
+        let mut headers = OwnedHeaders::new();
+        let mut tenant = None;
+        if let Some(h) = message.headers() {
+            for header in h.iter() {
+                if header.key == HEADER_TENANT {
+                    tenant = header.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                }
+                headers = headers.insert(Header { key: header.key, value: header.value });
+            }
+        }
+        let key = message.key().map(<[u8]>::to_vec);
+        let counts = match count(value) {
+            Ok(c) => c,
+            Err(reason) => {
+                warn!(partition = self.partition, offset = message.offset(), reason, "task record is not a WriteRequest; dead-lettering it");
+                let record = Record { offset: message.offset(), start: 0, end: value.len(), key, headers };
+                self.dead_letter_records(value, &[record], "malformed_record", reason, None).await;
+                // The batch now ends past it, so the position moves over it.
+                if batch.records.is_empty() {
+                    self.store(next_offset_after(message.offset())).await?;
+                } else {
+                    batch.last_offset = Some(message.offset());
+                }
+                return Ok(None);
+            }
+        };
+        Ok(Some(Pending { offset: message.offset(), value: value.to_vec(), counts, key, headers, tenant }))
+    }
+
+    /// Handles a consumer error: an out-of-range position means retention
+    /// removed records we had not sent; anything else is logged and librdkafka retries.
+    async fn consumer_error(&self, e: KafkaError) -> Result<(), EgressError> {
+        let out_of_range = matches!(
+            &e,
+            KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset)
+        );
+        if !out_of_range {
+            warn!(partition = self.partition, error = %e, "task topic consumer error");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return Ok(());
+        }
+        let (low, _) = self.watermarks().await?;
+        let position = self.position.load(Ordering::Acquire);
+        // Records between the stored position and the consumer may be in
+        // the open batch; only what lies below the log start is gone.
+        self.retention_skip(position, low.max(position));
+        let consumer_position = self.consumer.position().ok().and_then(|tpl| {
+            tpl.find_partition(self.topic(), self.partition).and_then(|e| e.offset().to_raw())
+        });
+        let resume = low.max(consumer_position.unwrap_or(low));
+        self.consumer
+            .seek(self.topic(), self.partition, Offset::Offset(resume), Duration::from_secs(10))
+            .map_err(EgressError::Client)?;
+        Ok(())
+    }
+
+    /// Sends `batch` until it is delivered or dead-lettered (true), or
+    /// shutdown interrupts a wait between retries (false).
+    async fn deliver(&mut self, batch: &Batch, shutdown: &CancellationToken) -> Result<bool, EgressError> {
+        if batch.counts.series == 0 && batch.body.is_empty() {
+            return Ok(true);
+        }
+        let config = self.shared.config.clone();
+        let mut backoff = config.retry_initial_backoff;
+        let mut attempts = 0u32;
+        let mut encoded: Option<(SendEncoding, Bytes)> = None;
+        loop {
+            let body = match &encoded {
+                Some((enc, body)) if *enc == self.encoding => body.clone(),
+                _ => {
+                    let codec = match self.encoding {
+                        SendEncoding::Snappy => Encoding::Snappy,
+                        SendEncoding::Zstd => Encoding::Zstd,
+                    };
+                    let body = Bytes::from(compress(&batch.body, codec).map_err(|e| EgressError::Encode(e.to_string()))?);
+                    encoded = Some((self.encoding, body.clone()));
+                    body
+                }
+            };
+            let started = Instant::now();
+            attempts += 1;
+            // Not raced against shutdown: a request in flight is finished.
+            let outcome = self.shared.sender.send(&self.url, body.clone(), self.encoding, batch.tenant.as_deref()).await;
+            let elapsed = started.elapsed().as_secs_f64();
+            let wait = match outcome {
+                Outcome::Delivered => {
+                    metrics::histogram!(m::REQUEST_DURATION, "outcome" => "ok").record(elapsed);
+                    self.delivered(batch, body.len());
+                    return Ok(true);
+                }
+                Outcome::EncodingRefused { status, body } => {
+                    metrics::histogram!(m::REQUEST_DURATION, "outcome" => "retry").record(elapsed);
+                    metrics::counter!(m::RETRIES, "reason" => "encoding").increment(1);
+                    warn!(partition = self.partition, status, body, "receiver refuses zstd; falling back to snappy");
+                    self.encoding = SendEncoding::Snappy;
+                    continue;
+                }
+                Outcome::Rejected { status, body } => {
+                    metrics::histogram!(m::REQUEST_DURATION, "outcome" => "rejected").record(elapsed);
+                    error!(partition = self.partition, status, body, records = batch.records.len(), "receiver refused the request; dead-lettering its records");
+                    self.dead_letter_records(&batch.body, &batch.records, "rejected_by_receiver", &body, Some(status)).await;
+                    metrics::counter!(m::DEAD_LETTERED, "partition" => self.label.clone()).increment(1);
+                    return Ok(true);
+                }
+                Outcome::Retry { reason, after, detail } => {
+                    metrics::histogram!(m::REQUEST_DURATION, "outcome" => "retry").record(elapsed);
+                    metrics::counter!(m::RETRIES, "reason" => reason).increment(1);
+                    if reason == "429" {
+                        metrics::counter!(m::TOO_MANY_REQUESTS, "partition" => self.label.clone()).increment(1);
+                    }
+                    let wait = after.unwrap_or_else(|| jitter(backoff));
+                    backoff = (backoff * 2).min(config.retry_max_backoff);
+                    warn!(partition = self.partition, reason, detail, attempts, wait = ?wait, encoding = encoding_name(self.encoding), "request failed; retrying");
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn delivered(&self, batch: &Batch, bytes: usize) {
+        let p = self.label.clone();
+        metrics::counter!(m::SAMPLES, "partition" => p.clone()).increment(batch.counts.samples);
+        metrics::counter!(m::SERIES, "partition" => p.clone()).increment(batch.counts.series);
+        metrics::counter!(m::BYTES, "partition" => p.clone()).increment(bytes as u64);
+        if let Some(ts) = batch.counts.max_timestamp {
+            metrics::gauge!(m::LAST_ACKED_SAMPLE, "partition" => p).set(ts as f64 / 1000.0);
+        }
+    }
+
+    /// Writes records to the dead-letter topic, retrying while Kafka is
+    /// unavailable (they must not be dropped). Only a record Kafka itself
+    /// refuses (too large) is given up, loudly.
+    async fn dead_letter_records(&self, body: &[u8], records: &[Record], reason: &str, detail: &str, status: Option<u16>) {
+        let (status, partition) = (status.map(|s| s.to_string()), self.partition.to_string());
+        for record in records {
+            let offset = record.offset.to_string();
+            let mut headers = record.headers.clone();
+            for (key, value) in [
+                ("dead-letter-reason", Some(reason)),
+                ("dead-letter-detail", Some(detail)),
+                ("http-status", status.as_deref()),
+                ("http-response-body", status.as_ref().map(|_| detail)),
+                ("target-url", Some(self.url.as_str())),
+                ("source-topic", Some(self.topic())),
+                ("source-partition", Some(partition.as_str())),
+                ("source-offset", Some(offset.as_str())),
+            ] {
+                if let Some(value) = value {
+                    headers = headers.insert(Header { key, value: Some(value) });
+                }
+            }
+            let value = &body[record.start..record.end];
+            let mut wait = Duration::from_millis(200);
+            loop {
+                match self.shared.dead_letter.send(&self.shared.dead_letter_topic, record.key.as_deref(), value, headers.clone()).await {
+                    Ok(()) => break,
+                    Err(SendError::Refused(e)) => {
+                        error!(partition = self.partition, offset = record.offset, error = %e, "the dead-letter topic refuses the record; it is LOST");
+                        break;
+                    }
+                    Err(SendError::Retryable(e)) => {
+                        warn!(partition = self.partition, error = %e, "cannot write to the dead-letter topic; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The partition's (low, high) watermarks. fetch_watermarks blocks, so it
+/// runs off the async threads.
+pub async fn watermarks(consumer: &Arc<StreamConsumer>, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64), EgressError> {
+    let (consumer, topic) = (consumer.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, timeout))
+        .await
+        .map_err(|e| EgressError::Thread(e.to_string()))?
+        .map_err(EgressError::Client)
+}
+
+/// A wait between `d/2` and `d`, so workers that failed together do not retry together.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
