@@ -68,16 +68,13 @@ PRODUCE_PID=$!
 PIDS+=($PRODUCE_PID)
 
 metric() { curl -fsS http://127.0.0.1:9201/metrics | awk -v m="$1" '$1 == m { s += $2 } END { printf "%d", s }'; }
-ingress_records() {
-  kcat -b 127.0.0.1:9092 -Q -t streamroute.ingress:0:-1 -t streamroute.ingress:1:-1 \
-    -t streamroute.ingress:2:-1 -t streamroute.ingress:3:-1 2>/dev/null | awk '{ s += $NF } END { printf "%d", s }'
-}
+routed() { curl -fsS http://127.0.0.1:9201/metrics | awk '/^streamroute_router_samples_total\{.*outcome="out"/ { s += $2 } END { printf "%d", s }'; }
+lag() { curl -fsS http://127.0.0.1:9201/metrics | awk '/^streamroute_router_consumer_lag_records/ { s += $2 } END { printf "%d", s }'; }
 
 t0=$SECONDS
 while [ $((SECONDS - t0)) -lt "$SECONDS_TO_RUN" ]; do
-  printf '\r[%3ds] gateway: %s samples accepted, %s refused | ingress records: %s   ' \
-    $((SECONDS - t0)) "$(metric streamroute_gateway_samples_total)" \
-    "$(metric 'streamroute_gateway_rejected_requests_total')" "$(ingress_records)"
+  printf '\r[%3ds] gateway: %s samples accepted | router: %s samples routed, lag %s records   ' \
+    $((SECONDS - t0)) "$(metric streamroute_gateway_samples_total)" "$(routed)" "$(lag)"
   sleep 1
 done
 echo
@@ -86,8 +83,11 @@ echo
 echo "== summary"
 echo "gateway (from Prometheus): $(metric streamroute_gateway_samples_total) samples in $(metric streamroute_gateway_series_total) series"
 tail -1 "$RUN_DIR/produce.log" | sed 's/^/produce --generate: /'
-echo "ingress topic streamroute.ingress: $(ingress_records) records"
-echo "router and egress: not implemented yet (issues 4 and 5); the data stops in the ingress topic."
+echo "router: $(routed) samples routed into streamroute.tasks.default, by stream_task_id:"
+curl -fsS http://127.0.0.1:9201/metrics | awk -F'[{}",=]+' '/^streamroute_router_task_samples_total/ { printf "  task %s: %s\n", $5, $NF }' \
+  | sort -t' ' -k2n | head -8
+echo "  ... (64 tasks; full list at http://127.0.0.1:9201/metrics)"
+echo "egress: not implemented yet (issue 5); the data stops in the task topic."
 if [ "$KEEP" = 1 ]; then
   echo
   echo "left running:"
