@@ -5,6 +5,7 @@
 
 mod common;
 mod config_errors;
+mod egress;
 mod gateway;
 mod gateway_outage;
 mod gateway_prometheus;

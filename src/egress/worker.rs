@@ -89,6 +89,9 @@ pub struct PartitionWorker {
 fn consumer_config(kafka: &crate::kafka::KafkaConfig) -> rdkafka::ClientConfig {
     let mut config = kafka.client_config("egress");
     config
+        // librdkafka's assign() needs a group id; it is never joined (no
+        // subscribe) and nothing is committed to it.
+        .set("group.id", "streamroute-egress")
         // Positions live in sled, never in Kafka.
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -1,0 +1,346 @@
+//! Egress against the live broker, vmagent 1.79 and VictoriaMetrics, and
+//! against a small in-test receiver for answers vmagent cannot be made to
+//! give (400, 429). Every test writes task-topic records directly (plain
+//! protobuf WriteRequest values, as the router writes them) and uses its own
+//! topics and metric names.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use prost::Message as _;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use streamroute::remote_write::proto::v1::{Label, Sample, TimeSeries, WriteRequest};
+use streamroute::remote_write::{decompress, Encoding};
+
+use crate::common::{create_topic, http_get, read_topic, streamroute, unique, write_file, Process};
+use crate::router::producer;
+
+const VMAGENT: &str = "http://127.0.0.1:8429/api/v1/write";
+const VICTORIA: &str = "http://127.0.0.1:8428";
+
+/// Topics, a state folder and a config file for one egress test.
+pub struct Setup {
+    pub tasks: String,
+    pub dead_letter: String,
+    pub config: std::path::PathBuf,
+    pub state: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// `extra` is appended to the `[egress]` section.
+pub async fn setup(partitions: i32, target: &str, extra: &str) -> Setup {
+    let (tasks, dead_letter) = (unique("tasks"), unique("dlq"));
+    create_topic(&tasks, partitions).await;
+    create_topic(&dead_letter, 1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let config = write_file(
+        dir.path(),
+        "egress.toml",
+        &format!(
+            "[topics]\ndead_letter = \"{dead_letter}\"\n\
+             [egress]\ntopic = \"{tasks}\"\ntarget = \"{target}\"\nstate_dir = \"{}\"\n\
+             flush_interval = \"200ms\"\nretry_initial_backoff = \"100ms\"\nretry_max_backoff = \"1s\"\nrequest_timeout = \"5s\"\n{extra}",
+            state.display()
+        ),
+    );
+    Setup { tasks, dead_letter, config, state, _dir: dir }
+}
+
+pub async fn start_egress(setup: &Setup) -> Process {
+    Process::start(
+        &["egress"],
+        "STREAMROUTE_EGRESS__LISTEN",
+        &[("STREAMROUTE_CONFIG_FILE", setup.config.to_str().expect("utf-8").to_string())],
+    )
+    .await
+}
+
+/// Unix milliseconds a few minutes ago: inside VictoriaMetrics' retention.
+pub fn recent_ms() -> i64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() as i64;
+    now - 10 * 60 * 1000
+}
+
+/// `count` series of metric `name`, ids `first..first+count`, one sample each at `ts`.
+pub fn request(name: &str, first: usize, count: usize, ts: i64) -> WriteRequest {
+    let timeseries = (first..first + count)
+        .map(|i| TimeSeries {
+            labels: vec![Label::new("__name__", name), Label::new("id", i.to_string()), Label::new("stream_task_id", (i % 7).to_string())],
+            samples: vec![Sample { value: i as f64, timestamp: ts }],
+            ..Default::default()
+        })
+        .collect();
+    WriteRequest { timeseries, metadata: vec![] }
+}
+
+/// Writes a task-topic record as the router does.
+pub async fn produce_task(producer: &FutureProducer, topic: &str, partition: i32, request: &WriteRequest) {
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "content-encoding", value: Some("identity") })
+        .insert(Header { key: "protocol", value: Some("prometheus.WriteRequest") })
+        .insert(Header { key: "route", value: Some("main") });
+    let value = request.encode_to_vec();
+    producer
+        .send(FutureRecord::<(), [u8]>::to(topic).partition(partition).payload(&value).headers(headers), Duration::from_secs(10))
+        .await
+        .expect("produced");
+}
+
+/// Every (id, timestamp) VictoriaMetrics holds for metric `name`, with multiplicity.
+pub async fn vm_samples(name: &str) -> BTreeMap<(String, i64), usize> {
+    let url = format!("{VICTORIA}/api/v1/export?match%5B%5D=%7B__name__%3D%22{name}%22%7D");
+    let response = http_get(&url).await.expect("export");
+    assert_eq!(response.status, 200, "{}", response.body);
+    let mut out = BTreeMap::new();
+    for line in response.body.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+        let id = v["metric"]["id"].as_str().unwrap_or_default().to_string();
+        for ts in v["timestamps"].as_array().expect("timestamps") {
+            *out.entry((id.clone(), ts.as_i64().expect("ms"))).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Waits until VictoriaMetrics holds every one of `want`; returns what it holds.
+pub async fn wait_in_vm(name: &str, want: &BTreeSet<(String, i64)>, within: Duration, egress: &Process) -> BTreeMap<(String, i64), usize> {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = vm_samples(name).await;
+        let missing = want.iter().filter(|k| !got.contains_key(*k)).count();
+        if missing == 0 {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "{missing} of {} samples not in VictoriaMetrics after {within:?}:\n{}", want.len(), egress.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn metric_value(metrics: &str, prefix: &str) -> f64 {
+    metrics.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_sample_reaches_victoria_metrics_through_vmagent() {
+    let setup = setup(2, VMAGENT, "max_samples_per_send = 300\n").await;
+    let name = format!("sr_it_e2e_{}", uuid::Uuid::new_v4().simple());
+    let producer = producer();
+    let ts = recent_ms();
+    let mut want = BTreeSet::new();
+    for k in 0..10 {
+        for p in 0..2 {
+            let first = (k * 2 + p) * 100;
+            produce_task(&producer, &setup.tasks, p as i32, &request(&name, first, 100, ts + k as i64)).await;
+            want.extend((first..first + 100).map(|i| (i.to_string(), ts + k as i64)));
+        }
+    }
+    let mut egress = start_egress(&setup).await;
+    let got = wait_in_vm(&name, &want, Duration::from_secs(60), &egress).await;
+    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), want, "exactly the samples written");
+    let metrics = http_get(&format!("http://{}/metrics", egress.addr)).await.expect("metrics").body;
+    assert_eq!(metric_value(&metrics, "streamroute_egress_samples_total{"), 2000.0, "{metrics}");
+    assert!(metrics.contains("streamroute_egress_state_write_seconds"), "{metrics}");
+    assert!(egress.terminate().success(), "{}", egress.log());
+
+    // The positions are the ends of both partitions (10 records each).
+    let state = setup.state.to_str().expect("utf-8");
+    let output = streamroute(&["inspect", "offsets", "--state", state], &[]);
+    assert!(output.status.success(), "{}", crate::common::show(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    for p in 0..2 {
+        assert!(text.contains(&format!("{}\t{p}\t10", setup.tasks)), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zstd_falls_back_to_snappy_against_vmagent_1_79() {
+    let setup = setup(1, VMAGENT, "encoding = \"zstd\"\n").await;
+    let name = format!("sr_it_zstd_{}", uuid::Uuid::new_v4().simple());
+    let ts = recent_ms();
+    produce_task(&producer(), &setup.tasks, 0, &request(&name, 0, 50, ts)).await;
+    let want = (0..50).map(|i| (i.to_string(), ts)).collect();
+    let egress = start_egress(&setup).await;
+    wait_in_vm(&name, &want, Duration::from_secs(60), &egress).await;
+    let metrics = http_get(&format!("http://{}/metrics", egress.addr)).await.expect("metrics").body;
+    assert_eq!(metric_value(&metrics, "streamroute_egress_retries_total{reason=\"encoding\"}"), 1.0, "{metrics}");
+    assert!(egress.log().contains("falling back to snappy"), "{}", egress.log());
+}
+
+/// What the in-test receiver got: arrival time and the decoded request.
+type Received = Arc<Mutex<Vec<(Instant, WriteRequest)>>>;
+
+/// An in-test remote-write receiver; `answer(n, request)` gives the status,
+/// extra headers and body of the n-th request (0-based).
+async fn receiver<F>(answer: F) -> (SocketAddr, Received)
+where
+    F: Fn(usize, &WriteRequest) -> (u16, Vec<(&'static str, String)>, String) + Send + Sync + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let received: Received = Arc::default();
+    let (answer, log) = (Arc::new(answer), received.clone());
+    let count = Arc::new(Mutex::new(0usize));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let (answer, log, count) = (answer.clone(), log.clone(), count.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let (answer, log, count) = (answer.clone(), log.clone(), count.clone());
+                    async move {
+                        assert_eq!(request.headers()["content-encoding"], "snappy");
+                        assert_eq!(request.headers()["x-prometheus-remote-write-version"], "0.1.0");
+                        assert!(request.headers()["user-agent"].to_str().expect("ascii").starts_with("streamroute/"));
+                        let body = request.into_body().collect().await.expect("body").to_bytes();
+                        let raw = decompress(&body, Encoding::Snappy, 64 << 20).expect("snappy");
+                        let decoded = WriteRequest::decode(raw.as_slice()).expect("protobuf");
+                        let n = {
+                            let mut c = count.lock().expect("lock");
+                            *c += 1;
+                            *c - 1
+                        };
+                        let (status, headers, text) = answer(n, &decoded);
+                        if (200..300).contains(&status) {
+                            log.lock().expect("lock").push((Instant::now(), decoded));
+                        }
+                        let mut response = hyper::Response::new(Full::new(Bytes::from(text)));
+                        *response.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+                        for (k, v) in headers {
+                            response.headers_mut().insert(k, v.parse().expect("header value"));
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (addr, received)
+}
+
+fn ids(received: &Received) -> Vec<String> {
+    let got = received.lock().expect("lock");
+    got.iter().flat_map(|(_, r)| r.timeseries.iter().map(|s| s.labels[1].value.clone())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_refused_with_400_is_dead_lettered_and_later_ones_arrive() {
+    let (addr, received) = receiver(|_, request| {
+        let poisoned = request.timeseries.iter().any(|s| s.labels.iter().any(|l| l.value == "poison"));
+        if poisoned {
+            (400, vec![], "label poison is not allowed".into())
+        } else {
+            (204, vec![], String::new())
+        }
+    })
+    .await;
+    // One record per request: each record holds 10 samples.
+    let setup = setup(1, &format!("http://{addr}/api/v1/write"), "max_samples_per_send = 10\n").await;
+    let producer = producer();
+    let ts = recent_ms();
+    produce_task(&producer, &setup.tasks, 0, &request("m", 0, 10, ts)).await;
+    produce_task(&producer, &setup.tasks, 0, &request("poison", 10, 10, ts)).await;
+    produce_task(&producer, &setup.tasks, 0, &request("m", 20, 10, ts)).await;
+    let egress = start_egress(&setup).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ids(&received).len() < 20 {
+        assert!(Instant::now() < deadline, "later batches did not arrive:\n{}", egress.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let want: Vec<String> = (0..10).chain(20..30).map(|i| i.to_string()).collect();
+    assert_eq!(ids(&received), want, "the accepted batches, in order");
+
+    let dead = read_topic(&setup.dead_letter);
+    assert_eq!(dead.len(), 1, "the refused record is dead-lettered");
+    let header = |n: &str| {
+        dead[0].headers().expect("headers").iter().find(|h| h.key == n).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("http-status").as_deref(), Some("400"));
+    assert_eq!(header("http-response-body").as_deref(), Some("label poison is not allowed"));
+    assert_eq!(header("dead-letter-reason").as_deref(), Some("rejected_by_receiver"));
+    assert_eq!(header("source-offset").as_deref(), Some("1"));
+    assert_eq!(header("route").as_deref(), Some("main"), "the original headers are kept");
+    let value = WriteRequest::decode(dead[0].payload().expect("value")).expect("the original record");
+    assert_eq!(value.timeseries.len(), 10);
+    let metrics = http_get(&format!("http://{}/metrics", egress.addr)).await.expect("metrics").body;
+    assert_eq!(metric_value(&metrics, "streamroute_egress_dead_letter_batches_total{"), 1.0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_answering_429_is_waited_for_as_told_and_nothing_is_dropped() {
+    // The first three answers are 429 with Retry-After: 2 (seconds).
+    let attempts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let seen = attempts.clone();
+    let (addr, received) = receiver(move |n, _| {
+        seen.lock().expect("lock").push(Instant::now());
+        if n < 3 {
+            (429, vec![("retry-after", "2".into())], "slow down".into())
+        } else {
+            (204, vec![], String::new())
+        }
+    })
+    .await;
+    let setup = setup(1, &format!("http://{addr}/api/v1/write"), "max_samples_per_send = 100\n").await;
+    let producer = producer();
+    let ts = recent_ms();
+    for k in 0..5 {
+        produce_task(&producer, &setup.tasks, 0, &request("m", k * 100, 100, ts)).await;
+    }
+    let egress = start_egress(&setup).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while ids(&received).len() < 500 {
+        assert!(Instant::now() < deadline, "only {} of 500 series arrived:\n{}", ids(&received).len(), egress.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let want: Vec<String> = (0..500).map(|i| i.to_string()).collect();
+    assert_eq!(ids(&received), want, "every series once, in order");
+    let times = attempts.lock().expect("lock").clone();
+    for pair in times.windows(2).take(3) {
+        let waited = pair[1] - pair[0];
+        assert!(waited >= Duration::from_millis(1900), "waited only {waited:?} after a 429 with Retry-After: 2");
+        assert!(waited < Duration::from_secs(4), "waited {waited:?}, far longer than told");
+    }
+    let metrics = http_get(&format!("http://{}/metrics", egress.addr)).await.expect("metrics").body;
+    assert_eq!(metric_value(&metrics, "streamroute_egress_429_total{"), 3.0, "{metrics}");
+    assert_eq!(metric_value(&metrics, "streamroute_egress_retries_total{reason=\"429\"}"), 3.0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_repeatedly_resumes_from_sled_and_loses_nothing() {
+    let setup = setup(2, VMAGENT, "max_samples_per_send = 200\nstate_flush_every = \"100ms\"\n").await;
+    let name = format!("sr_it_kill_{}", uuid::Uuid::new_v4().simple());
+    let ts = recent_ms();
+    // A stream of 2 × 60 records of 50 series, written while egress is killed.
+    let (tasks, stream_name) = (setup.tasks.clone(), name.clone());
+    let writer = tokio::spawn(async move {
+        let producer = producer();
+        for k in 0..60 {
+            for p in 0..2 {
+                produce_task(&producer, &tasks, p, &request(&stream_name, (k * 2 + p as usize) * 50, 50, ts + k as i64)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let want: BTreeSet<(String, i64)> =
+        (0..60).flat_map(|k| (k * 2 * 50..(k * 2 + 2) * 50).map(move |i| (i.to_string(), ts + k as i64))).collect();
+    let mut kills = 0;
+    for _ in 0..4 {
+        let mut egress = start_egress(&setup).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        egress.kill9();
+        kills += 1;
+    }
+    writer.await.expect("writer");
+    let egress = start_egress(&setup).await;
+    let got = wait_in_vm(&name, &want, Duration::from_secs(60), &egress).await;
+    let duplicates: usize = got.values().map(|n| n - 1).sum();
+    let keys: BTreeSet<_> = got.keys().cloned().collect();
+    assert_eq!(keys, want, "every sample, nothing else");
+    eprintln!("kill -9 x{kills}: {} samples, {duplicates} duplicate(s) in VictoriaMetrics", want.len());
+}
