@@ -31,12 +31,17 @@ CONFIG="$ROOT/config/local.toml"
 PROM_PORT=9090
 PIDS=()
 
+# Stop only what this script started: a test bed that was already up stays up.
+STARTED_KAFKA=0 STARTED_VM=0
+scripts/kafka-local.sh status >/dev/null 2>&1 || STARTED_KAFKA=1
+scripts/vm-local.sh status >/dev/null 2>&1 || STARTED_VM=1
 cleanup() {
   [ "$KEEP" = 1 ] && return 0
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  scripts/vm-local.sh stop || true
-  scripts/kafka-local.sh stop || true
+  [ "$STARTED_VM" = 1 ] && { scripts/vm-local.sh stop || true; }
+  [ "$STARTED_KAFKA" = 1 ] && { scripts/kafka-local.sh stop || true; }
+  return 0
 }
 trap cleanup EXIT
 

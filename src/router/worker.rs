@@ -57,8 +57,12 @@ impl ClientContext for RouterContext {
     fn stats(&self, statistics: Statistics) {
         if let Some(topic) = statistics.topics.get(&self.ingress) {
             for (partition, stats) in &topic.partitions {
-                if *partition >= 0 && stats.consumer_lag >= 0 {
-                    metrics::gauge!(m::CONSUMER_LAG, "partition" => partition.to_string()).set(stats.consumer_lag as f64);
+                // librdkafka's own consumer_lag counts from the consumer's
+                // committed offset, which our transactions never update, so
+                // use the last stable offset minus our read position.
+                if *partition >= 0 && stats.desired && stats.ls_offset >= 0 && stats.app_offset >= 0 {
+                    let lag = (stats.ls_offset - stats.app_offset).max(0);
+                    metrics::gauge!(m::CONSUMER_LAG, "partition" => partition.to_string()).set(lag as f64);
                 }
             }
         }
