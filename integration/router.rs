@@ -232,3 +232,16 @@ async fn kill_9_repeatedly_neither_loses_nor_duplicates_a_sample() {
     assert!(duplicated.is_empty(), "duplicated samples: {duplicated:?}");
     assert_eq!(counts.len(), 300 * 20, "every sample exactly once");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_commits_and_exits_zero() {
+    let setup = setup(1, 1, 4, "").await;
+    let producer = producer();
+    produce(&producer, &setup.ingress, &WriteRequest { timeseries: vec![series(&[("__name__", "t")], 1.0, 1)], metadata: vec![] }).await;
+    let mut router = start_router(&setup).await;
+    wait_for_samples(&setup.tasks, 1, &router).await;
+    let started = Instant::now();
+    let status = router.terminate();
+    assert!(status.success(), "exit status {status}:\n{}", router.log());
+    assert!(started.elapsed() < Duration::from_secs(12), "took {:?}", started.elapsed());
+}

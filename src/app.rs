@@ -90,7 +90,7 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
         .enable_all()
         .build()
         .map_err(|e| AppError::Other(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let config = Arc::new(config);
         match command {
             Command::Run => {
@@ -107,7 +107,11 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
             Command::Inspect(InspectArgs { what: InspectWhat::Offsets { state } }) => inspect_offsets(&state),
             Command::Version | Command::Relabel(_) => Ok(()),
         }
-    })
+    });
+    // Roles already drained within run.shutdown_grace; do not wait on a
+    // blocking thread stuck in a Kafka call any longer than this.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result
 }
 
 /// A token cancelled on the first SIGINT or SIGTERM.
