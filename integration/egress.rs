@@ -437,3 +437,72 @@ async fn lag_grows_while_vmagent_is_down_and_drains_after_it_returns() {
     assert!(metric_value(&metrics, "streamroute_egress_retries_total{reason=\"connect\"}") >= 1.0, "{metrics}");
     eprintln!("vmagent outage: lag peaked at {peak} records; all {} samples arrived", want.len());
 }
+
+/// Prometheus' label hash modulo the task count, written out independently.
+fn independent_task(labels: &[(String, String)], task_count: u64) -> u64 {
+    let mut sorted: Vec<_> = labels.iter().filter(|(n, _)| n != "stream_task_id").collect();
+    sorted.sort();
+    let mut bytes = Vec::new();
+    for (n, v) in sorted {
+        bytes.extend_from_slice(n.as_bytes());
+        bytes.push(0xff);
+        bytes.extend_from_slice(v.as_bytes());
+        bytes.push(0xff);
+    }
+    xxhash_rust::xxh64::xxh64(&bytes, 0) % task_count
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_carries_samples_from_the_gateway_through_router_and_egress_into_victoria_metrics() {
+    let (ingress, tasks, dead_letter, group) = (unique("ingress"), unique("tasks"), unique("dlq"), unique("router"));
+    create_topic(&ingress, 2).await;
+    create_topic(&tasks, 3).await;
+    create_topic(&dead_letter, 1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_file(
+        dir.path(),
+        "run.toml",
+        &format!(
+            "[topics]\ningress = \"{ingress}\"\ndead_letter = \"{dead_letter}\"\n\
+             [run]\nroles = [\"gateway\", \"router\", \"egress\"]\n\
+             [router]\ngroup_id = \"{group}\"\ncommit_interval = \"200ms\"\n\
+             [[router.routes]]\nname = \"main\"\ntopic = \"{tasks}\"\ntask_count = 16\n\
+             [egress]\ntopic = \"{tasks}\"\ntarget = \"{VMAGENT}\"\nstate_dir = \"{}\"\nflush_interval = \"200ms\"\n",
+            dir.path().join("state").display()
+        ),
+    );
+    let run = Process::start(&["run"], "STREAMROUTE_RUN__LISTEN", &[("STREAMROUTE_CONFIG_FILE", config.to_str().expect("utf-8").to_string())]).await;
+    let name = format!("sr_it_run_{}", uuid::Uuid::new_v4().simple());
+    let ts = recent_ms();
+    let mut want = BTreeSet::new();
+    for k in 0..5 {
+        let mut request = request(&name, k * 200, 200, ts + k as i64);
+        for s in &mut request.timeseries {
+            s.labels.retain(|l| l.name != "stream_task_id");
+        }
+        want.extend((k * 200..k * 200 + 200).map(|i| (i.to_string(), ts + k as i64)));
+        let body = crate::gateway::snappy(&request);
+        let url = format!("http://{}/api/v1/write", run.addr);
+        let response = crate::common::http_post(&url, &[("content-encoding", "snappy")], body).await.expect("post");
+        assert_eq!(response.status, 204, "{}", response.body);
+    }
+    wait_in_vm(&name, &want, Duration::from_secs(60), &run).await;
+
+    // Every series carries the task id of its labels.
+    let url = format!("{VICTORIA}/api/v1/export?match%5B%5D=%7B__name__%3D%22{name}%22%7D");
+    let body = http_get(&url).await.expect("export").body;
+    let mut series = 0;
+    for line in body.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+        let labels: Vec<(String, String)> = v["metric"]
+            .as_object()
+            .expect("labels")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
+        let task = labels.iter().find(|(n, _)| n == "stream_task_id").map(|(_, v)| v.clone()).expect("stream_task_id");
+        assert_eq!(task, independent_task(&labels, 16).to_string(), "{labels:?}");
+        series += 1;
+    }
+    assert_eq!(series, 1000);
+}
