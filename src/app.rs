@@ -243,8 +243,9 @@ fn flatten(done: Result<Result<(), AppError>, tokio::task::JoinError>) -> Option
 
 /// `streamroute inspect offsets --state DIR`: one line per stored position.
 fn inspect_offsets(dir: &std::path::Path) -> Result<(), AppError> {
-    if !dir.is_dir() {
-        return Err(AppError::Other(format!("{} is not a folder", dir.display())));
+    // Opening creates a database: refuse folders that do not hold one.
+    if !dir.join("db").is_file() {
+        return Err(AppError::Other(format!("{} holds no egress state (egress.state_dir)", dir.display())));
     }
     // sled locks the folder: this fails while an egress worker has it open.
     let state = crate::state::State::open(dir, Duration::ZERO).map_err(|e| AppError::Other(e.to_string()))?;
