@@ -506,3 +506,41 @@ async fn run_carries_samples_from_the_gateway_through_router_and_egress_into_vic
     }
     assert_eq!(series, 1000);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_position_removed_by_retention_is_reported_counted_and_skipped_to_the_log_start() {
+    let (addr, received) = receiver(|_, _| (204, vec![], String::new())).await;
+    let setup = setup(1, &format!("http://{addr}/api/v1/write"), "max_samples_per_send = 10\n").await;
+    let producer = producer();
+    let ts = recent_ms();
+    for k in 0..3 {
+        produce_task(&producer, &setup.tasks, 0, &request("m", k * 10, 10, ts)).await;
+    }
+    let mut egress = start_egress(&setup).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ids(&received).len() < 30 {
+        assert!(Instant::now() < deadline, "first records did not arrive:\n{}", egress.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(egress.terminate().success());
+    // While egress is away: 5 more records, then "retention" removes all below offset 6.
+    for k in 3..8 {
+        produce_task(&producer, &setup.tasks, 0, &request("m", k * 10, 10, ts)).await;
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&setup.tasks, 0, rdkafka::Offset::Offset(6)).expect("tpl");
+    let admin = crate::common::admin();
+    admin.delete_records(&tpl, &rdkafka::admin::AdminOptions::new()).await.expect("delete records");
+
+    let egress = start_egress(&setup).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ids(&received).len() < 50 {
+        assert!(Instant::now() < deadline, "records after the log start did not arrive:\n{}", egress.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let want: Vec<String> = (0..30).chain(60..80).map(|i| i.to_string()).collect();
+    assert_eq!(ids(&received), want, "offsets 3..6 were removed; everything else arrived once");
+    let metrics = http_get(&format!("http://{}/metrics", egress.addr)).await.expect("metrics").body;
+    assert_eq!(metric_value(&metrics, "streamroute_egress_skipped_records_total{"), 3.0, "{metrics}");
+    assert!(egress.log().contains("removed by retention"), "{}", egress.log());
+}

@@ -295,16 +295,23 @@ impl PartitionWorker {
             return Ok(());
         }
         let (low, _) = self.watermarks().await?;
-        let position = self.position.load(Ordering::Acquire);
-        // Records between the stored position and the consumer may be in
-        // the open batch; only what lies below the log start is gone.
-        self.retention_skip(position, low.max(position));
-        let consumer_position = self.consumer.position().ok().and_then(|tpl| {
-            tpl.find_partition(self.topic(), self.partition).and_then(|e| e.offset().to_raw())
-        });
-        let resume = low.max(consumer_position.unwrap_or(low));
+        // Records from the stored position up to the consumer's position
+        // were read and are in the open batch (or pending): not lost. Only
+        // what lies between the consumer's position and the log start is.
+        let stored = self.position.load(Ordering::Acquire);
+        let consumer = self
+            .consumer
+            .position()
+            .ok()
+            .and_then(|tpl| tpl.find_partition(self.topic(), self.partition).and_then(|e| e.offset().to_raw()))
+            .filter(|p| *p >= 0)
+            .unwrap_or(stored);
+        let from = consumer.max(stored);
+        if low > from {
+            self.retention_skip(from, low);
+        }
         self.consumer
-            .seek(self.topic(), self.partition, Offset::Offset(resume), Duration::from_secs(10))
+            .seek(self.topic(), self.partition, Offset::Offset(low.max(from)), Duration::from_secs(10))
             .map_err(EgressError::Client)?;
         Ok(())
     }
