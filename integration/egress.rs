@@ -544,3 +544,30 @@ async fn a_position_removed_by_retention_is_reported_counted_and_skipped_to_the_
     assert_eq!(metric_value(&metrics, "streamroute_egress_skipped_records_total{"), 3.0, "{metrics}");
     assert!(egress.log().contains("removed by retention"), "{}", egress.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: cargo test --release --test integration egress::throughput -- --ignored --nocapture"]
+async fn throughput_into_vmagent() {
+    let (records, per_record) = (500usize, 2_000usize);
+    let setup = setup(2, VMAGENT, "max_samples_per_send = 5000\n").await;
+    let name = format!("sr_bench_{}", uuid::Uuid::new_v4().simple());
+    let producer = producer();
+    let ts = recent_ms();
+    for k in 0..records {
+        produce_task(&producer, &setup.tasks, (k % 2) as i32, &request(&name, k * per_record, per_record, ts)).await;
+    }
+    let total = (records * per_record) as f64;
+    let started = Instant::now();
+    let egress = start_egress(&setup).await;
+    let url = format!("http://{}/metrics", egress.addr);
+    loop {
+        let sent = metric_value(&http_get(&url).await.expect("metrics").body, "streamroute_egress_samples_total{");
+        if sent >= total {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "only {sent} of {total} sent");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("egress → vmagent: {total} samples in {secs:.2} s (start-up included) = {:.0} samples/s", total / secs);
+}
