@@ -172,8 +172,8 @@ async fn zstd_falls_back_to_snappy_against_vmagent_1_79() {
     assert!(egress.log().contains("falling back to snappy"), "{}", egress.log());
 }
 
-/// What the in-test receiver got: arrival time and the decoded request.
-type Received = Arc<Mutex<Vec<(Instant, WriteRequest)>>>;
+/// What the in-test receiver accepted: arrival time, request headers and the decoded request.
+type Received = Arc<Mutex<Vec<(Instant, hyper::HeaderMap, WriteRequest)>>>;
 
 /// An in-test remote-write receiver; `answer(n, request)` gives the status,
 /// extra headers and body of the n-th request (0-based).
@@ -197,6 +197,7 @@ where
                         assert_eq!(request.headers()["content-encoding"], "snappy");
                         assert_eq!(request.headers()["x-prometheus-remote-write-version"], "0.1.0");
                         assert!(request.headers()["user-agent"].to_str().expect("ascii").starts_with("streamroute/"));
+                        let request_headers = request.headers().clone();
                         let body = request.into_body().collect().await.expect("body").to_bytes();
                         let raw = decompress(&body, Encoding::Snappy, 64 << 20).expect("snappy");
                         let decoded = WriteRequest::decode(raw.as_slice()).expect("protobuf");
@@ -207,7 +208,7 @@ where
                         };
                         let (status, headers, text) = answer(n, &decoded);
                         if (200..300).contains(&status) {
-                            log.lock().expect("lock").push((Instant::now(), decoded));
+                            log.lock().expect("lock").push((Instant::now(), request_headers, decoded));
                         }
                         let mut response = hyper::Response::new(Full::new(Bytes::from(text)));
                         *response.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
@@ -226,7 +227,7 @@ where
 
 fn ids(received: &Received) -> Vec<String> {
     let got = received.lock().expect("lock");
-    got.iter().flat_map(|(_, r)| r.timeseries.iter().map(|s| s.labels[1].value.clone())).collect()
+    got.iter().flat_map(|(_, _, r)| r.timeseries.iter().map(|s| s.labels[1].value.clone())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -570,4 +571,44 @@ async fn throughput_into_vmagent() {
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!("egress → vmagent: {total} samples in {secs:.2} s (start-up included) = {:.0} samples/s", total / secs);
+}
+
+
+/// Writes a task-topic record carrying a tenant, as the router does for ingress records with one.
+async fn produce_tenant(producer: &FutureProducer, topic: &str, request: &WriteRequest, tenant: &str) {
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "content-encoding", value: Some("identity") })
+        .insert(Header { key: "tenant", value: Some(tenant) });
+    let value = request.encode_to_vec();
+    producer
+        .send(FutureRecord::<(), [u8]>::to(topic).partition(0).payload(&value).headers(headers), Duration::from_secs(10))
+        .await
+        .expect("produced");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_extra_headers_and_the_tenant_are_sent_and_tenants_are_never_mixed() {
+    let (addr, received) = receiver(|_, _| (204, vec![], String::new())).await;
+    let extra = "forward_tenant_header = \"X-Scope-OrgID\"\nbearer_token = \"t0ken\"\n[egress.headers]\n\"X-Env\" = \"test\"\n";
+    let setup = setup(1, &format!("http://{addr}/api/v1/write"), extra).await;
+    let producer = producer();
+    let ts = recent_ms();
+    produce_tenant(&producer, &setup.tasks, &request("m", 0, 5, ts), "team-a").await;
+    produce_tenant(&producer, &setup.tasks, &request("m", 5, 5, ts), "team-a").await;
+    produce_tenant(&producer, &setup.tasks, &request("m", 10, 5, ts), "team-b").await;
+    let egress = start_egress(&setup).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ids(&received).len() < 15 {
+        assert!(Instant::now() < deadline, "not everything arrived:\n{}", egress.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = received.lock().expect("lock").clone();
+    let per_request: Vec<(String, usize)> =
+        got.iter().map(|(_, h, r)| (h["x-scope-orgid"].to_str().expect("ascii").to_string(), r.timeseries.len())).collect();
+    assert_eq!(per_request, [("team-a".to_string(), 10), ("team-b".to_string(), 5)], "one request per tenant, in order");
+    for (_, headers, _) in &got {
+        assert_eq!(headers["authorization"], "Bearer t0ken");
+        assert_eq!(headers["x-env"], "test");
+        assert_eq!(headers["content-type"], "application/x-protobuf");
+    }
 }
