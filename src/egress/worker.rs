@@ -99,6 +99,11 @@ fn consumer_config(kafka: &crate::kafka::KafkaConfig) -> rdkafka::ClientConfig {
         .set("isolation.level", "read_committed")
         // An out-of-range position is an error we handle loudly, not a skip.
         .set("auto.offset.reset", "error");
+    // One consumer per partition: librdkafka's default prefetch (64 MB each)
+    // would add up; a few requests' worth keeps the pipe full.
+    if config.get("queued.max.messages.kbytes").is_none() {
+        config.set("queued.max.messages.kbytes", "16384");
+    }
     config
 }
 
