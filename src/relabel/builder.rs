@@ -7,46 +7,79 @@
 //! `labelmap`, when two labels map to the same new name, the last one visited
 //! wins, so this order decides the result.
 //!
-//! Invariants: `base` is the input, sorted by name and never modified; `add`
-//! holds labels set since (unique names, non-empty values); `del` names
-//! labels removed since, including base labels with empty values (empty
-//! means absent in Prometheus).
+//! Prometheus keeps the base intact and records deletions in a `del` list.
+//! Here `base` holds only the *untouched* base labels instead: a label that
+//! is deleted or overwritten is removed from it. That gives the same `Get`,
+//! `Range` and result, and lets the label set be moved in and out without
+//! copying any string, which matters because this runs for every series on
+//! every route.
+//!
+//! Invariants: `base` is sorted by name and holds no empty values and no
+//! name that is in `add`; `add` holds labels set since (unique names,
+//! non-empty values) in insertion order.
 
-/// Prometheus `labels.Builder` over owned `(name, value)` pairs.
-pub(crate) struct Builder {
-    base: Vec<(String, String)>,
-    del: Vec<String>,
+use crate::remote_write::proto::v1::Label;
+
+/// A label the relabel engine can work on: a `(name, value)` pair, or the
+/// remote-write [`Label`], so the router relabels decoded series in place.
+pub trait LabelPair {
+    /// The label name.
+    fn name(&self) -> &str;
+    /// The label value.
+    fn value(&self) -> &str;
+    /// Builds a label from its parts.
+    fn from_parts(name: String, value: String) -> Self;
+}
+
+impl LabelPair for (String, String) {
+    fn name(&self) -> &str {
+        &self.0
+    }
+    fn value(&self) -> &str {
+        &self.1
+    }
+    fn from_parts(name: String, value: String) -> Self {
+        (name, value)
+    }
+}
+
+impl LabelPair for Label {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn value(&self) -> &str {
+        &self.value
+    }
+    fn from_parts(name: String, value: String) -> Self {
+        Label { name, value }
+    }
+}
+
+/// Prometheus `labels.Builder` over owned labels.
+pub(crate) struct Builder<L> {
+    base: Vec<L>,
     add: Vec<(String, String)>,
 }
 
-impl Builder {
+impl<L: LabelPair> Builder<L> {
     /// Starts from `base`, which must be sorted by name.
-    pub(crate) fn new(base: Vec<(String, String)>) -> Self {
-        let del = base
-            .iter()
-            .filter(|(_, value)| value.is_empty())
-            .map(|(name, _)| name.clone())
-            .collect();
+    pub(crate) fn new(mut base: Vec<L>) -> Self {
+        // Empty means absent in Prometheus.
+        base.retain(|label| !label.value().is_empty());
         Builder {
             base,
-            del,
             add: Vec::new(),
         }
     }
 
     /// The current value of `name`, or "" if absent.
     pub(crate) fn get(&self, name: &str) -> &str {
-        // Set() does not remove names from `del`, so `add` is checked first.
         if let Some((_, value)) = self.add.iter().find(|(n, _)| n == name) {
             return value;
         }
-        if self.del.iter().any(|n| n == name) {
-            return "";
-        }
-        let i = self.base.partition_point(|(n, _)| n.as_str() < name);
-        match self.base.get(i) {
-            Some((n, value)) if n == name => value,
-            _ => "",
+        match self.base_index(name) {
+            Ok(i) => self.base[i].value(),
+            Err(_) => "",
         }
     }
 
@@ -60,44 +93,49 @@ impl Builder {
             slot.1 = value;
             return;
         }
+        // An overwritten base label moves to `add`, as in Prometheus' Range.
+        if let Ok(i) = self.base_index(name) {
+            self.base.remove(i);
+        }
         self.add.push((name.to_owned(), value));
     }
 
     /// Deletes `name`.
     pub(crate) fn del(&mut self, name: &str) {
         self.add.retain(|(n, _)| n != name);
-        if !self.del.iter().any(|n| n == name) {
-            self.del.push(name.to_owned());
+        if let Ok(i) = self.base_index(name) {
+            self.base.remove(i);
         }
+    }
+
+    /// Keeps only the labels whose name satisfies `keep` (`labeldrop` and
+    /// `labelkeep`). Same result as collecting the doomed names from
+    /// [`Builder::range`] and deleting them one by one, without the copies.
+    pub(crate) fn retain_names(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.base.retain(|label| keep(label.name()));
+        self.add.retain(|(name, _)| keep(name));
     }
 
     /// The current labels in Prometheus' `Builder.Range` order. Callers
     /// collect what they need before mutating, which gives Range's snapshot
     /// semantics.
     pub(crate) fn range(&self) -> impl Iterator<Item = (&str, &str)> {
-        let untouched = self.base.iter().filter(|(name, _)| {
-            !self.del.iter().any(|n| n == name) && !self.add.iter().any(|(n, _)| n == name)
-        });
-        untouched
-            .chain(self.add.iter())
-            .map(|(name, value)| (name.as_str(), value.as_str()))
+        let untouched = self.base.iter().map(|label| (label.name(), label.value()));
+        untouched.chain(self.add.iter().map(|(name, value)| (name.as_str(), value.as_str())))
     }
 
     /// The final label set, sorted by name.
-    pub(crate) fn into_labels(self) -> Vec<(String, String)> {
-        let Builder { base, del, add } = self;
-        if del.is_empty() && add.is_empty() {
-            return base;
+    pub(crate) fn into_labels(self) -> Vec<L> {
+        let Builder { mut base, add } = self;
+        if !add.is_empty() {
+            base.extend(add.into_iter().map(|(name, value)| L::from_parts(name, value)));
+            base.sort_unstable_by(|a, b| a.name().cmp(b.name()));
         }
-        let mut labels: Vec<(String, String)> = base
-            .into_iter()
-            .filter(|(name, _)| {
-                !del.iter().any(|n| n == name) && !add.iter().any(|(n, _)| n == name)
-            })
-            .collect();
-        labels.extend(add);
-        labels.sort_by(|a, b| a.0.cmp(&b.0));
-        labels
+        base
+    }
+
+    fn base_index(&self, name: &str) -> Result<usize, usize> {
+        self.base.binary_search_by(|label| label.name().cmp(name))
     }
 }
 

@@ -13,7 +13,7 @@
 use md5::{Digest, Md5};
 use regex::{Regex, RegexBuilder};
 
-use super::builder::Builder;
+use super::builder::{Builder, LabelPair};
 use super::case::{go_to_lower, go_to_upper};
 use super::config::{
     parse_configs, Action, RelabelConfig, DEFAULT_REGEX, DEFAULT_REPLACEMENT, DEFAULT_SEPARATOR,
@@ -32,8 +32,17 @@ pub struct Rule {
     source_labels: Vec<String>,
     separator: String,
     regex: Regex,
+    /// Set when the regex is only words joined by `|` (like `container` or
+    /// `tmp|debug`): it then matches exactly those strings, and comparing
+    /// them is much cheaper than running the regex on every label name.
+    words: Option<Vec<String>>,
     /// The config left `regex` unset, so `regex` is Prometheus' default.
     default_regex: bool,
+    /// `target_label` contains `$`, so it is a template to expand.
+    target_is_template: bool,
+    /// `target_label` or `replacement` contains `$`: `replace` needs the
+    /// capture groups, not just whether the regex matches.
+    needs_captures: bool,
     modulus: u64,
     target_label: String,
     replacement: String,
@@ -85,8 +94,16 @@ impl Rules {
     /// the relabeled set, sorted by name and non-empty. As in Prometheus,
     /// labels with empty values count as absent and are removed.
     pub fn process(&self, labels: &mut Vec<(String, String)>) -> bool {
-        if labels.windows(2).any(|w| w[0].0 > w[1].0) {
-            labels.sort_by(|a, b| a.0.cmp(&b.0));
+        self.process_any(labels)
+    }
+
+    /// [`Rules::process`] for any [`LabelPair`], e.g. the remote-write labels
+    /// of a decoded series, which the router relabels in place: unchanged
+    /// labels are moved, never copied. (`process` itself stays non-generic
+    /// so that callers passing an untyped `Vec::new()` still compile.)
+    pub fn process_any<L: LabelPair>(&self, labels: &mut Vec<L>) -> bool {
+        if labels.windows(2).any(|w| w[0].name() > w[1].name()) {
+            labels.sort_by(|a, b| a.name().cmp(b.name()));
         }
         let mut builder = Builder::new(std::mem::take(labels));
         let mut joined = String::new();
@@ -124,7 +141,10 @@ impl Rule {
             source_labels: cfg.source_labels.clone().unwrap_or_default(),
             separator: cfg.separator.clone(),
             regex,
+            words: plain_words(pattern),
             default_regex: cfg.regex.is_none(),
+            target_is_template: cfg.target_label.contains('$'),
+            needs_captures: cfg.target_label.contains('$') || cfg.replacement.contains('$'),
             modulus: cfg.modulus,
             target_label: cfg.target_label.clone(),
             replacement: cfg.replacement.clone(),
@@ -138,7 +158,7 @@ impl Rule {
 
     /// Applies the rule; false means the series is dropped. `joined` is a
     /// scratch buffer reused across rules.
-    fn apply(&self, b: &mut Builder, joined: &mut String) -> bool {
+    fn apply<L: LabelPair>(&self, b: &mut Builder<L>, joined: &mut String) -> bool {
         joined.clear();
         for (i, name) in self.source_labels.iter().enumerate() {
             if i > 0 {
@@ -149,8 +169,8 @@ impl Rule {
         let val = joined.as_str();
 
         match self.action {
-            Action::Drop => return !self.regex.is_match(val),
-            Action::Keep => return self.regex.is_match(val),
+            Action::Drop => return !self.matches(val),
+            Action::Keep => return self.matches(val),
             Action::DropEqual => return b.get(&self.target_label) != val,
             Action::KeepEqual => return b.get(&self.target_label) == val,
             Action::Replace => self.replace(b, val),
@@ -179,46 +199,56 @@ impl Rule {
             }
             Action::LabelDrop | Action::LabelKeep => {
                 let drop_matching = self.action == Action::LabelDrop;
-                let doomed: Vec<String> = b
-                    .range()
-                    .filter(|(name, _)| self.regex.is_match(name) == drop_matching)
-                    .map(|(name, _)| name.to_owned())
-                    .collect();
-                for name in doomed {
-                    b.del(&name);
-                }
+                b.retain_names(|name| self.matches(name) != drop_matching);
             }
         }
         true
     }
 
-    fn replace(&self, b: &mut Builder, val: &str) {
+    /// Whether the (anchored) regex matches all of `s`.
+    fn matches(&self, s: &str) -> bool {
+        match &self.words {
+            Some(words) => words.iter().any(|w| w == s),
+            None => self.regex.is_match(s),
+        }
+    }
+
+    fn replace<L: LabelPair>(&self, b: &mut Builder<L>, val: &str) {
         // Prometheus' fast path; same result as the general path below.
-        if val.is_empty()
-            && self.default_regex
-            && !self.target_label.contains('$')
-            && !self.replacement.contains('$')
-        {
+        if val.is_empty() && self.default_regex && !self.needs_captures {
             b.set(&self.target_label, self.replacement.clone());
+            return;
+        }
+        // Without `$` references both templates expand to themselves, so
+        // whether the regex matches is all we need: no capture groups.
+        // (A `$`-free target was validated as a label name at compile time.)
+        if !self.needs_captures {
+            if self.matches(val) {
+                b.set(&self.target_label, self.replacement.clone());
+            }
             return;
         }
         // No match: no replacement.
         let Some(caps) = self.regex.captures(val) else {
             return;
         };
-        let mut target = String::new();
-        expand(&mut target, &self.target_label, &self.regex, &caps);
+        let expanded_target;
+        let target = if self.target_is_template {
+            let mut target = String::new();
+            expand(&mut target, &self.target_label, &self.regex, &caps);
+            expanded_target = target;
+            expanded_target.as_str()
+        } else {
+            self.target_label.as_str()
+        };
         // An invalid expanded target name skips the rule.
-        if !is_valid_label_name(&target) {
+        if !is_valid_label_name(target) {
             return;
         }
         let mut value = String::new();
         expand(&mut value, &self.replacement, &self.regex, &caps);
-        if value.is_empty() {
-            b.del(&target);
-        } else {
-            b.set(&target, value);
-        }
+        // An empty value deletes the target.
+        b.set(target, value);
     }
 }
 
@@ -241,6 +271,15 @@ fn compile_regex(pattern: &str) -> Result<Regex, String> {
                 .to_owned(),
             other => other.to_string(),
         })
+}
+
+/// The alternatives of `pattern` if it is only ASCII letters, digits and
+/// `_` joined by `|`: anchored, such a regex matches exactly those strings.
+fn plain_words(pattern: &str) -> Option<Vec<String>> {
+    let plain = pattern
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'|');
+    plain.then(|| pattern.split('|').map(str::to_owned).collect())
 }
 
 /// MD5 of `val`, last 8 bytes of the 16-byte sum read as big-endian u64, mod

@@ -27,6 +27,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use config::{load_configs, parse_configs, Action, RelabelConfig};
+pub use builder::LabelPair;
 pub use engine::{Rule, Rules};
 pub use template::is_valid_label_name;
 

@@ -968,3 +968,76 @@ fn action_names_are_case_insensitive() {
         None
     );
 }
+
+// ---- Fast paths must agree with the general ones ----
+
+/// Patterns made only of words and `|` are matched by string comparison;
+/// wrapping them in a group forces the regex engine, which must agree.
+#[test]
+fn plain_word_patterns_match_like_the_regex() {
+    let input = [("a", "x"), ("ab", "x"), ("b", "x"), ("c_1", "x"), ("job", "a")];
+    for pattern in ["a", "a|b", "a|", "c_1|ab", "abc", ""] {
+        for action in ["labeldrop", "labelkeep"] {
+            let plain = format!("- action: {action}\n  regex: '{pattern}'\n");
+            let grouped = format!("- action: {action}\n  regex: '(?:{pattern})'\n");
+            assert_eq!(run(&plain, &input), run(&grouped, &input), "{action} {pattern:?}");
+        }
+        for action in ["keep", "drop"] {
+            for value in ["a", "b", "", "ab", "a|b"] {
+                let input = [("job", value)];
+                let plain = format!("- action: {action}\n  source_labels: [job]\n  regex: '{pattern}'\n");
+                let grouped = format!("- action: {action}\n  source_labels: [job]\n  regex: '(?:{pattern})'\n");
+                assert_eq!(run(&plain, &input), run(&grouped, &input), "{action} {pattern:?} {value:?}");
+            }
+        }
+    }
+}
+
+/// `replace` without `$` references only checks for a match; with them it
+/// expands the capture groups.
+#[test]
+fn replace_with_and_without_references() {
+    let input = [("instance", "host-1:9100")];
+    let literal = "- source_labels: [instance]\n  regex: '.+:(\\d+)'\n  target_label: scraped\n  replacement: 'yes'\n";
+    assert_eq!(run(literal, &input), Some(ls(&[("instance", "host-1:9100"), ("scraped", "yes")])));
+    let no_match = "- source_labels: [instance]\n  regex: 'nope'\n  target_label: scraped\n  replacement: 'yes'\n";
+    assert_eq!(run(no_match, &input), Some(ls(&input)));
+    let empty = "- source_labels: [instance]\n  regex: '.*'\n  target_label: instance\n  replacement: ''\n";
+    assert_eq!(run(empty, &input), None, "an empty replacement deletes the target");
+    let captures = "- source_labels: [instance]\n  regex: '([^:]+):(\\d+)'\n  target_label: 'port_$2'\n  replacement: '$1'\n";
+    assert_eq!(
+        run(captures, &input),
+        Some(ls(&[("instance", "host-1:9100"), ("port_9100", "host-1")]))
+    );
+}
+
+/// The router relabels remote-write labels directly; the result must equal
+/// relabeling `(name, value)` pairs.
+#[test]
+fn remote_write_labels_relabel_like_pairs() {
+    use crate::remote_write::proto::v1::Label;
+    let yaml = "\
+- source_labels: [instance]
+  regex: '([^:]+):\\d+'
+  target_label: host
+- action: labeldrop
+  regex: container
+- target_label: job
+  replacement: changed
+- action: labelmap
+  regex: 'e(.*)'
+  replacement: 'copy_$1'
+";
+    let rules = Rules::from_yaml(yaml).unwrap();
+    let input = [("container", "c"), ("empty", ""), ("env", "prod"), ("instance", "h:1"), ("job", "j")];
+    let mut pairs = ls(&input);
+    let mut labels: Vec<Label> = input.iter().map(|(n, v)| Label::new(*n, *v)).collect();
+    assert!(rules.process(&mut pairs));
+    assert!(rules.process_any(&mut labels));
+    let labels: Labels = labels.into_iter().map(|l| (l.name, l.value)).collect();
+    assert_eq!(labels, pairs);
+    assert_eq!(
+        pairs,
+        ls(&[("copy_nv", "prod"), ("env", "prod"), ("host", "h"), ("instance", "h:1"), ("job", "changed")])
+    );
+}

@@ -9,8 +9,8 @@
 use prost::Message;
 
 use super::config::RouteConfig;
-use super::task_id::{inject_task_label, jump_hash, labels_hash_iter, partition_for_task, task_id, TaskIdConfig};
-use crate::relabel::Rules;
+use super::task_id::{inject_task_label_any, jump_hash, labels_hash_iter, partition_for_task, task_id, TaskIdConfig};
+use crate::relabel::{LabelPair, Rules};
 use crate::remote_write::proto::v1::{Label, TimeSeries, WriteRequest};
 
 /// A compiled route.
@@ -38,19 +38,19 @@ impl Route {
 
     /// Relabels `labels` and stamps the task label. Returns the task id and
     /// partition (of `partitions`), or None when the series is dropped.
-    pub fn apply(&self, labels: &mut Vec<(String, String)>, partitions: u32) -> Option<(u32, u32)> {
-        if !self.rules.process(labels) {
+    pub fn apply<L: LabelPair>(&self, labels: &mut Vec<L>, partitions: u32) -> Option<(u32, u32)> {
+        if !self.rules.process_any(labels) {
             return None;
         }
         let task = task_id(labels, &self.task);
-        inject_task_label(labels, &self.task.label_name, task);
+        inject_task_label_any(labels, &self.task.label_name, task);
         let partition = if self.partition_labels.is_empty() {
             partition_for_task(task, partitions)
         } else {
             let selected = labels
                 .iter()
-                .filter(|(n, _)| self.partition_labels.iter().any(|p| p == n))
-                .map(|(n, v)| (n.as_str(), v.as_str()));
+                .map(|l| (l.name(), l.value()))
+                .filter(|(n, _)| self.partition_labels.iter().any(|p| p == n));
             jump_hash(labels_hash_iter(selected), partitions)
         };
         Some((task, partition))
@@ -87,6 +87,11 @@ pub struct RouteStats {
 /// Routes every series of `request` through every route, calling
 /// `emit(route index, partition, task, series)` for each kept series.
 /// `partitions[i]` is route i's output partition count.
+///
+/// Series are relabeled in place: the last route works on the series' own
+/// labels, so with one route (the common case) no label is copied. Earlier
+/// routes work on a copy, kept in `scratch` so that its strings are reused
+/// from series to series.
 pub fn route_request(
     request: WriteRequest,
     routes: &[Route],
@@ -94,30 +99,48 @@ pub fn route_request(
     stats: &mut [RouteStats],
     mut emit: impl FnMut(usize, u32, u32, &TimeSeries),
 ) {
-    let mut labels: Vec<(String, String)> = Vec::with_capacity(16);
+    let mut scratch: Vec<Label> = Vec::new();
     for mut series in request.timeseries {
         let samples = (series.samples.len() + series.histograms.len()) as u64;
-        let original: Vec<(String, String)> =
-            std::mem::take(&mut series.labels).into_iter().map(|l| (l.name, l.value)).collect();
         for (i, route) in routes.iter().enumerate() {
-            labels.clear();
-            labels.extend(original.iter().cloned());
+            let last = i + 1 == routes.len();
+            if !last {
+                // Later routes need the original labels: keep them in
+                // `scratch` and let this route relabel a copy.
+                copy_labels(&mut scratch, &series.labels);
+                std::mem::swap(&mut scratch, &mut series.labels);
+            }
             stats[i].series_in += 1;
             stats[i].samples_in += samples;
-            let Some((task, partition)) = route.apply(&mut labels, partitions[i]) else {
-                stats[i].series_dropped += 1;
-                stats[i].samples_dropped += samples;
-                continue;
-            };
-            series.labels = labels.drain(..).map(|(name, value)| Label { name, value }).collect();
-            emit(i, partition, task, &series);
+            match route.apply(&mut series.labels, partitions[i]) {
+                Some((task, partition)) => emit(i, partition, task, &series),
+                None => {
+                    stats[i].series_dropped += 1;
+                    stats[i].samples_dropped += samples;
+                }
+            }
+            if !last {
+                std::mem::swap(&mut scratch, &mut series.labels);
+            }
         }
     }
 }
 
+/// Makes `dst` a copy of `src`, reusing `dst`'s string buffers (a plain
+/// `clone` would allocate every string anew).
+fn copy_labels(dst: &mut Vec<Label>, src: &[Label]) {
+    dst.truncate(src.len());
+    for (d, s) in dst.iter_mut().zip(src) {
+        d.name.clone_from(&s.name);
+        d.value.clone_from(&s.value);
+    }
+    let copied = dst.len();
+    dst.extend_from_slice(&src[copied..]);
+}
+
 /// Appends `series` to `out` as WriteRequest field 1.
 pub fn append_series(out: &mut Output, series: &TimeSeries) {
-    prost::encoding::message::encode(1, series, &mut out.encoded);
+    encode_entry(series, &mut out.encoded);
     out.series += 1;
     out.samples += series.samples.len();
     out.histograms += series.histograms.len();
@@ -125,8 +148,77 @@ pub fn append_series(out: &mut Output, series: &TimeSeries) {
 
 /// Encoded size of `series` as a WriteRequest entry (for batch limits).
 pub fn entry_len(series: &TimeSeries) -> usize {
-    let len = series.encoded_len();
+    let len = series_len(series);
     1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+// Protobuf keys (field number << 3 | wire type 2, length-delimited).
+/// `WriteRequest.timeseries`, `TimeSeries.labels` and `Label.name`: field 1.
+const KEY_FIELD_1: u8 = 1 << 3 | 2;
+/// `Label.value`: field 2.
+const KEY_FIELD_2: u8 = 2 << 3 | 2;
+
+/// Writes what `prost::encoding::message::encode(1, series, buf)` writes,
+/// byte for byte, but encodes the labels (most of every entry) by hand:
+/// prost's generic path computes each label's length twice and writes
+/// varints one `BufMut` call per byte. Samples, exemplars and histograms
+/// still go through prost.
+fn encode_entry(series: &TimeSeries, buf: &mut Vec<u8>) {
+    let len = series_len(series);
+    buf.reserve(1 + 10 + len);
+    buf.push(KEY_FIELD_1);
+    put_varint(buf, len);
+    for label in &series.labels {
+        buf.push(KEY_FIELD_1);
+        put_varint(buf, label_len(label));
+        // proto3 leaves empty strings out, as prost does.
+        for (key, text) in [(KEY_FIELD_1, &label.name), (KEY_FIELD_2, &label.value)] {
+            if !text.is_empty() {
+                buf.push(key);
+                put_varint(buf, text.len());
+                buf.extend_from_slice(text.as_bytes());
+            }
+        }
+    }
+    prost::encoding::message::encode_repeated(2, &series.samples, buf);
+    prost::encoding::message::encode_repeated(3, &series.exemplars, buf);
+    prost::encoding::message::encode_repeated(4, &series.histograms, buf);
+}
+
+/// `series.encoded_len()`, with the labels summed by hand (see [`encode_entry`]).
+fn series_len(series: &TimeSeries) -> usize {
+    let labels: usize = series
+        .labels
+        .iter()
+        .map(|label| {
+            let len = label_len(label);
+            1 + prost::encoding::encoded_len_varint(len as u64) + len
+        })
+        .sum();
+    labels
+        + prost::encoding::message::encoded_len_repeated(2, &series.samples)
+        + prost::encoding::message::encoded_len_repeated(3, &series.exemplars)
+        + prost::encoding::message::encoded_len_repeated(4, &series.histograms)
+}
+
+/// `label.encoded_len()`.
+fn label_len(label: &Label) -> usize {
+    let field = |text: &str| match text.len() {
+        0 => 0,
+        n => 1 + prost::encoding::encoded_len_varint(n as u64) + n,
+    };
+    field(&label.name) + field(&label.value)
+}
+
+/// Appends `value` as a protobuf varint.
+fn put_varint(buf: &mut Vec<u8>, value: usize) {
+    let mut value = value as u64;
+    while value >= 0x80 {
+        // Low 7 bits, with the continuation bit set.
+        buf.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    buf.push(value as u8);
 }
 
 #[cfg(test)]
@@ -194,6 +286,33 @@ mod tests {
         let mut stamped = vec![("__name__".to_string(), "up".to_string()), ("stream_task_id".to_string(), "999".to_string())];
         assert_eq!(r.apply(&mut plain, 4), r.apply(&mut stamped, 4));
         assert_eq!(plain, stamped, "the stale value is overwritten");
+    }
+
+    /// The hand-written label encoding must be byte-identical to prost's.
+    #[test]
+    fn entries_are_encoded_exactly_like_prost() {
+        use crate::remote_write::proto::v1::{Exemplar, Histogram};
+        let long = "x".repeat(200); // multi-byte length varints
+        let many: Vec<Label> = (0..20).map(|i| Label::new(format!("l{i:02}"), long.clone())).collect();
+        let cases = [
+            TimeSeries::default(),
+            series("a"),
+            TimeSeries {
+                labels: vec![Label::new("", ""), Label::new("a", ""), Label::new("", "v"), Label::new(long.clone(), long.clone())],
+                samples: vec![Sample { value: 0.0, timestamp: 0 }, Sample { value: -1.5, timestamp: -3 }],
+                exemplars: vec![Exemplar { labels: vec![Label::new("trace_id", "abc")], value: 2.0, timestamp: 5 }],
+                histograms: vec![Histogram { timestamp: 7, ..Default::default() }],
+            },
+            TimeSeries { labels: many, ..series("b") },
+        ];
+        for ts in &cases {
+            let mut want = Vec::new();
+            prost::encoding::message::encode(1, ts, &mut want);
+            let mut out = Output::default();
+            append_series(&mut out, ts);
+            assert_eq!(out.encoded, want);
+            assert_eq!(entry_len(ts), want.len());
+        }
     }
 
     #[test]

@@ -16,6 +16,8 @@
 use serde::Deserialize;
 use xxhash_rust::xxh64::{xxh64, Xxh64};
 
+use crate::relabel::LabelPair;
+
 /// Default name of the injected task label.
 pub const DEFAULT_TASK_LABEL: &str = "stream_task_id";
 
@@ -105,19 +107,19 @@ fn write_label(hasher: &mut Xxh64, name: &str, value: &str) {
 /// `cfg.task_labels` present in the series, or all labels; never
 /// `cfg.label_name`) modulo `cfg.task_count`. Returns 0 when `task_count` is
 /// 0. `labels` must be sorted by name.
-pub fn task_id(labels: &[(String, String)], cfg: &TaskIdConfig) -> u32 {
+pub fn task_id<L: LabelPair>(labels: &[L], cfg: &TaskIdConfig) -> u32 {
     if cfg.task_count == 0 {
         return 0;
     }
     let selected = labels
         .iter()
+        .map(|label| (label.name(), label.value()))
         .filter(|(name, _)| *name != cfg.label_name)
         .filter(|(name, _)| {
             cfg.task_labels
                 .as_ref()
                 .map_or(true, |wanted| wanted.iter().any(|w| w == name))
-        })
-        .map(|(name, value)| (name.as_str(), value.as_str()));
+        });
     let task = labels_hash_iter(selected) % u64::from(cfg.task_count);
     // Lossless: the remainder is below task_count, a u32.
     task as u32
@@ -126,14 +128,15 @@ pub fn task_id(labels: &[(String, String)], cfg: &TaskIdConfig) -> u32 {
 /// Sets label `name` to `task_id`, overwriting an existing value and keeping
 /// `labels` sorted by name.
 pub fn inject_task_label(labels: &mut Vec<(String, String)>, name: &str, task_id: u32) {
-    let value = task_id.to_string();
-    match labels.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
-        Ok(i) => {
-            if let Some(label) = labels.get_mut(i) {
-                label.1 = value;
-            }
-        }
-        Err(i) => labels.insert(i, (name.to_owned(), value)),
+    inject_task_label_any(labels, name, task_id);
+}
+
+/// [`inject_task_label`] for any [`LabelPair`], e.g. remote-write labels.
+pub fn inject_task_label_any<L: LabelPair>(labels: &mut Vec<L>, name: &str, task_id: u32) {
+    let label = L::from_parts(name.to_owned(), task_id.to_string());
+    match labels.binary_search_by(|l| l.name().cmp(name)) {
+        Ok(i) => labels[i] = label,
+        Err(i) => labels.insert(i, label),
     }
 }
 
