@@ -6,8 +6,6 @@
 //! carries the route's task label `0..task_count`; a series goes to exactly
 //! one partition per route that keeps it; each route relabels its own copy.
 
-use prost::Message;
-
 use super::config::RouteConfig;
 use super::task_id::{inject_task_label_any, jump_hash, labels_hash_iter, partition_for_task, task_id, TaskIdConfig};
 use crate::relabel::{LabelPair, Rules};
@@ -223,6 +221,8 @@ fn put_varint(buf: &mut Vec<u8>, value: usize) {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+
     use super::*;
     use crate::relabel::RelabelConfig;
     use crate::remote_write::proto::v1::Sample;
