@@ -72,27 +72,39 @@ log "prometheus on 127.0.0.1:$PROM_PORT remote-writes to the gateway"
 PRODUCE_PID=$!
 PIDS+=($PRODUCE_PID)
 
-metric() { curl -fsS http://127.0.0.1:9201/metrics | awk -v m="$1" '$1 == m { s += $2 } END { printf "%d", s }'; }
+# Sum of a metric over all its label sets.
+metric() { curl -fsS http://127.0.0.1:9201/metrics | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d", s }'; }
 routed() { curl -fsS http://127.0.0.1:9201/metrics | awk '/^streamroute_router_samples_total\{.*outcome="out"/ { s += $2 } END { printf "%d", s }'; }
+sent() { metric streamroute_egress_samples_total; }
 lag() { curl -fsS http://127.0.0.1:9201/metrics | awk '/^streamroute_router_consumer_lag_records/ { s += $2 } END { printf "%d", s }'; }
+vm_query() { curl -fsS --get http://127.0.0.1:8428/api/v1/query --data-urlencode "query=$1"; }
 
 t0=$SECONDS
 while [ $((SECONDS - t0)) -lt "$SECONDS_TO_RUN" ]; do
-  printf '\r[%3ds] gateway: %s samples accepted | router: %s samples routed, lag %s records   ' \
-    $((SECONDS - t0)) "$(metric streamroute_gateway_samples_total)" "$(routed)" "$(lag)"
+  printf '\r[%3ds] received %s (gateway) | routed %s | sent to vmagent %s | lag %s records   ' \
+    $((SECONDS - t0)) "$(metric streamroute_gateway_samples_total)" "$(routed)" "$(sent)" "$(lag)"
   sleep 1
 done
 echo
 wait "$PRODUCE_PID" 2>/dev/null || true
+# Let the last transactions and sends finish.
+for _ in $(seq 1 30); do
+  [ "$(lag)" = 0 ] && [ "$(sent)" -ge "$(routed)" ] && break
+  sleep 1
+done
+elapsed=$((SECONDS - t0))
+sleep 2 # vmagent flushes every 200 ms; VictoriaMetrics makes new series searchable within a second or so
 echo
-echo "== summary"
-echo "gateway (from Prometheus): $(metric streamroute_gateway_samples_total) samples in $(metric streamroute_gateway_series_total) series"
-tail -1 "$RUN_DIR/produce.log" | sed 's/^/produce --generate: /'
-echo "router: $(routed) samples routed into streamroute.tasks.default, by stream_task_id:"
-curl -fsS http://127.0.0.1:9201/metrics | awk -F'[{}",=]+' '/^streamroute_router_task_samples_total/ { printf "  task %s: %s\n", $5, $NF }' \
-  | sort -t' ' -k2n | head -8
-echo "  ... (64 tasks; full list at http://127.0.0.1:9201/metrics)"
-echo "egress: not implemented yet (issue 5); the data stops in the task topic."
+echo "== summary (${elapsed} s)"
+echo "gateway:  $(metric streamroute_gateway_samples_total) samples from Prometheus"
+tail -1 "$RUN_DIR/produce.log" | sed 's/^/produce:  /'
+echo "router:   $(routed) samples routed into streamroute.tasks.default"
+echo "egress:   $(sent) samples sent to vmagent, $(awk -v s="$(sent)" -v t="$elapsed" 'BEGIN { printf "%.0f", s / t }') samples/s end to end"
+series=$(vm_query 'count({stream_task_id!=""})' | sed -n 's/.*"value":\[[^,]*,"\([0-9]*\)".*/\1/p')
+echo "VictoriaMetrics: ${series:-0} series carry stream_task_id; series per task (first 8 of 64):"
+vm_query 'sort_desc(count by (stream_task_id) ({stream_task_id!=""}))' \
+  | grep -o '"stream_task_id":"[0-9]*"},"value":\[[^,]*,"[0-9]*"' \
+  | sed 's/"stream_task_id":"\([0-9]*\)"},"value":\[[^,]*,"\([0-9]*\)"/  task \1: \2 series/' | head -8
 if [ "$KEEP" = 1 ]; then
   echo
   echo "left running:"

@@ -38,6 +38,7 @@ start() {
     setsid victoria-metrics -httpListenAddr="127.0.0.1:$VM_PORT" \
       -storageDataPath="$VM_DATA" -retentionPeriod=100y \
       -search.latencyOffset=0s -dedup.minScrapeInterval=0 \
+      -search.maxUniqueTimeseries=10000000 \
       >"$lf" 2>&1 </dev/null &
     echo $! >"$pid"
     wait_ready victoria-metrics "$VM_PORT" "$lf" "$pid"
