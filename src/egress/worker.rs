@@ -233,13 +233,16 @@ impl PartitionWorker {
     }
 
     /// Whether `p` may join `batch` (a request never mixes tenants and
-    /// stays under the byte limit unless it is a single record).
+    /// stays under the sample and byte limits unless it is a single record).
     fn fits(&self, batch: &Batch, p: &Pending) -> bool {
         if batch.records.is_empty() {
             return true;
         }
         let tenant_ok = self.shared.config.forward_tenant_header.is_none() || batch.tenant == p.tenant;
-        tenant_ok && batch.body.len() + p.value.len() <= self.shared.config.max_bytes_per_send
+        let config = &self.shared.config;
+        tenant_ok
+            && batch.body.len() + p.value.len() <= config.max_bytes_per_send
+            && batch.counts.samples + p.counts.samples <= config.max_samples_per_send as u64
     }
 
     fn add(&self, batch: &mut Batch, p: Pending) {
