@@ -20,8 +20,15 @@ use streamroute::remote_write::{decompress, Encoding};
 use crate::common::{create_topic, http_get, read_topic, streamroute, unique, write_file, Process};
 use crate::router::producer;
 
-const VMAGENT: &str = "http://127.0.0.1:8429/api/v1/write";
-const VICTORIA: &str = "http://127.0.0.1:8428";
+/// vmagent's write URL (scripts/test.sh exports VMAGENT_URL).
+fn vmagent() -> String {
+    format!("{}/api/v1/write", std::env::var("VMAGENT_URL").unwrap_or_else(|_| "http://127.0.0.1:8429".into()))
+}
+
+/// VictoriaMetrics' base URL (scripts/test.sh exports VM_URL).
+fn victoria() -> String {
+    std::env::var("VM_URL").unwrap_or_else(|_| "http://127.0.0.1:8428".into())
+}
 
 /// Topics, a state folder and a config file for one egress test.
 pub struct Setup {
@@ -94,7 +101,7 @@ pub async fn produce_task(producer: &FutureProducer, topic: &str, partition: i32
 
 /// Every (id, timestamp) VictoriaMetrics holds for metric `name`, with multiplicity.
 pub async fn vm_samples(name: &str) -> BTreeMap<(String, i64), usize> {
-    let url = format!("{VICTORIA}/api/v1/export?match%5B%5D=%7B__name__%3D%22{name}%22%7D");
+    let url = format!("{}/api/v1/export?match%5B%5D=%7B__name__%3D%22{name}%22%7D", victoria());
     let response = http_get(&url).await.expect("export");
     assert_eq!(response.status, 200, "{}", response.body);
     let mut out = BTreeMap::new();
@@ -128,7 +135,7 @@ fn metric_value(metrics: &str, prefix: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_sample_reaches_victoria_metrics_through_vmagent() {
-    let setup = setup(2, VMAGENT, "max_samples_per_send = 300\n").await;
+    let setup = setup(2, &vmagent(), "max_samples_per_send = 300\n").await;
     let name = format!("sr_it_e2e_{}", uuid::Uuid::new_v4().simple());
     let producer = producer();
     let ts = recent_ms();
@@ -160,7 +167,7 @@ async fn every_sample_reaches_victoria_metrics_through_vmagent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn zstd_falls_back_to_snappy_against_vmagent_1_79() {
-    let setup = setup(1, VMAGENT, "encoding = \"zstd\"\n").await;
+    let setup = setup(1, &vmagent(), "encoding = \"zstd\"\n").await;
     let name = format!("sr_it_zstd_{}", uuid::Uuid::new_v4().simple());
     let ts = recent_ms();
     produce_task(&producer(), &setup.tasks, 0, &request(&name, 0, 50, ts)).await;
@@ -316,7 +323,7 @@ async fn a_receiver_answering_429_is_waited_for_as_told_and_nothing_is_dropped()
 async fn kill_9_repeatedly_resumes_from_sled_and_loses_nothing() {
     // Positions flushed after every request: a kill resends at most the
     // request whose acknowledgement was not yet on disk, per partition.
-    let setup = setup(2, VMAGENT, "max_samples_per_send = 200\nstate_flush_every = \"0s\"\n").await;
+    let setup = setup(2, &vmagent(), "max_samples_per_send = 200\nstate_flush_every = \"0s\"\n").await;
     let name = format!("sr_it_kill_{}", uuid::Uuid::new_v4().simple());
     let ts = recent_ms();
     // A stream of 2 × 60 records of 50 series, written while egress is killed.
@@ -364,7 +371,7 @@ impl Vmagent {
     async fn start(&mut self) {
         let child = std::process::Command::new("vmagent")
             .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
-            .arg(format!("-remoteWrite.url={VICTORIA}/api/v1/write"))
+            .arg(format!("-remoteWrite.url={}/api/v1/write", victoria()))
             .arg(format!("-remoteWrite.tmpDataPath={}", self.dir.path().display()))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -468,7 +475,8 @@ async fn run_carries_samples_from_the_gateway_through_router_and_egress_into_vic
              [run]\nroles = [\"gateway\", \"router\", \"egress\"]\n\
              [router]\ngroup_id = \"{group}\"\ncommit_interval = \"200ms\"\n\
              [[router.routes]]\nname = \"main\"\ntopic = \"{tasks}\"\ntask_count = 16\n\
-             [egress]\ntopic = \"{tasks}\"\ntarget = \"{VMAGENT}\"\nstate_dir = \"{}\"\nflush_interval = \"200ms\"\n",
+             [egress]\ntopic = \"{tasks}\"\ntarget = \"{}\"\nstate_dir = \"{}\"\nflush_interval = \"200ms\"\n",
+            vmagent(),
             dir.path().join("state").display()
         ),
     );
@@ -490,7 +498,7 @@ async fn run_carries_samples_from_the_gateway_through_router_and_egress_into_vic
     wait_in_vm(&name, &want, Duration::from_secs(60), &run).await;
 
     // Every series carries the task id of its labels.
-    let url = format!("{VICTORIA}/api/v1/export?match%5B%5D=%7B__name__%3D%22{name}%22%7D");
+    let url = format!("{}/api/v1/export?match%5B%5D=%7B__name__%3D%22{name}%22%7D", victoria());
     let body = http_get(&url).await.expect("export").body;
     let mut series = 0;
     for line in body.lines().filter(|l| !l.trim().is_empty()) {
@@ -550,7 +558,7 @@ async fn a_position_removed_by_retention_is_reported_counted_and_skipped_to_the_
 #[ignore = "benchmark: cargo test --release --test integration egress::throughput -- --ignored --nocapture"]
 async fn throughput_into_vmagent() {
     let (records, per_record) = (500usize, 2_000usize);
-    let setup = setup(2, VMAGENT, "max_samples_per_send = 5000\n").await;
+    let setup = setup(2, &vmagent(), "max_samples_per_send = 5000\n").await;
     let name = format!("sr_bench_{}", uuid::Uuid::new_v4().simple());
     let producer = producer();
     let ts = recent_ms();
