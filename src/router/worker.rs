@@ -19,6 +19,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
+use rdkafka::message::ToBytes;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -419,7 +420,7 @@ impl Worker {
 
     /// Sends a record, waiting while the local queue is full (bounded by the
     /// transaction timeout).
-    fn send(&self, mut record: BaseRecord<'_, (), [u8]>) -> Result<(), KafkaError> {
+    fn send<K: ToBytes + ?Sized>(&self, mut record: BaseRecord<'_, K, [u8]>) -> Result<(), KafkaError> {
         let deadline = Instant::now() + self.timeout();
         loop {
             match self.producer.send(record) {
@@ -456,17 +457,7 @@ impl Worker {
         if let Some(key) = message.key() {
             record = record.key(key);
         }
-        let deadline = Instant::now() + self.timeout();
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if Instant::now() < deadline => {
-                    record = back;
-                    self.producer.poll(Duration::from_millis(50));
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
+        self.send(record)?;
         txn.dead_lettered.push(reason);
         Ok(())
     }
