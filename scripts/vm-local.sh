@@ -35,6 +35,8 @@ start() {
   else
     port_open 127.0.0.1 "$VM_PORT" && die "something else listens on 127.0.0.1:$VM_PORT"
     mkdir -p "$VM_DATA"
+    # No query latency offset, so tests see samples at once; tests and demos
+    # pile up many series, so lift the per-query series limit.
     setsid victoria-metrics -httpListenAddr="127.0.0.1:$VM_PORT" \
       -storageDataPath="$VM_DATA" -retentionPeriod=100y \
       -search.latencyOffset=0s -dedup.minScrapeInterval=0 \
