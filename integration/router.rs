@@ -245,3 +245,74 @@ async fn sigterm_commits_and_exits_zero() {
     assert!(status.success(), "exit status {status}:\n{}", router.log());
     assert!(started.elapsed() < Duration::from_secs(12), "took {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_router_recovers_from_a_kafka_outage_without_loss_or_duplicates() {
+    use crate::common::{create_topic_on, read_topic_on, PrivateKafka};
+    let kafka = PrivateKafka::start();
+    let (ingress, tasks, dead_letter) = (unique("ingress"), unique("tasks"), unique("dlq"));
+    for (topic, partitions) in [(&ingress, 2), (&tasks, 2), (&dead_letter, 1)] {
+        create_topic_on(&kafka.bootstrap, topic, partitions).await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_file(
+        dir.path(),
+        "router.toml",
+        &format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
+             [topics]\ningress = \"{ingress}\"\ndead_letter = \"{dead_letter}\"\n\
+             [router]\ngroup_id = \"{}\"\ncommit_interval = \"200ms\"\ntransaction_timeout = \"10s\"\n\
+             [[router.routes]]\nname = \"main\"\ntopic = \"{tasks}\"\ntask_count = 8\n",
+            kafka.bootstrap,
+            unique("router")
+        ),
+    );
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "120000")
+        .create()
+        .expect("producer");
+    let batch = |k: u32| WriteRequest {
+        timeseries: (0..10u32).map(|i| series(&[("__name__", "outage"), ("i", &i.to_string())], f64::from(k), i64::from(k))).collect(),
+        metadata: vec![],
+    };
+    let router = Process::start(
+        &["router"],
+        "STREAMROUTE_ROUTER__LISTEN",
+        &[
+            ("STREAMROUTE_CONFIG_FILE", config.to_str().expect("utf-8").to_string()),
+            ("STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS", kafka.bootstrap.clone()),
+        ],
+    )
+    .await;
+    for k in 0..20 {
+        produce(&producer, &ingress, &batch(k)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    kafka.script("stop");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    kafka.script("start");
+    for k in 20..40 {
+        produce(&producer, &ingress, &batch(k)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut counts: BTreeMap<(String, i64), usize> = BTreeMap::new();
+        for m in read_topic_on(&kafka.bootstrap, &tasks) {
+            let request = WriteRequest::decode(m.payload().expect("value")).expect("protobuf");
+            for s in request.timeseries {
+                let i = s.labels.iter().find(|l| l.name == "i").expect("i").value.clone();
+                for sample in s.samples {
+                    *counts.entry((i.clone(), sample.timestamp)).or_default() += 1;
+                }
+            }
+        }
+        assert!(counts.values().all(|n| *n == 1), "duplicates after the outage: {:?}", counts.iter().filter(|(_, n)| **n > 1).take(5).collect::<Vec<_>>());
+        if counts.len() == 400 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {} of 400 samples after the outage:\n{}", counts.len(), router.log());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -145,6 +145,8 @@ struct Worker {
     readiness: Readiness,
     consumer: BaseConsumer<RouterContext>,
     producer: BaseProducer,
+    /// False after the producer was (re)created until init_transactions succeeds.
+    initialized: bool,
     revoked: Arc<AtomicBool>,
     limits: Limits,
 }
@@ -207,6 +209,7 @@ impl Worker {
             readiness,
             consumer,
             producer,
+            initialized: false,
             revoked,
         })
     }
@@ -235,9 +238,17 @@ impl Worker {
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
             match self.transaction(&mut txn, shutdown) {
-                Ok(()) => failures = 0,
+                Ok(()) => {
+                    if failures >= 3 {
+                        info!("transactions commit again; router ready");
+                    }
+                    failures = 0;
+                    self.readiness.set("router", true);
+                }
                 Err(e) => {
                     failures += 1;
+                    // Several failures in a row: Kafka is unwell, say so.
+                    self.readiness.set("router", failures < 3);
                     warn!(error = %e, failures, "transaction failed; aborting and retrying its records");
                     self.recover(&e, &txn);
                     // Back off while Kafka is unwell, at most 5 s.
@@ -251,7 +262,7 @@ impl Worker {
     }
 
     fn start(&mut self) -> Result<(), String> {
-        self.producer.init_transactions(self.timeout()).map_err(|e| format!("init transactions: {e}"))?;
+        self.init().map_err(|e| format!("init transactions: {e}"))?;
         self.refresh_partitions()?;
         self.consumer.subscribe(&[&self.config.topics.ingress]).map_err(|e| format!("subscribe: {e}"))?;
         Ok(())
@@ -276,7 +287,18 @@ impl Worker {
         Ok(())
     }
 
+    /// Initialises transactions once per producer; this also fences a
+    /// predecessor with the same transactional id and aborts what it left open.
+    fn init(&mut self) -> Result<(), KafkaError> {
+        if !self.initialized {
+            self.producer.init_transactions(self.timeout())?;
+            self.initialized = true;
+        }
+        Ok(())
+    }
+
     fn transaction(&mut self, txn: &mut Txn, shutdown: &CancellationToken) -> Result<(), KafkaError> {
+        self.init()?;
         if self.partitions_checked.elapsed() > Duration::from_secs(30) {
             if let Err(e) = self.refresh_partitions() {
                 warn!(error = %e, "cannot refresh task topic partitions; keeping the known counts");
@@ -329,9 +351,25 @@ impl Worker {
             let group = self.consumer.group_metadata().ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::Fail))?;
             self.producer.send_offsets_to_transaction(&offsets, &group, self.timeout())?;
         }
-        self.producer.commit_transaction(self.timeout())?;
+        self.commit()?;
         self.committed(txn);
         Ok(())
+    }
+
+    /// Commits the open transaction. A retriable failure (a timeout) may
+    /// hide a commit that happened, so it is retried, never aborted: an
+    /// abort after a real commit would make us process the records again.
+    fn commit(&self) -> Result<(), KafkaError> {
+        let mut attempts = 0;
+        loop {
+            match self.producer.commit_transaction(self.timeout()) {
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 10 => {
+                    attempts += 1;
+                    warn!(error = %e, attempts, "commit not confirmed yet; retrying it");
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Routes one ingress record into the open transaction's batches, or
@@ -502,7 +540,8 @@ impl Worker {
             match producer_config(&self.config.kafka, &self.config.router).create::<BaseProducer>() {
                 Ok(p) => {
                     self.producer = p;
-                    if let Err(e) = self.producer.init_transactions(self.timeout()) {
+                    self.initialized = false;
+                    if let Err(e) = self.init() {
                         warn!(error = %e, "init transactions failed; will retry");
                     }
                 }
