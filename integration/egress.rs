@@ -99,6 +99,27 @@ pub async fn produce_task(producer: &FutureProducer, topic: &str, partition: i32
         .expect("produced");
 }
 
+/// A transactional producer, as the router's: every committed transaction
+/// leaves a control marker in the partition after its records.
+pub fn transactional_producer() -> FutureProducer {
+    use rdkafka::producer::Producer as _;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", crate::common::bootstrap())
+        .set("transactional.id", unique("egress-tx"))
+        .create()
+        .expect("transactional producer");
+    producer.init_transactions(Duration::from_secs(30)).expect("init transactions");
+    producer
+}
+
+/// Writes a task-topic record in a transaction of its own.
+pub async fn produce_task_in_transaction(producer: &FutureProducer, topic: &str, partition: i32, request: &WriteRequest) {
+    use rdkafka::producer::Producer as _;
+    producer.begin_transaction().expect("begin transaction");
+    produce_task(producer, topic, partition, request).await;
+    producer.commit_transaction(Duration::from_secs(30)).expect("commit transaction");
+}
+
 /// Every (id, timestamp) VictoriaMetrics holds for metric `name`, with multiplicity.
 pub async fn vm_samples(name: &str) -> BTreeMap<(String, i64), usize> {
     let url = format!("{}/api/v1/export?match%5B%5D=%7B__name__%3D%22{name}%22%7D", victoria());
@@ -413,12 +434,14 @@ async fn lag_grows_while_vmagent_is_down_and_drains_after_it_returns() {
     let metrics_url = format!("http://{}/metrics", egress.addr);
     let lag = || async { metric_value(&http_get(&metrics_url).await.expect("metrics").body, "streamroute_egress_lag_records{") };
 
-    // Load throughout: 100 records of 100 series, 10 per second.
+    // Load throughout: 100 records of 100 series, 10 per second, each in a
+    // transaction of its own as the router writes them (so each is followed
+    // by a transaction marker).
     let (tasks, stream_name) = (setup.tasks.clone(), name.clone());
     let writer = tokio::spawn(async move {
-        let producer = producer();
+        let producer = transactional_producer();
         for k in 0..100 {
-            produce_task(&producer, &tasks, 0, &request(&stream_name, k * 100, 100, ts + k as i64)).await;
+            produce_task_in_transaction(&producer, &tasks, 0, &request(&stream_name, k * 100, 100, ts + k as i64)).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
@@ -436,13 +459,24 @@ async fn lag_grows_while_vmagent_is_down_and_drains_after_it_returns() {
     vmagent.start().await;
     writer.await.expect("writer");
     wait_in_vm(&name, &want, Duration::from_secs(60), &egress).await;
+    // Drained means exactly 0: the marker after the last record is no lag.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while lag().await > 0.0 {
-        assert!(Instant::now() < deadline, "lag did not drain:\n{}", egress.log());
+    while lag().await != 0.0 {
+        assert!(Instant::now() < deadline, "lag did not drain to 0 (it is {}):\n{}", lag().await, egress.log());
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let metrics = http_get(&metrics_url).await.expect("metrics").body;
     assert!(metric_value(&metrics, "streamroute_egress_retries_total{reason=\"connect\"}") >= 1.0, "{metrics}");
+    let mut egress = egress;
+    assert!(egress.terminate().success(), "{}", egress.log());
+
+    // The stored position is the partition's end, past the last marker:
+    // 100 records and 100 markers.
+    let state = setup.state.to_str().expect("utf-8");
+    let output = streamroute(&["inspect", "offsets", "--state", state], &[]);
+    assert!(output.status.success(), "{}", crate::common::show(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains(&format!("{}\t0\t200", setup.tasks)), "{text}");
     eprintln!("vmagent outage: lag peaked at {peak} records; all {} samples arrived", want.len());
 }
 

@@ -7,7 +7,11 @@
 //!   after the receiver acknowledged it (2xx) or it is in the dead-letter
 //!   topic; retryable failures keep the request and retry it forever;
 //! - a position below the log start (retention removed records) is never
-//!   skipped silently: it is logged as an error and counted.
+//!   skipped silently: it is logged as an error and counted;
+//! - transaction markers (the router writes task topics transactionally)
+//!   take offsets but are no records: when nothing is pending, the position
+//!   moves past them to the consumer's, so a caught-up partition's stored
+//!   position is the partition's end and its lag is 0.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -31,6 +35,10 @@ use crate::kafka::producer::{DurableProducer, SendError};
 use crate::kafka::record::HEADER_TENANT;
 use crate::remote_write::{compress, Encoding};
 use crate::state::{next_offset_after, Position, State};
+
+/// How often an idle partition (nothing read and not yet delivered) checks
+/// whether its consumer moved past transaction markers.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 /// What a partition worker shares with the role.
 pub struct Shared {
@@ -219,16 +227,44 @@ impl PartitionWorker {
                 }
             }
             let deadline = batch.first_at.map(|t| tokio::time::Instant::from_std(t + config.flush_interval));
+            // Everything read so far is delivered (or dead-lettered) and stored.
+            let idle = batch.records.is_empty() && batch.last_offset.is_none() && pending.is_none();
             let received = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(true),
                 _ = sleep_until(deadline) => return Ok(false),
                 received = self.consumer.recv() => received,
+                _ = tokio::time::sleep(IDLE_CHECK), if idle => {
+                    self.skip_markers().await?;
+                    continue;
+                }
             };
             match received {
                 Ok(message) => *pending = self.read(&message, batch).await?,
                 Err(e) => self.consumer_error(e).await?,
             }
+        }
+    }
+
+    /// The consumer's position: the offset after the last record it handed
+    /// over, moved past transaction markers and aborted records, which
+    /// read_committed never hands over.
+    fn consumer_position(&self) -> Option<i64> {
+        let tpl = self.consumer.position().ok()?;
+        tpl.find_partition(self.topic(), self.partition).and_then(|e| e.offset().to_raw()).filter(|p| *p >= 0)
+    }
+
+    /// With nothing pending, every offset between the stored position and
+    /// the consumer's is a transaction marker or an aborted record: moving
+    /// the position past them loses nothing.
+    async fn skip_markers(&self) -> Result<(), EgressError> {
+        let stored = self.position.load(Ordering::Acquire);
+        match self.consumer_position() {
+            Some(consumer) if consumer > stored => {
+                debug!(partition = self.partition, from = stored, to = consumer, "position moves past transaction markers");
+                self.store(consumer).await
+            }
+            _ => Ok(()),
         }
     }
 
@@ -307,13 +343,7 @@ impl PartitionWorker {
         // were read and are in the open batch (or pending): not lost. Only
         // what lies between the consumer's position and the log start is.
         let stored = self.position.load(Ordering::Acquire);
-        let consumer = self
-            .consumer
-            .position()
-            .ok()
-            .and_then(|tpl| tpl.find_partition(self.topic(), self.partition).and_then(|e| e.offset().to_raw()))
-            .filter(|p| *p >= 0)
-            .unwrap_or(stored);
+        let consumer = self.consumer_position().unwrap_or(stored);
         let from = consumer.max(stored);
         if low > from {
             self.retention_skip(from, low);
