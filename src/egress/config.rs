@@ -43,7 +43,8 @@ pub struct EgressConfig {
     /// First wait before retrying a failed request; doubles on each failure.
     #[serde(with = "humantime_serde")]
     pub retry_initial_backoff: Duration,
-    /// Longest wait between retries (a receiver's Retry-After is honoured even when longer).
+    /// Longest wait between retries (a receiver's Retry-After, in seconds
+    /// or as an HTTP date, is honoured even when longer, up to 10 minutes).
     #[serde(with = "humantime_serde")]
     pub retry_max_backoff: Duration,
     /// Body encoding: `snappy`, or `zstd` (falls back to snappy by itself

@@ -5,7 +5,7 @@
 //! a refused zstd body is retried as snappy; any other 4xx is a request the
 //! receiver will never take, which the caller dead-letters.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -19,6 +19,10 @@ use super::config::{EgressConfig, SendEncoding};
 
 /// Longest response body kept for logs and dead-letter headers.
 const MAX_BODY: usize = 1024;
+
+/// Longest wait a receiver's Retry-After can ask for: a date far ahead
+/// (a skewed clock) or a huge number must not stall a partition for hours.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// What became of one request.
 #[derive(Debug)]
@@ -108,8 +112,7 @@ impl Sender {
                 .headers()
                 .get(hyper::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
             // The body matters only for errors and is kept short.
             let body = match response.into_body().collect().await {
                 Ok(b) => truncate(&b.to_bytes()),
@@ -132,6 +135,22 @@ impl Sender {
             _ => Outcome::Retry { reason: "unexpected_status", after: retry_after, detail: format!("{status}: {body}") },
         }
     }
+}
+
+/// A Retry-After value (RFC 9110 10.2.3) as a wait from `now`: delay
+/// seconds, or an HTTP date (IMF-fixdate, or the obsolete RFC 850 and
+/// asctime forms). A date in the past is no wait; any wait is capped at
+/// [`MAX_RETRY_AFTER`]. None when the value is neither.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(now).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// The Content-Encoding value.
@@ -157,5 +176,28 @@ mod tests {
         assert!(refuses_encoding(400, body));
         assert!(refuses_encoding(415, ""));
         assert!(!refuses_encoding(400, "label name too long"));
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        // Wed, 21 Oct 2015 07:28:00 GMT
+        let date = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let now = date - Duration::from_secs(90);
+        let wait = |v: &str| parse_retry_after(v, now);
+        assert_eq!(wait("120"), Some(Duration::from_secs(120)));
+        assert_eq!(wait(" 0 "), Some(Duration::ZERO));
+        assert_eq!(wait("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::from_secs(90)));
+        // The obsolete forms a recipient must still accept.
+        assert_eq!(wait("Wednesday, 21-Oct-15 07:28:00 GMT"), Some(Duration::from_secs(90)));
+        assert_eq!(wait("Wed Oct 21 07:28:00 2015"), Some(Duration::from_secs(90)));
+        // A date already past is no wait, never a negative one.
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", date + Duration::from_secs(5)), Some(Duration::ZERO));
+        // Far ahead, in either form: capped.
+        assert_eq!(wait("Fri, 21 Oct 2016 07:28:00 GMT"), Some(MAX_RETRY_AFTER));
+        assert_eq!(wait("99999999"), Some(MAX_RETRY_AFTER));
+        // Neither: the caller's own backoff applies.
+        assert_eq!(wait("soon"), None);
+        assert_eq!(wait("-5"), None);
+        assert_eq!(wait("2015-10-21T07:28:00Z"), None);
     }
 }
