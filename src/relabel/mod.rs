@@ -24,6 +24,9 @@ mod template;
 #[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests;
 
+#[cfg(test)]
+mod proptests;
+
 use std::path::PathBuf;
 
 pub use config::{load_configs, parse_configs, Action, RelabelConfig};

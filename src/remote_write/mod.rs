@@ -378,3 +378,6 @@ fn push_bounded(out: &mut String, s: &str, escape: bool) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests;
+
+#[cfg(test)]
+mod proptests;

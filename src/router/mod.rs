@@ -14,5 +14,8 @@ pub mod route;
 pub mod task_id;
 mod worker;
 
+#[cfg(test)]
+mod proptests;
+
 pub use config::RouterConfig;
 pub use worker::{Router, RouterError};
