@@ -654,3 +654,72 @@ async fn auth_extra_headers_and_the_tenant_are_sent_and_tenants_are_never_mixed(
         assert_eq!(headers["content-type"], "application/x-protobuf");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_receiver_with_a_private_ca_gets_the_samples() {
+    // The receiver: streamroute's own gateway serving HTTPS with a
+    // self-signed certificate; it answers 204 and keeps each request in its
+    // ingress topic, where the test reads what arrived.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("self-signed certificate");
+    let cert = write_file(dir.path(), "server.crt", &generated.cert.pem());
+    let key = write_file(dir.path(), "server.key", &generated.signing_key.serialize_pem());
+    let ingress = unique("ingress");
+    create_topic(&ingress, 1).await;
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_string();
+    let gateway = crate::gateway::start_gateway(
+        &ingress,
+        &[("STREAMROUTE_GATEWAY__TLS__CERT_FILE", path(&cert)), ("STREAMROUTE_GATEWAY__TLS__KEY_FILE", path(&key))],
+    )
+    .await;
+
+    let target = format!("https://{}/api/v1/write", gateway.addr);
+    let ts = recent_ms();
+    let sent = request("sr_it_https", 0, 20, ts);
+
+    // A CA that did not sign the gateway's certificate: the handshake fails,
+    // the request is retried and nothing arrives.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("another certificate");
+    let other_ca = write_file(dir.path(), "other-ca.crt", &other.cert.pem());
+    let untrusted = setup(1, &target, &format!("tls_ca_file = \"{}\"\n", other_ca.display())).await;
+    produce_task(&producer(), &untrusted.tasks, 0, &sent).await;
+    let mut refused = start_egress(&untrusted).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(read_topic(&ingress).is_empty(), "an unverified receiver got the samples:\n{}", refused.log());
+    assert!(refused.log().contains("certificate"), "{}", refused.log());
+    assert!(refused.terminate().success(), "{}", refused.log());
+
+    let setup = setup(1, &target, &format!("tls_ca_file = \"{}\"\n", cert.display())).await;
+    produce_task(&producer(), &setup.tasks, 0, &sent).await;
+    let egress = start_egress(&setup).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        let records = read_topic(&ingress);
+        if !records.is_empty() {
+            break records;
+        }
+        assert!(Instant::now() < deadline, "nothing reached the https receiver:\n{}\n--- gateway\n{}", egress.log(), gateway.log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(records.len(), 1, "one request");
+    assert_eq!(crate::gateway::decode_record(&records[0]).1, sent, "the samples as written");
+    let metrics = http_get(&format!("http://{}/metrics", egress.addr)).await.expect("metrics").body;
+    assert_eq!(metric_value(&metrics, "streamroute_egress_samples_total{"), 20.0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_ca_file_is_a_config_error_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let absent = dir.path().join("absent-ca.pem");
+    let output = streamroute(
+        &["egress"],
+        &[
+            ("STREAMROUTE_EGRESS__TARGET", "https://127.0.0.1:1/api/v1/write"),
+            ("STREAMROUTE_EGRESS__TLS_CA_FILE", absent.to_str().expect("utf-8")),
+            ("STREAMROUTE_EGRESS__STATE_DIR", dir.path().join("state").to_str().expect("utf-8")),
+        ],
+    );
+    let out = crate::common::show(&output);
+    assert_eq!(output.status.code(), Some(2), "{out}");
+    assert!(out.contains(&format!("egress.tls_ca_file: cannot read {}", absent.display())), "{out}");
+}

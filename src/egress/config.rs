@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 /// The egress role: task-topic partitions out to remote-write receivers.
@@ -19,8 +21,12 @@ pub struct EgressConfig {
     /// Partitions this worker owns: `"all"`, a range `"0-3"`, one `"5"`, or a list `[0, 2]`.
     pub partitions: Partitions,
     /// Receiver per partition: a URL template where `{partition}` is
-    /// replaced by the partition number, or a list of URLs indexed by partition.
+    /// replaced by the partition number, or a list of URLs indexed by
+    /// partition; `http://` or `https://`.
     pub target: Target,
+    /// PEM file of the CA certificate(s) that https receivers' certificates
+    /// must chain to, instead of the system's roots (a private CA).
+    pub tls_ca_file: Option<PathBuf>,
     /// Folder of the sled database holding the positions ("next offset to read").
     pub state_dir: PathBuf,
     /// How long a position may stay in memory before sled writes it to
@@ -169,6 +175,11 @@ impl Target {
         }
     }
 
+    /// Whether any receiver is an https:// URL.
+    pub fn uses_https(&self) -> bool {
+        self.examples().iter().any(|u| u.parse::<hyper::Uri>().is_ok_and(|u| u.scheme_str() == Some("https")))
+    }
+
     fn examples(&self) -> Vec<String> {
         match self {
             Target::Template(t) => vec![t.replace("{partition}", "0")],
@@ -184,6 +195,7 @@ impl Default for EgressConfig {
             topic: "streamroute.tasks.default".into(),
             partitions: Partitions::Text("all".into()),
             target: Target::Template("http://127.0.0.1:8429/api/v1/write".into()),
+            tls_ca_file: None,
             state_dir: PathBuf::from(".run/egress-state"),
             state_flush_every: Duration::from_secs(1),
             start_from: StartFrom::Earliest,
@@ -230,8 +242,12 @@ impl EgressConfig {
             "set either basic_auth or bearer_token, not both",
         );
         for url in self.target.examples() {
-            let ok = url.parse::<hyper::Uri>().is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
-            check(ok, "target", &format!("{url:?} is not an http:// URL (https is not supported yet)"));
+            let ok = url.parse::<hyper::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+            check(ok, "target", &format!("{url:?} is not an http:// or https:// URL"));
+        }
+        if let Some(path) = &self.tls_ca_file {
+            let loaded = load_ca_file(path);
+            check(loaded.is_ok(), "tls_ca_file", &loaded.err().unwrap_or_default());
         }
         if let (Target::List(list), Ok(PartitionSet::Some(set))) = (&self.target, &partitions) {
             if let Some(p) = set.iter().find(|p| **p as usize >= list.len()) {
@@ -248,6 +264,20 @@ impl EgressConfig {
         }
         out
     }
+}
+
+/// The CA certificates in a PEM file; at least one.
+pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| match e {
+            rustls_pki_types::pem::Error::Io(e) => format!("cannot read {}: {e}", path.display()),
+            e => format!("{} is not valid PEM: {e}", path.display()),
+        })?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate (expected a PEM \"BEGIN CERTIFICATE\" block)", path.display()));
+    }
+    Ok(certs)
 }
 
 #[cfg(test)]
@@ -290,5 +320,37 @@ mod tests {
         };
         let keys: Vec<String> = config.problems().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["retry_max_backoff", "target"]);
+    }
+
+    #[test]
+    fn https_targets_are_accepted_and_the_ca_file_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let https = Target::Template("https://vmagent-{partition}:8429/api/v1/write".into());
+        let mut config = EgressConfig { target: https.clone(), ..EgressConfig::default() };
+        assert!(config.target.uses_https());
+        assert!(!EgressConfig::default().target.uses_https());
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+
+        let keys = |c: &EgressConfig| c.problems().into_iter().map(|(k, r)| format!("{k}: {r}")).collect::<Vec<_>>();
+        let absent = dir.path().join("absent.pem");
+        config.tls_ca_file = Some(absent.clone());
+        assert_eq!(keys(&config).len(), 1);
+        assert!(keys(&config)[0].starts_with(&format!("tls_ca_file: cannot read {}", absent.display())), "{:?}", keys(&config));
+
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+        let key_only = dir.path().join("key.pem");
+        std::fs::write(&key_only, generated.signing_key.serialize_pem()).expect("write");
+        config.tls_ca_file = Some(key_only);
+        assert!(keys(&config)[0].starts_with("tls_ca_file: ") && keys(&config)[0].contains("holds no certificate"), "{:?}", keys(&config));
+
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, generated.cert.pem()).expect("write");
+        config.tls_ca_file = Some(ca.clone());
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+        assert_eq!(load_ca_file(&ca).expect("loads").len(), 1);
+
+        config.target = Target::Template("ftp://x/".into());
+        assert_eq!(keys(&config).len(), 1);
+        assert!(keys(&config)[0].starts_with("target: "));
     }
 }

@@ -5,17 +5,20 @@
 //! a refused zstd body is retried as snappy; any other 4xx is a request the
 //! receiver will never take, which the caller dead-letters.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
-use super::config::{EgressConfig, SendEncoding};
+use super::config::{load_ca_file, EgressConfig, SendEncoding};
 
 /// Longest response body kept for logs and dead-letter headers.
 const MAX_BODY: usize = 1024;
@@ -39,7 +42,7 @@ pub enum Outcome {
 
 /// Builds and sends requests to the receivers.
 pub struct Sender {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     headers: HeaderMap,
     tenant_header: Option<HeaderName>,
     timeout: Duration,
@@ -84,6 +87,13 @@ impl Sender {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.request_timeout));
         connector.set_nodelay(true);
+        // Lets https:// URLs through to the TLS layer.
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(config)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
         Ok(Sender { client, headers, tenant_header, timeout: config.request_timeout })
     }
@@ -106,7 +116,7 @@ impl Sender {
             Err(e) => return Outcome::Rejected { status: 0, body: format!("cannot build the request: {e}") },
         };
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| ("connect", e.to_string()))?;
+            let response = self.client.request(request).await.map_err(|e| ("connect", error_chain(&e)))?;
             let status = response.status().as_u16();
             let retry_after = response
                 .headers()
@@ -137,6 +147,29 @@ impl Sender {
     }
 }
 
+/// The TLS client settings for https receivers: their certificates must
+/// chain to `tls_ca_file`'s CAs when set, else to the system's roots. Only
+/// https targets need roots, so plain http works on a machine without any.
+fn tls_config(config: &EgressConfig) -> Result<ClientConfig, String> {
+    use hyper_rustls::ConfigBuilderExt as _;
+    // ring explicitly, as the listener (src/tls.rs) does.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().map_err(|e| format!("tls: {e}"))?;
+    let builder = if let Some(path) = &config.tls_ca_file {
+        let mut roots = RootCertStore::empty();
+        for cert in load_ca_file(path).map_err(|e| format!("tls_ca_file: {e}"))? {
+            roots.add(cert).map_err(|e| format!("tls_ca_file: {}: {e}", path.display()))?;
+        }
+        builder.with_root_certificates(roots)
+    } else if config.target.uses_https() {
+        builder.with_native_roots().map_err(|e| format!("https target but the system's CA certificates cannot be used ({e}); set egress.tls_ca_file"))?
+    } else {
+        builder.with_root_certificates(RootCertStore::empty())
+    };
+    // No ALPN here: the connector sets it from enable_http1 (and panics when preset).
+    Ok(builder.with_no_client_auth())
+}
+
 /// A Retry-After value (RFC 9110 10.2.3) as a wait from `now`: delay
 /// seconds, or an HTTP date (IMF-fixdate, or the obsolete RFC 850 and
 /// asctime forms). A date in the past is no wait; any wait is capped at
@@ -159,6 +192,22 @@ pub fn encoding_name(encoding: SendEncoding) -> &'static str {
         SendEncoding::Snappy => "snappy",
         SendEncoding::Zstd => "zstd",
     }
+}
+
+/// An error and its causes, e.g. "client error (Connect): invalid peer
+/// certificate: UnknownIssuer": hyper's own message hides the cause.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let cause = e.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = e.source();
+    }
+    text
 }
 
 fn truncate(body: &[u8]) -> String {
