@@ -99,6 +99,23 @@ impl IngressMeta {
     }
 }
 
+/// Copies a consumed record's headers. rdkafka 0.38 panics on a header key
+/// that is not UTF-8 (`BorrowedHeaders::try_get` unwraps it); another
+/// producer may write such a key, so that case becomes an error the caller
+/// dead-letters instead of a crashed consumer thread.
+pub fn copy_headers<H: Headers>(headers: Option<&H>) -> Result<Option<OwnedHeaders>, String> {
+    let Some(headers) = headers else { return Ok(None) };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut copy = OwnedHeaders::new_with_capacity(headers.count());
+        for header in headers.iter() {
+            copy = copy.insert(Header { key: header.key, value: header.value });
+        }
+        copy
+    }))
+    .map(Some)
+    .map_err(|_| "a header key is not UTF-8".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +130,17 @@ mod tests {
         };
         let headers = meta.to_headers();
         assert_eq!(IngressMeta::from_headers(Some(&headers)).unwrap(), meta);
+    }
+
+    #[test]
+    fn copied_headers_keep_keys_and_values() {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: HEADER_TENANT, value: Some("a") })
+            .insert(Header::<&str> { key: "empty", value: None });
+        let copy = copy_headers(Some(&headers)).unwrap().unwrap();
+        let pairs: Vec<(&str, Option<&[u8]>)> = copy.iter().map(|h| (h.key, h.value)).collect();
+        assert_eq!(pairs, vec![(HEADER_TENANT, Some(&b"a"[..])), ("empty", None)]);
+        assert!(copy_headers::<OwnedHeaders>(None).unwrap().is_none());
     }
 
     #[test]

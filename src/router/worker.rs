@@ -29,7 +29,7 @@ use super::metrics as m;
 use super::route::{append_series, entry_len, route_request, Output, Route, RouteStats};
 use crate::config::Config;
 use crate::http::Readiness;
-use crate::kafka::record::{IngressMeta, HEADER_ROUTE};
+use crate::kafka::record::{copy_headers, IngressMeta, HEADER_ROUTE};
 use crate::kafka::KafkaConfig;
 use crate::remote_write::{decode_request, sniff, validate_v1, Encoding, Limits, Protocol};
 
@@ -381,20 +381,24 @@ impl Worker {
         if let Some(ts) = message.timestamp().to_millis() {
             txn.timestamps.push(ts);
         }
-        let meta = match IngressMeta::from_headers(message.headers()) {
+        let headers = match copy_headers(message.headers()) {
+            Ok(headers) => headers,
+            Err(reason) => return self.dead_letter(message, None, "bad_headers", &reason, txn),
+        };
+        let meta = match IngressMeta::from_headers(headers.as_ref()) {
             Ok(meta) => meta,
-            Err(reason) => return self.dead_letter(message, "bad_headers", &reason, txn),
+            Err(reason) => return self.dead_letter(message, headers.as_ref(), "bad_headers", &reason, txn),
         };
         let Some(value) = message.payload().filter(|v| !v.is_empty()) else {
-            return self.dead_letter(message, "empty", "the record has no value", txn);
+            return self.dead_letter(message, headers.as_ref(), "empty", "the record has no value", txn);
         };
         let encoding = meta.encoding.unwrap_or_else(|| sniff(value));
         let decoded = match decode_request(value, encoding, meta.protocol, self.config.router.max_decoded_bytes) {
             Ok(d) => d,
-            Err(e) => return self.dead_letter(message, e.reason(), &e.to_string(), txn),
+            Err(e) => return self.dead_letter(message, headers.as_ref(), e.reason(), &e.to_string(), txn),
         };
         if let Err(e) = validate_v1(&decoded.request, &self.limits) {
-            return self.dead_letter(message, e.reason(), &e.to_string(), txn);
+            return self.dead_letter(message, headers.as_ref(), e.reason(), &e.to_string(), txn);
         }
         let (max_samples, max_bytes) = (self.config.router.batch_max_samples, self.config.router.batch_max_bytes);
         let tenant = meta.tenant;
@@ -474,11 +478,18 @@ impl Worker {
 
     /// Sends an ingress record that can never be routed to the dead-letter
     /// topic, inside the transaction, with headers saying why and whence.
-    fn dead_letter(&self, message: &BorrowedMessage<'_>, reason: &'static str, detail: &str, txn: &mut Txn) -> Result<(), KafkaError> {
+    fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        original: Option<&OwnedHeaders>,
+        reason: &'static str,
+        detail: &str,
+        txn: &mut Txn,
+    ) -> Result<(), KafkaError> {
         warn!(partition = message.partition(), offset = message.offset(), reason, detail, "ingress record dead-lettered");
         let (partition, offset) = (message.partition().to_string(), message.offset().to_string());
         let mut headers = OwnedHeaders::new();
-        if let Some(original) = message.headers() {
+        if let Some(original) = original {
             for h in original.iter() {
                 headers = headers.insert(Header { key: h.key, value: h.value });
             }
