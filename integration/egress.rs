@@ -723,3 +723,54 @@ async fn a_missing_ca_file_is_a_config_error_naming_the_key() {
     assert_eq!(output.status.code(), Some(2), "{out}");
     assert!(out.contains(&format!("egress.tls_ca_file: cannot read {}", absent.display())), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn egress_is_not_ready_while_kafka_is_down_and_ready_again_after() {
+    use crate::common::{create_topic_on, PrivateKafka};
+    let kafka = PrivateKafka::start();
+    let (tasks, dead_letter) = (unique("tasks"), unique("dlq"));
+    create_topic_on(&kafka.bootstrap, &tasks, 2).await;
+    create_topic_on(&kafka.bootstrap, &dead_letter, 1).await;
+    let (addr, _) = receiver(|_, _| (204, vec![], String::new())).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_file(
+        dir.path(),
+        "egress.toml",
+        &format!(
+            "[kafka]\nrequest_timeout = \"2s\"\n[topics]\ndead_letter = \"{dead_letter}\"\n\
+             [egress]\ntopic = \"{tasks}\"\ntarget = \"http://{addr}/api/v1/write\"\nstate_dir = \"{}\"\n",
+            dir.path().join("state").display()
+        ),
+    );
+    let egress = Process::start(
+        &["egress"],
+        "STREAMROUTE_EGRESS__LISTEN",
+        &[
+            ("STREAMROUTE_CONFIG_FILE", config.to_str().expect("utf-8").to_string()),
+            ("STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS", kafka.bootstrap.clone()),
+        ],
+    )
+    .await;
+    let ready_url = format!("http://{}/-/ready", egress.addr);
+    let wait_for = |status: u16, within: Duration| {
+        let (url, log) = (ready_url.clone(), &egress);
+        async move {
+            let deadline = Instant::now() + within;
+            loop {
+                if http_get(&url).await.expect("ready endpoint").status == status {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "/-/ready never answered {status} within {within:?}:\n{}", log.log());
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+
+    kafka.script("stop");
+    // The lag tick (5 s) plus one fetch timeout (2 s).
+    wait_for(503, Duration::from_secs(20)).await;
+    assert!(egress.log().contains("egress not ready"), "{}", egress.log());
+    kafka.script("start");
+    wait_for(200, Duration::from_secs(90)).await;
+    assert!(egress.log().contains("egress ready"), "{}", egress.log());
+}

@@ -78,7 +78,9 @@ pub struct Egress {
 
 impl Egress {
     /// Registers readiness; the role is ready once every owned partition
-    /// is assigned and the state is open.
+    /// is assigned and the state is open, and not ready while the periodic
+    /// end-of-partition fetch (the lag gauge) fails for every partition,
+    /// i.e. while Kafka is unreachable.
     pub fn new(config: Arc<Config>, readiness: Readiness) -> Egress {
         readiness.register("egress");
         Egress { config, readiness }
@@ -124,6 +126,7 @@ impl Egress {
         info!(topic = %egress.topic, partitions = lag.len(), "egress running");
         let mut result = Ok(());
         let mut tick = tokio::time::interval(LAG_INTERVAL);
+        let mut kafka_reachable = true;
         loop {
             tokio::select! {
                 done = tasks.join_next() => match done {
@@ -143,7 +146,18 @@ impl Egress {
                         }
                     }
                 },
-                _ = tick.tick(), if !stop.is_cancelled() => update_lag(&egress.topic, &lag, shared.kafka.request_timeout).await,
+                _ = tick.tick(), if !stop.is_cancelled() => {
+                    let reachable = update_lag(&egress.topic, &lag, shared.kafka.request_timeout).await;
+                    if reachable != kafka_reachable {
+                        kafka_reachable = reachable;
+                        if reachable {
+                            info!("Kafka reachable again; egress ready");
+                        } else {
+                            warn!("cannot read the end of any owned partition (Kafka unreachable?); egress not ready");
+                        }
+                        self.readiness.set("egress", reachable);
+                    }
+                }
             }
         }
         self.readiness.set("egress", false);
@@ -189,14 +203,21 @@ async fn partition_count(kafka: &crate::kafka::KafkaConfig, topic: &str) -> Resu
     .map_err(|e| EgressError::Thread(e.to_string()))?
 }
 
-async fn update_lag(topic: &str, partitions: &[(i32, Arc<StreamConsumer>, Arc<AtomicI64>)], timeout: Duration) {
-    for (partition, consumer, position) in partitions {
-        match worker::watermarks(consumer, topic, *partition, timeout).await {
+/// Refreshes the lag gauge of every partition (their ends are fetched at
+/// once, so an unreachable Kafka costs one timeout, not one per partition).
+/// Returns whether any partition's end could be read.
+async fn update_lag(topic: &str, partitions: &[(i32, Arc<StreamConsumer>, Arc<AtomicI64>)], timeout: Duration) -> bool {
+    let ends = futures::future::join_all(partitions.iter().map(|(p, consumer, _)| worker::watermarks(consumer, topic, *p, timeout))).await;
+    let mut any = false;
+    for ((partition, _, position), end) in partitions.iter().zip(ends) {
+        match end {
             Ok((_, high)) => {
+                any = true;
                 let lag = (high - position.load(Ordering::Acquire)).max(0);
                 ::metrics::gauge!(metrics::LAG, "partition" => partition.to_string()).set(lag as f64);
             }
             Err(e) => warn!(partition, error = %e, "cannot read the partition's end for the lag gauge"),
         }
     }
+    any || partitions.is_empty()
 }
