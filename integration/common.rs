@@ -339,26 +339,37 @@ pub fn read_topic_on(bootstrap: &str, topic: &str) -> Vec<rdkafka::message::Owne
     out
 }
 
+/// One private broker at a time: several JVMs starting together on a
+/// 2-core machine made start-ups time out, and it keeps their ports apart.
+static PRIVATE_KAFKA: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A private Kafka broker started with scripts/kafka-local.sh on free
-/// ports, for tests that stop and restart it. Stopped when dropped.
+/// ports, for tests that stop and restart it. Stopped when dropped; tests
+/// using one run one after the other.
 pub struct PrivateKafka {
     /// host:port of the broker.
     pub bootstrap: String,
     port: u16,
     dir: tempfile::TempDir,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl PrivateKafka {
     /// Starts a broker with its own data directory.
     pub fn start() -> PrivateKafka {
+        // A test that failed while holding the lock must not fail the others.
+        let turn = PRIVATE_KAFKA.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = loop {
-            let p = free_port();
-            if p < 65535 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-                break p;
-            }
-        };
-        let kafka = PrivateKafka { bootstrap: format!("127.0.0.1:{port}"), port, dir };
+        // Below the ephemeral range, so client sockets do not take the port
+        // (or the controller's, port + 1) between this check and the start.
+        let port = (0..1000)
+            .map(|_| rand::random::<u16>() % 10_000 + 20_000)
+            .find(|p| {
+                std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()
+                    && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+            })
+            .expect("two free ports between 20000 and 30000");
+        let kafka = PrivateKafka { bootstrap: format!("127.0.0.1:{port}"), port, dir, _turn: turn };
         kafka.script("start");
         kafka
     }
