@@ -18,6 +18,7 @@
 //!   are legacy-valid and strictly ascending (sorted and unique).
 
 pub mod codec;
+pub mod fast;
 pub mod proto;
 pub mod validate;
 

@@ -6,9 +6,12 @@
 //! carries the route's task label `0..task_count`; a series goes to exactly
 //! one partition per route that keeps it; each route relabels its own copy.
 
+use std::borrow::Cow;
+
 use super::config::RouteConfig;
 use super::task_id::{inject_task_label_any, jump_hash, labels_hash_iter, partition_for_task, task_id, TaskIdConfig};
 use crate::relabel::{LabelPair, Rules};
+use crate::remote_write::fast::FastRequest;
 use crate::remote_write::proto::v1::{Label, TimeSeries, WriteRequest};
 
 /// A compiled route.
@@ -136,6 +139,91 @@ fn copy_labels(dst: &mut Vec<Label>, src: &[Label]) {
     dst.extend_from_slice(&src[copied..]);
 }
 
+/// A label borrowed from the decompressed payload until a relabel rule
+/// changes it: the fast path's [`LabelPair`].
+pub type CowLabel<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+impl LabelPair for CowLabel<'_> {
+    fn name(&self) -> &str {
+        &self.0
+    }
+    fn value(&self) -> &str {
+        &self.1
+    }
+    fn from_parts(name: String, value: String) -> Self {
+        (Cow::Owned(name), Cow::Owned(value))
+    }
+}
+
+/// A relabeled series of the fast path, as handed to `emit`.
+pub struct FastEntry<'s, 'a> {
+    /// The relabeled labels, sorted, with the task label.
+    pub labels: &'s [CowLabel<'a>],
+    /// The series' other fields, already encoded (see `remote_write::fast::FastSeries::rest`).
+    pub rest: &'a [u8],
+    /// Float samples in `rest`.
+    pub samples: usize,
+    /// Native histogram samples in `rest`.
+    pub histograms: usize,
+}
+
+impl FastEntry<'_, '_> {
+    /// Appends the series to `out` as WriteRequest field 1: the same bytes
+    /// [`append_series`] writes for the prost-decoded series.
+    pub fn append_to(&self, out: &mut Output) {
+        let len = labels_len(self.labels) + self.rest.len();
+        out.encoded.reserve(1 + 10 + len);
+        out.encoded.push(KEY_FIELD_1);
+        put_varint(&mut out.encoded, len);
+        encode_labels(self.labels, &mut out.encoded);
+        out.encoded.extend_from_slice(self.rest);
+        out.series += 1;
+        out.samples += self.samples;
+        out.histograms += self.histograms;
+    }
+
+    /// Encoded size as a WriteRequest entry, like [`entry_len`].
+    pub fn entry_len(&self) -> usize {
+        let len = labels_len(self.labels) + self.rest.len();
+        1 + prost::encoding::encoded_len_varint(len as u64) + len
+    }
+}
+
+/// [`route_request`] for a request read by
+/// [`crate::remote_write::fast::parse`]: the same
+/// routing, stats and output bytes, without decoding labels into strings.
+/// Each route relabels its own copy of the borrowed labels; copying them is
+/// cheap, so unlike [`route_request`] no route works in place.
+pub fn route_fast<'a>(
+    request: &FastRequest<'a>,
+    routes: &[Route],
+    partitions: &[u32],
+    stats: &mut [RouteStats],
+    mut emit: impl FnMut(usize, u32, u32, &FastEntry<'_, 'a>),
+) {
+    let mut labels: Vec<CowLabel<'a>> = Vec::new();
+    for series in &request.series {
+        let samples = (series.samples + series.histograms) as u64;
+        let original = request.labels.get(series.labels.clone()).unwrap_or_default();
+        for (i, route) in routes.iter().enumerate() {
+            labels.clear();
+            labels.extend(original.iter().map(|&(n, v)| (Cow::Borrowed(n), Cow::Borrowed(v))));
+            stats[i].series_in += 1;
+            stats[i].samples_in += samples;
+            match route.apply(&mut labels, partitions[i]) {
+                Some((task, partition)) => {
+                    let entry = FastEntry { labels: &labels, rest: series.rest, samples: series.samples, histograms: series.histograms };
+                    emit(i, partition, task, &entry);
+                }
+                None => {
+                    stats[i].series_dropped += 1;
+                    stats[i].samples_dropped += samples;
+                }
+            }
+        }
+    }
+}
+
 /// Appends `series` to `out` as WriteRequest field 1.
 pub fn append_series(out: &mut Output, series: &TimeSeries) {
     encode_entry(series, &mut out.encoded);
@@ -166,11 +254,19 @@ fn encode_entry(series: &TimeSeries, buf: &mut Vec<u8>) {
     buf.reserve(1 + 10 + len);
     buf.push(KEY_FIELD_1);
     put_varint(buf, len);
-    for label in &series.labels {
+    encode_labels(&series.labels, buf);
+    prost::encoding::message::encode_repeated(2, &series.samples, buf);
+    prost::encoding::message::encode_repeated(3, &series.exemplars, buf);
+    prost::encoding::message::encode_repeated(4, &series.histograms, buf);
+}
+
+/// Writes `labels` as `TimeSeries.labels` entries, as prost does.
+fn encode_labels<L: LabelPair>(labels: &[L], buf: &mut Vec<u8>) {
+    for label in labels {
         buf.push(KEY_FIELD_1);
         put_varint(buf, label_len(label));
         // proto3 leaves empty strings out, as prost does.
-        for (key, text) in [(KEY_FIELD_1, &label.name), (KEY_FIELD_2, &label.value)] {
+        for (key, text) in [(KEY_FIELD_1, label.name()), (KEY_FIELD_2, label.value())] {
             if !text.is_empty() {
                 buf.push(key);
                 put_varint(buf, text.len());
@@ -178,34 +274,34 @@ fn encode_entry(series: &TimeSeries, buf: &mut Vec<u8>) {
             }
         }
     }
-    prost::encoding::message::encode_repeated(2, &series.samples, buf);
-    prost::encoding::message::encode_repeated(3, &series.exemplars, buf);
-    prost::encoding::message::encode_repeated(4, &series.histograms, buf);
 }
 
 /// `series.encoded_len()`, with the labels summed by hand (see [`encode_entry`]).
 fn series_len(series: &TimeSeries) -> usize {
-    let labels: usize = series
-        .labels
-        .iter()
-        .map(|label| {
-            let len = label_len(label);
-            1 + prost::encoding::encoded_len_varint(len as u64) + len
-        })
-        .sum();
-    labels
+    labels_len(&series.labels)
         + prost::encoding::message::encoded_len_repeated(2, &series.samples)
         + prost::encoding::message::encoded_len_repeated(3, &series.exemplars)
         + prost::encoding::message::encoded_len_repeated(4, &series.histograms)
 }
 
+/// Encoded size of `labels` as `TimeSeries.labels` entries.
+fn labels_len<L: LabelPair>(labels: &[L]) -> usize {
+    labels
+        .iter()
+        .map(|label| {
+            let len = label_len(label);
+            1 + prost::encoding::encoded_len_varint(len as u64) + len
+        })
+        .sum()
+}
+
 /// `label.encoded_len()`.
-fn label_len(label: &Label) -> usize {
+fn label_len<L: LabelPair>(label: &L) -> usize {
     let field = |text: &str| match text.len() {
         0 => 0,
         n => 1 + prost::encoding::encoded_len_varint(n as u64) + n,
     };
-    field(&label.name) + field(&label.value)
+    field(label.name()) + field(label.value())
 }
 
 /// Appends `value` as a protobuf varint.
@@ -226,6 +322,7 @@ mod tests {
     use super::*;
     use crate::relabel::RelabelConfig;
     use crate::remote_write::proto::v1::Sample;
+    use crate::remote_write::{fast, validate_v1, Limits};
 
     fn route(rules: &str, task_count: u32) -> Route {
         let relabel_configs: Vec<RelabelConfig> = serde_yaml::from_str(rules).unwrap();
@@ -324,5 +421,138 @@ mod tests {
         let decoded = WriteRequest::decode(out.encoded.as_slice()).unwrap();
         assert_eq!(decoded.timeseries, vec![series("a"), series("b")]);
         assert_eq!((out.series, out.samples), (2, 2));
+    }
+
+    /// Routes `raw` (a decompressed 1.0 WriteRequest) both ways and checks
+    /// that the fast path emits the same series, bytes and stats as prost.
+    /// Returns false when the fast reader declined the request.
+    fn same_on_both_paths(raw: &[u8], routes: &[Route], partitions: &[u32]) -> bool {
+        let Some(fast_req) = fast::parse(raw, &Limits::default()) else {
+            return false;
+        };
+        let request = WriteRequest::decode(raw).unwrap();
+        validate_v1(&request, &Limits::default()).unwrap();
+        let (mut slow, mut quick) = (Vec::new(), Vec::new());
+        let mut slow_stats = vec![RouteStats::default(); routes.len()];
+        let mut quick_stats = slow_stats.clone();
+        route_request(request, routes, partitions, &mut slow_stats, |r, p, t, series| {
+            let mut out = Output::default();
+            append_series(&mut out, series);
+            slow.push((r, p, t, entry_len(series), out.encoded, out.series, out.samples, out.histograms));
+        });
+        route_fast(&fast_req, routes, partitions, &mut quick_stats, |r, p, t, entry| {
+            let mut out = Output::default();
+            entry.append_to(&mut out);
+            quick.push((r, p, t, entry.entry_len(), out.encoded, out.series, out.samples, out.histograms));
+        });
+        assert_eq!(quick, slow);
+        for (q, s) in quick_stats.iter().zip(&slow_stats) {
+            let fields = |x: &RouteStats| (x.series_in, x.series_dropped, x.samples_in, x.samples_dropped);
+            assert_eq!(fields(q), fields(s));
+        }
+        true
+    }
+
+    const BENCH_RULES: &str = "- source_labels: [__name__]\n  regex: 'go_memstats_.*'\n  action: drop\n- source_labels: [instance]\n  regex: '([^:]+):\\d+'\n  target_label: host\n- action: labeldrop\n  regex: container\n";
+
+    #[test]
+    fn fast_path_matches_prost_on_generator_payloads_with_histograms_and_exemplars() {
+        use crate::remote_write::proto::v1::{histogram, BucketSpan, Exemplar, Histogram};
+        let mut request = crate::produce::generate::payload(0, 500, 3, 1_700_000_000_000);
+        for (i, ts) in request.timeseries.iter_mut().enumerate() {
+            if i % 3 == 0 {
+                ts.samples.push(Sample { value: 0.0, timestamp: 0 });
+                ts.exemplars.push(Exemplar { labels: vec![Label::new("trace_id", "abc")], value: 2.0, timestamp: 5 });
+            }
+            if i % 5 == 0 {
+                ts.histograms.push(Histogram {
+                    count: Some(histogram::Count::CountInt(3)),
+                    schema: -1,
+                    positive_spans: vec![BucketSpan { offset: -2, length: 2 }],
+                    positive_deltas: vec![1, -1],
+                    timestamp: 7,
+                    ..Default::default()
+                });
+            }
+        }
+        let raw = request.encode_to_vec();
+        let routes = [route(BENCH_RULES, 64), route("- target_label: job\n  replacement: changed\n", 4), route("[]", 16)];
+        assert!(same_on_both_paths(&raw, &routes, &[8, 3, 5]));
+        assert!(same_on_both_paths(&raw, &routes[..1], &[8]));
+    }
+
+    /// Requests prost would decode or re-encode differently, or that are
+    /// invalid, are declined, so the caller falls back to prost.
+    #[test]
+    fn fast_reader_declines_what_it_cannot_copy_exactly() {
+        let limits = Limits::default();
+        let ok = WriteRequest { timeseries: vec![series("a")], metadata: vec![] }.encode_to_vec();
+        assert!(fast::parse(&ok, &limits).is_some());
+        assert!(fast::parse(&[], &limits).is_some_and(|r| r.series.is_empty()));
+        // series: labels {__name__="up"} then the given non-label bytes.
+        let with_rest = |rest: &[u8]| {
+            let mut ts = vec![0x0a, 14, 0x0a, 8];
+            ts.extend_from_slice(b"__name__");
+            ts.extend_from_slice(&[0x12, 2, b'u', b'p']);
+            ts.extend_from_slice(rest);
+            let mut raw = vec![0x0a, ts.len() as u8];
+            raw.extend_from_slice(&ts);
+            raw
+        };
+        let good = with_rest(&[0x12, 2, 0x10, 5]);
+        assert!(same_on_both_paths(&good, &[route("[]", 4)], &[2]));
+        for bad in [
+            &[0x12, 2, 0x10, 0][..],           // explicit zero timestamp
+            &[0x12, 3, 0x10, 0x85, 0x00][..],  // non-minimal varint
+            &[0x12, 3, 0x10, 5, 0][..],        // trailing garbage in a sample
+            &[0x12, 0x82, 0x00, 0x10, 5][..],  // non-minimal length
+            &[0x1a, 0, 0x12, 2, 0x10, 5][..],  // exemplar before sample
+            &[0x12, 2, 0x10, 5, 0x0a, 0][..],  // label after a sample
+            &[0x2a, 0][..],                    // unknown field
+            &[0x12, 9, 0x09][..],              // truncated
+        ] {
+            let raw = with_rest(bad);
+            assert!(fast::parse(&raw, &limits).is_none(), "{bad:?}");
+        }
+        // Metadata, invalid UTF-8, invalid requests.
+        let mut meta = ok.clone();
+        meta.extend_from_slice(&[0x1a, 0]);
+        assert!(fast::parse(&meta, &limits).is_none());
+        let utf8 = vec![0x0a, 5, 0x0a, 3, 0x0a, 1, 0xff];
+        assert!(fast::parse(&utf8, &limits).is_none());
+        assert!(WriteRequest::decode(utf8.as_slice()).is_err());
+        let unsorted = WriteRequest {
+            timeseries: vec![TimeSeries { labels: vec![Label::new("b", "1"), Label::new("a", "2")], ..series("a") }],
+            metadata: vec![],
+        };
+        assert!(fast::parse(&unsorted.encode_to_vec(), &limits).is_none());
+        let small = Limits { max_series_per_request: 0, ..Limits::default() };
+        assert!(fast::parse(&ok, &small).is_none());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 200, failure_persistence: None, ..Default::default() })]
+
+        /// Random series (valid or not, labels sorted or not): the fast
+        /// reader accepts exactly the valid ones (all canonical, as prost
+        /// wrote them), and then routes them exactly like prost.
+        #[test]
+        fn fast_path_agrees_with_prost(
+            labels in proptest::collection::vec(("[a-c_][a-c0-9]{0,2}|__name__|job|instance|container", "[a-z:0-9]{0,6}|go_memstats_x|h:80"), 0..6),
+            samples in proptest::collection::vec((proptest::prelude::any::<f64>(), proptest::prelude::any::<i64>()), 0..3),
+            rules in 0usize..3,
+        ) {
+            let ts = TimeSeries {
+                labels: labels.into_iter().map(|(n, v)| Label::new(n, v)).collect(),
+                samples: samples.into_iter().map(|(value, timestamp)| Sample { value, timestamp }).collect(),
+                ..Default::default()
+            };
+            let request = WriteRequest { timeseries: vec![ts.clone(), series("a"), ts], metadata: vec![] };
+            let raw = request.encode_to_vec();
+            let valid = validate_v1(&request, &Limits::default()).is_ok();
+            let rules = [BENCH_RULES, "[]", "- regex: '(.*)'\n  action: labeldrop\n"][rules];
+            let routes = [route(rules, 16), route(BENCH_RULES, 3)];
+            proptest::prop_assert_eq!(same_on_both_paths(&raw, &routes, &[4, 2]), valid);
+        }
     }
 }

@@ -26,12 +26,12 @@ use tracing::{debug, error, info, warn};
 
 use super::config::RouterConfig;
 use super::metrics as m;
-use super::route::{append_series, entry_len, route_request, Output, Route, RouteStats};
+use super::route::{append_series, entry_len, route_fast, route_request, Output, Route, RouteStats};
 use crate::config::Config;
 use crate::http::Readiness;
 use crate::kafka::record::{copy_headers, IngressMeta, HEADER_ROUTE};
 use crate::kafka::KafkaConfig;
-use crate::remote_write::{decode_request, sniff, validate_v1, Encoding, Limits, Protocol};
+use crate::remote_write::{decode_request, decompress, fast, sniff, validate_v1, DecodeError, Encoding, Limits, Protocol, WriteRequest};
 
 /// Errors that stop the router.
 #[derive(Debug, thiserror::Error)]
@@ -393,27 +393,60 @@ impl Worker {
             return self.dead_letter(message, headers.as_ref(), "empty", "the record has no value", txn);
         };
         let encoding = meta.encoding.unwrap_or_else(|| sniff(value));
-        let decoded = match decode_request(value, encoding, meta.protocol, self.config.router.max_decoded_bytes) {
-            Ok(d) => d,
-            Err(e) => return self.dead_letter(message, headers.as_ref(), e.reason(), &e.to_string(), txn),
+        let max_decoded = self.config.router.max_decoded_bytes;
+        // 1.0 is decompressed here so that the zero-copy reader can try it
+        // first (no String per label); what it declines, and 2.0, takes the
+        // prost path, which reports any error exactly as before.
+        let raw = match meta.protocol {
+            Protocol::V1 => match decompress(value, encoding, max_decoded) {
+                Ok(raw) => Some(raw),
+                Err(e) => return self.dead_letter(message, headers.as_ref(), e.reason(), &e.to_string(), txn),
+            },
+            Protocol::V2 => None,
         };
-        if let Err(e) = validate_v1(&decoded.request, &self.limits) {
-            return self.dead_letter(message, headers.as_ref(), e.reason(), &e.to_string(), txn);
-        }
+        let fast_request = raw.as_deref().and_then(|raw| fast::parse(raw, &self.limits));
+        let slow_request = if fast_request.is_some() {
+            None
+        } else {
+            let decoded = match raw.as_deref() {
+                Some(raw) => <WriteRequest as prost::Message>::decode(raw).map_err(DecodeError::BadProtobuf),
+                None => decode_request(value, encoding, meta.protocol, max_decoded).map(|d| d.request),
+            };
+            let request = match decoded {
+                Ok(request) => request,
+                Err(e) => return self.dead_letter(message, headers.as_ref(), e.reason(), &e.to_string(), txn),
+            };
+            if let Err(e) = validate_v1(&request, &self.limits) {
+                return self.dead_letter(message, headers.as_ref(), e.reason(), &e.to_string(), txn);
+            }
+            Some(request)
+        };
         let (max_samples, max_bytes) = (self.config.router.batch_max_samples, self.config.router.batch_max_bytes);
         let tenant = meta.tenant;
         let mut full = Vec::new();
         let batches = &mut txn.batches;
         let task_samples = &mut txn.task_samples;
-        route_request(decoded.request, &self.routes, &self.partitions, &mut txn.stats, |route, partition, task, series| {
-            let key = (route, partition, tenant.clone());
-            let batch = batches.entry(key.clone()).or_default();
-            append_series(batch, series);
-            *task_samples.entry((route, task)).or_default() += (series.samples.len() + series.histograms.len()) as u64;
-            if batch.samples + batch.histograms >= max_samples || batch.encoded.len() + entry_len(series) > max_bytes {
-                full.push(key);
-            }
-        });
+        if let Some(request) = fast_request {
+            route_fast(&request, &self.routes, &self.partitions, &mut txn.stats, |route, partition, task, entry| {
+                let key = (route, partition, tenant.clone());
+                let batch = batches.entry(key.clone()).or_default();
+                entry.append_to(batch);
+                *task_samples.entry((route, task)).or_default() += (entry.samples + entry.histograms) as u64;
+                if batch.samples + batch.histograms >= max_samples || batch.encoded.len() + entry.entry_len() > max_bytes {
+                    full.push(key);
+                }
+            });
+        } else if let Some(request) = slow_request {
+            route_request(request, &self.routes, &self.partitions, &mut txn.stats, |route, partition, task, series| {
+                let key = (route, partition, tenant.clone());
+                let batch = batches.entry(key.clone()).or_default();
+                append_series(batch, series);
+                *task_samples.entry((route, task)).or_default() += (series.samples.len() + series.histograms.len()) as u64;
+                if batch.samples + batch.histograms >= max_samples || batch.encoded.len() + entry_len(series) > max_bytes {
+                    full.push(key);
+                }
+            });
+        }
         for key in full {
             if let Some(batch) = txn.batches.remove(&key) {
                 self.write(&key, &batch, txn)?;
