@@ -7,6 +7,11 @@ CACHE_DIR="${SR_CACHE_DIR:-$ROOT/.cache}"
 RUN_DIR="${SR_RUN_DIR:-$ROOT/.run}"
 mkdir -p "$CACHE_DIR" "$RUN_DIR"
 
+# rustup installs into ~/.cargo/bin, which a non-login shell may not have on PATH.
+if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
+  export PATH="${HOME:-/root}/.cargo/bin:$PATH"
+fi
+
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
