@@ -12,12 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 SERIES=${1:-20000}
 SAMPLES=${2:-10}
-KAFKA_PORT="${KAFKA_PORT:-9092}"
-LOGS="$RUN_DIR/kafka-$KAFKA_PORT/logs"
-[ -n "${KAFKA_BOOTSTRAP:-}" ] && die "needs the local broker's log directory; unset KAFKA_BOOTSTRAP"
-scripts/kafka-local.sh start
-cargo build --release --quiet
-BIN="$ROOT/target/release/streamroute"
+bench_local_broker
 export STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT"
 total=$((SERIES * SAMPLES))
 printf '%-10s %-8s %14s %10s %12s\n' value kafka bytes/sample cpu_s samples/s

@@ -13,12 +13,7 @@ cd "$ROOT"
 SERIES=${1:-20000}
 SAMPLES=${2:-10}
 TOTAL=$((SERIES * SAMPLES))
-KAFKA_PORT="${KAFKA_PORT:-9092}"
-LOGS="$RUN_DIR/kafka-$KAFKA_PORT/logs"
-[ -n "${KAFKA_BOOTSTRAP:-}" ] && die "needs the local broker's log directory; unset KAFKA_BOOTSTRAP"
-scripts/kafka-local.sh start
-cargo build --release --quiet
-BIN="$ROOT/target/release/streamroute"
+bench_local_broker
 
 WORK="$RUN_DIR/bench-router"
 rm -rf "$WORK"; mkdir -p "$WORK/topics"

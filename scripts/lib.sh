@@ -49,3 +49,14 @@ stop_pidfile() {
   kill -9 "$pid" 2>/dev/null || true
   rm -f "$file"
 }
+
+# bench_local_broker: for benchmarks that read the local broker's log
+# directory. Starts the broker, builds release, and sets KAFKA_PORT, LOGS, BIN.
+bench_local_broker() {
+  KAFKA_PORT="${KAFKA_PORT:-9092}"
+  LOGS="$RUN_DIR/kafka-$KAFKA_PORT/logs"
+  [ -n "${KAFKA_BOOTSTRAP:-}" ] && die "needs the local broker's log directory; unset KAFKA_BOOTSTRAP"
+  "$ROOT/scripts/kafka-local.sh" start
+  (cd "$ROOT" && cargo build --release --quiet)
+  BIN="$ROOT/target/release/streamroute"
+}
