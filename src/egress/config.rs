@@ -34,8 +34,20 @@ pub struct EgressConfig {
     /// after a crash, at the cost of an fsync per request).
     #[serde(with = "humantime_serde")]
     pub state_flush_every: Duration,
-    /// Where a partition with no stored position starts: `earliest` or `latest`.
+    /// Where a partition starts when neither sled nor the Kafka consumer
+    /// group (`group_id`) holds a position for it: `earliest` or `latest`.
     pub start_from: StartFrom,
+    /// Kafka consumer group the positions are also committed to (after
+    /// they are on disk in sled, never ahead of it), so a lost `state_dir`
+    /// resumes where it was instead of at `start_from`. Never joined: the
+    /// partitions are assigned by `partitions`. Unset:
+    /// `streamroute-egress.<topic>`. Give two egress deployments reading the
+    /// same topic to different receivers different group ids.
+    pub group_id: Option<String>,
+    /// How often positions on disk are committed to Kafka (`group_id`);
+    /// also committed at shutdown.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
     /// A request is sent at this many samples (float and histogram)...
     pub max_samples_per_send: usize,
     /// ...or at this many bytes of uncompressed protobuf...
@@ -139,7 +151,11 @@ impl Partitions {
         }
         let mut out = Vec::new();
         for part in text.split(',').map(str::trim) {
-            let number = |s: &str| s.trim().parse::<i32>().map_err(|_| format!("{s:?} is not a partition number"));
+            let number = |s: &str| {
+                s.trim()
+                    .parse::<i32>()
+                    .map_err(|_| format!("{s:?} is not a partition number"))
+            };
             match part.split_once('-') {
                 Some((a, b)) => {
                     let (a, b) = (number(a)?, number(b)?);
@@ -171,13 +187,19 @@ impl Target {
     pub fn url(&self, partition: i32) -> Option<String> {
         match self {
             Target::Template(t) => Some(t.replace("{partition}", &partition.to_string())),
-            Target::List(list) => usize::try_from(partition).ok().and_then(|i| list.get(i)).cloned(),
+            Target::List(list) => usize::try_from(partition)
+                .ok()
+                .and_then(|i| list.get(i))
+                .cloned(),
         }
     }
 
     /// Whether any receiver is an https:// URL.
     pub fn uses_https(&self) -> bool {
-        self.examples().iter().any(|u| u.parse::<hyper::Uri>().is_ok_and(|u| u.scheme_str() == Some("https")))
+        self.examples().iter().any(|u| {
+            u.parse::<hyper::Uri>()
+                .is_ok_and(|u| u.scheme_str() == Some("https"))
+        })
     }
 
     fn examples(&self) -> Vec<String> {
@@ -199,6 +221,8 @@ impl Default for EgressConfig {
             state_dir: PathBuf::from(".run/egress-state"),
             state_flush_every: Duration::from_secs(1),
             start_from: StartFrom::Earliest,
+            group_id: None,
+            commit_interval: Duration::from_secs(1),
             max_samples_per_send: 5_000,
             max_bytes_per_send: 4 << 20,
             flush_interval: Duration::from_secs(1),
@@ -214,7 +238,25 @@ impl Default for EgressConfig {
     }
 }
 
+/// Longest `state_flush_every`: beyond it a crash resends too much.
+const MAX_STATE_FLUSH: Duration = Duration::from_secs(60);
+/// Longest linger, timeout or commit interval that is not a typo.
+const MAX_INTERVAL: Duration = Duration::from_secs(600);
+/// Longest wait between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// Most samples in one request (vmagent's own limits are far below).
+const MAX_SAMPLES_PER_SEND: usize = 10_000_000;
+/// Most uncompressed bytes in one request.
+const MAX_BYTES_PER_SEND: usize = 256 << 20;
+
 impl EgressConfig {
+    /// The Kafka consumer group of the positions.
+    pub fn group_id(&self) -> String {
+        self.group_id
+            .clone()
+            .unwrap_or_else(|| format!("streamroute-egress.{}", self.topic))
+    }
+
     /// Problems as (key relative to `egress.`, reason).
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
@@ -226,32 +268,104 @@ impl EgressConfig {
         let topic = crate::topics::check_topic_name(&self.topic);
         check(topic.is_ok(), "topic", &topic.err().unwrap_or_default());
         let partitions = self.partitions.parse();
-        check(partitions.is_ok(), "partitions", partitions.as_ref().err().map_or("", String::as_str));
-        check(!self.state_dir.as_os_str().is_empty(), "state_dir", "must not be empty");
-        check(!self.state_dir.is_file(), "state_dir", "is a file; name a folder");
+        check(
+            partitions.is_ok(),
+            "partitions",
+            partitions.as_ref().err().map_or("", String::as_str),
+        );
+        check(
+            !self.state_dir.as_os_str().is_empty(),
+            "state_dir",
+            "must not be empty",
+        );
+        check(
+            !self.state_dir.is_file(),
+            "state_dir",
+            "is a file; name a folder",
+        );
         let positive = "must be greater than zero";
-        check(self.max_samples_per_send > 0, "max_samples_per_send", positive);
+        let at_most =
+            |max: Duration| format!("must be at most {}", humantime::format_duration(max));
+        check(
+            self.max_samples_per_send > 0,
+            "max_samples_per_send",
+            positive,
+        );
+        check(
+            self.max_samples_per_send <= MAX_SAMPLES_PER_SEND,
+            "max_samples_per_send",
+            &format!("must be at most {MAX_SAMPLES_PER_SEND}"),
+        );
         check(self.max_bytes_per_send > 0, "max_bytes_per_send", positive);
-        check(!self.flush_interval.is_zero(), "flush_interval", positive);
-        check(!self.request_timeout.is_zero(), "request_timeout", positive);
-        check(!self.retry_initial_backoff.is_zero(), "retry_initial_backoff", positive);
-        check(self.retry_max_backoff >= self.retry_initial_backoff, "retry_max_backoff", "must be at least retry_initial_backoff");
+        check(
+            self.max_bytes_per_send <= MAX_BYTES_PER_SEND,
+            "max_bytes_per_send",
+            &format!("must be at most {MAX_BYTES_PER_SEND}"),
+        );
+        for (key, value) in [
+            ("flush_interval", self.flush_interval),
+            ("request_timeout", self.request_timeout),
+            ("retry_initial_backoff", self.retry_initial_backoff),
+            ("commit_interval", self.commit_interval),
+        ] {
+            check(!value.is_zero(), key, positive);
+            check(value <= MAX_INTERVAL, key, &at_most(MAX_INTERVAL));
+        }
+        check(
+            self.state_flush_every <= MAX_STATE_FLUSH,
+            "state_flush_every",
+            &at_most(MAX_STATE_FLUSH),
+        );
+        check(
+            self.retry_max_backoff >= self.retry_initial_backoff,
+            "retry_max_backoff",
+            "must be at least retry_initial_backoff",
+        );
+        check(
+            self.retry_max_backoff <= MAX_BACKOFF,
+            "retry_max_backoff",
+            &at_most(MAX_BACKOFF),
+        );
+        if let Some(group) = &self.group_id {
+            let ok = !group.trim().is_empty()
+                && group.len() <= 255
+                && !group.chars().any(char::is_control);
+            check(
+                ok,
+                "group_id",
+                "must be 1 to 255 characters, none of them control characters",
+            );
+        }
         check(
             !(self.basic_auth.is_some() && self.bearer_token.is_some()),
             "bearer_token",
             "set either basic_auth or bearer_token, not both",
         );
         for url in self.target.examples() {
-            let ok = url.parse::<hyper::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
-            check(ok, "target", &format!("{url:?} is not an http:// or https:// URL"));
+            let ok = url.parse::<hyper::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            });
+            check(
+                ok,
+                "target",
+                &format!("{url:?} is not an http:// or https:// URL"),
+            );
         }
         if let Some(path) = &self.tls_ca_file {
             let loaded = load_ca_file(path);
-            check(loaded.is_ok(), "tls_ca_file", &loaded.err().unwrap_or_default());
+            check(
+                loaded.is_ok(),
+                "tls_ca_file",
+                &loaded.err().unwrap_or_default(),
+            );
         }
         if let (Target::List(list), Ok(PartitionSet::Some(set))) = (&self.target, &partitions) {
             if let Some(p) = set.iter().find(|p| **p as usize >= list.len()) {
-                check(false, "target", &format!("lists {} URL(s) but partition {p} is owned", list.len()));
+                check(
+                    false,
+                    "target",
+                    &format!("lists {} URL(s) but partition {p} is owned", list.len()),
+                );
             }
         }
         for (name, value) in &self.headers {
@@ -260,7 +374,11 @@ impl EgressConfig {
             check(ok, &format!("headers.{name}"), "is not a valid HTTP header");
         }
         if let Some(name) = &self.forward_tenant_header {
-            check(hyper::header::HeaderName::try_from(name.as_str()).is_ok(), "forward_tenant_header", "is not a valid header name");
+            check(
+                hyper::header::HeaderName::try_from(name.as_str()).is_ok(),
+                "forward_tenant_header",
+                "is not a valid header name",
+            );
         }
         out
     }
@@ -275,7 +393,10 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
             e => format!("{} is not valid PEM: {e}", path.display()),
         })?;
     if certs.is_empty() {
-        return Err(format!("{} holds no certificate (expected a PEM \"BEGIN CERTIFICATE\" block)", path.display()));
+        return Err(format!(
+            "{} holds no certificate (expected a PEM \"BEGIN CERTIFICATE\" block)",
+            path.display()
+        ));
     }
     Ok(certs)
 }
@@ -294,7 +415,10 @@ mod tests {
         assert_eq!(parse("0-3"), Ok(PartitionSet::Some([0, 1, 2, 3].into())));
         assert_eq!(parse("5"), Ok(PartitionSet::Some([5].into())));
         assert_eq!(parse("0-1, 4"), Ok(PartitionSet::Some([0, 1, 4].into())));
-        assert_eq!(Partitions::List(vec![2, 0, 2]).parse(), Ok(PartitionSet::Some([0, 2].into())));
+        assert_eq!(
+            Partitions::List(vec![2, 0, 2]).parse(),
+            Ok(PartitionSet::Some([0, 2].into()))
+        );
         assert!(parse("3-1").is_err());
         assert!(parse("x").is_err());
         assert!(Partitions::List(vec![]).parse().is_err());
@@ -304,7 +428,10 @@ mod tests {
     #[test]
     fn targets_resolve_per_partition() {
         let t = Target::Template("http://vmagent-{partition}:8429/api/v1/write".into());
-        assert_eq!(t.url(3).as_deref(), Some("http://vmagent-3:8429/api/v1/write"));
+        assert_eq!(
+            t.url(3).as_deref(),
+            Some("http://vmagent-3:8429/api/v1/write")
+        );
         let l = Target::List(vec!["http://a/".into(), "http://b/".into()]);
         assert_eq!(l.url(1).as_deref(), Some("http://b/"));
         assert_eq!(l.url(2), None);
@@ -323,25 +450,102 @@ mod tests {
     }
 
     #[test]
+    fn zero_and_absurd_durations_and_limits_are_refused_with_their_keys() {
+        let config = EgressConfig {
+            flush_interval: Duration::ZERO,
+            request_timeout: Duration::from_secs(86_400),
+            commit_interval: Duration::ZERO,
+            state_flush_every: Duration::from_secs(3600),
+            retry_max_backoff: Duration::from_secs(86_400 * 7),
+            max_samples_per_send: usize::MAX,
+            max_bytes_per_send: 0,
+            group_id: Some(" ".into()),
+            ..EgressConfig::default()
+        };
+        let keys: Vec<String> = config.problems().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "max_samples_per_send",
+                "max_bytes_per_send",
+                "flush_interval",
+                "request_timeout",
+                "commit_interval",
+                "state_flush_every",
+                "retry_max_backoff",
+                "group_id"
+            ]
+        );
+        assert!(
+            EgressConfig::default().problems().is_empty(),
+            "{:?}",
+            EgressConfig::default().problems()
+        );
+        let zero_flush = EgressConfig {
+            state_flush_every: Duration::ZERO,
+            ..EgressConfig::default()
+        };
+        assert!(
+            zero_flush.problems().is_empty(),
+            "0s flushes after every request"
+        );
+    }
+
+    #[test]
+    fn the_group_id_defaults_to_one_per_topic() {
+        let config = EgressConfig {
+            topic: "streamroute.tasks.a".into(),
+            ..EgressConfig::default()
+        };
+        assert_eq!(config.group_id(), "streamroute-egress.streamroute.tasks.a");
+        assert_eq!(
+            EgressConfig {
+                group_id: Some("g".into()),
+                ..config
+            }
+            .group_id(),
+            "g"
+        );
+    }
+
+    #[test]
     fn https_targets_are_accepted_and_the_ca_file_must_hold_a_certificate() {
         let dir = tempfile::tempdir().expect("tempdir");
         let https = Target::Template("https://vmagent-{partition}:8429/api/v1/write".into());
-        let mut config = EgressConfig { target: https.clone(), ..EgressConfig::default() };
+        let mut config = EgressConfig {
+            target: https.clone(),
+            ..EgressConfig::default()
+        };
         assert!(config.target.uses_https());
         assert!(!EgressConfig::default().target.uses_https());
         assert!(config.problems().is_empty(), "{:?}", config.problems());
 
-        let keys = |c: &EgressConfig| c.problems().into_iter().map(|(k, r)| format!("{k}: {r}")).collect::<Vec<_>>();
+        let keys = |c: &EgressConfig| {
+            c.problems()
+                .into_iter()
+                .map(|(k, r)| format!("{k}: {r}"))
+                .collect::<Vec<_>>()
+        };
         let absent = dir.path().join("absent.pem");
         config.tls_ca_file = Some(absent.clone());
         assert_eq!(keys(&config).len(), 1);
-        assert!(keys(&config)[0].starts_with(&format!("tls_ca_file: cannot read {}", absent.display())), "{:?}", keys(&config));
+        assert!(
+            keys(&config)[0].starts_with(&format!("tls_ca_file: cannot read {}", absent.display())),
+            "{:?}",
+            keys(&config)
+        );
 
-        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+        let generated =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
         let key_only = dir.path().join("key.pem");
         std::fs::write(&key_only, generated.signing_key.serialize_pem()).expect("write");
         config.tls_ca_file = Some(key_only);
-        assert!(keys(&config)[0].starts_with("tls_ca_file: ") && keys(&config)[0].contains("holds no certificate"), "{:?}", keys(&config));
+        assert!(
+            keys(&config)[0].starts_with("tls_ca_file: ")
+                && keys(&config)[0].contains("holds no certificate"),
+            "{:?}",
+            keys(&config)
+        );
 
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, generated.cert.pem()).expect("write");

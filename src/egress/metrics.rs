@@ -25,18 +25,68 @@ pub const LAST_ACKED_SAMPLE: &str = "streamroute_egress_last_acknowledged_sample
 pub const SKIPPED: &str = "streamroute_egress_skipped_records_total";
 /// Latency of one write (and flush, when configured) of the sled state.
 pub const STATE_WRITE: &str = "streamroute_egress_state_write_seconds";
+/// Failed sled operations by op (`open`, `read`, `write`, `flush`), e.g. a full disk.
+pub const STATE_ERRORS: &str = "streamroute_egress_state_errors_total";
+/// Partitions that had no position in sled and resumed from the offset
+/// committed to Kafka, per partition.
+pub const RESUMED_FROM_KAFKA: &str = "streamroute_egress_resumed_from_kafka_total";
+/// Failed commits of positions to the Kafka consumer group.
+pub const COMMIT_ERRORS: &str = "streamroute_egress_offset_commit_errors_total";
 
 /// Registers the egress metric descriptions.
 pub fn describe() {
-    describe_counter!(SAMPLES, "samples acknowledged by the receiver, per partition");
+    describe_counter!(
+        SAMPLES,
+        "samples acknowledged by the receiver, per partition"
+    );
     describe_counter!(SERIES, "series acknowledged by the receiver, per partition");
-    describe_counter!(BYTES, Unit::Bytes, "compressed request bytes acknowledged, per partition");
-    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "remote-write request duration by outcome");
+    describe_counter!(
+        BYTES,
+        Unit::Bytes,
+        "compressed request bytes acknowledged, per partition"
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "remote-write request duration by outcome"
+    );
     describe_counter!(RETRIES, "requests retried, by reason");
-    describe_counter!(TOO_MANY_REQUESTS, "429 answers from the receiver, per partition");
-    describe_counter!(DEAD_LETTERED, "batches refused with a 4xx and sent to the dead-letter topic");
-    describe_gauge!(LAG, "records between the stored position and the partition's end");
-    describe_gauge!(LAST_ACKED_SAMPLE, Unit::Seconds, "newest sample timestamp of the last acknowledged request");
-    describe_counter!(SKIPPED, "records removed by retention before egress sent them");
-    describe_histogram!(STATE_WRITE, Unit::Seconds, "sled write latency of egress positions");
+    describe_counter!(
+        TOO_MANY_REQUESTS,
+        "429 answers from the receiver, per partition"
+    );
+    describe_counter!(
+        DEAD_LETTERED,
+        "batches refused with a 4xx and sent to the dead-letter topic"
+    );
+    describe_gauge!(
+        LAG,
+        "records between the stored position and the partition's end"
+    );
+    describe_gauge!(
+        LAST_ACKED_SAMPLE,
+        Unit::Seconds,
+        "newest sample timestamp of the last acknowledged request"
+    );
+    describe_counter!(
+        SKIPPED,
+        "records removed by retention before egress sent them"
+    );
+    describe_histogram!(
+        STATE_WRITE,
+        Unit::Seconds,
+        "sled write latency of egress positions"
+    );
+    describe_counter!(
+        STATE_ERRORS,
+        "failed sled operations on egress positions, by op (a full disk counts here)"
+    );
+    describe_counter!(
+        RESUMED_FROM_KAFKA,
+        "partitions with no sled position that resumed from the offset committed to Kafka"
+    );
+    describe_counter!(
+        COMMIT_ERRORS,
+        "failed commits of egress positions to the Kafka consumer group"
+    );
 }

@@ -3,14 +3,20 @@
 //! Guarantee: no acknowledged sample is lost on the way out. Each owned
 //! partition has its own consumer (manual assignment, no consumer group,
 //! `read_committed`) and its own loop with one request in flight, so a
-//! partition's samples arrive in order. Positions live only in sled
+//! partition's samples arrive in order. Positions live in sled
 //! (`src/state/`) and mean "next offset to read": a position moves past a
 //! record only once the receiver acknowledged it (2xx) or it was written to
 //! the dead-letter topic (other 4xx). Connection errors, timeouts, 5xx and
 //! 429 are retried forever with backoff; a crash resends at most what was
 //! acknowledged since sled's last flush (`egress.state_flush_every`).
+//! Positions on disk are also committed to the Kafka consumer group
+//! `egress.group_id` (`keeper.rs`), never ahead of sled, so a lost state
+//! folder resumes from Kafka. A failing sled (full disk) makes egress not
+//! ready and holds the partitions until it works again; it never stops
+//! the role.
 
 pub mod config;
+mod keeper;
 pub mod metrics;
 mod scan;
 mod send;
@@ -34,6 +40,7 @@ use crate::config::Config;
 use crate::http::Readiness;
 use crate::kafka::producer::DurableProducer;
 use crate::state::{State, StateError};
+use keeper::Keeper;
 use worker::{PartitionWorker, Shared};
 
 /// How often the lag gauge is refreshed.
@@ -66,7 +73,10 @@ pub enum EgressError {
 impl EgressError {
     /// Errors worth waiting out at start-up (Kafka not there yet).
     fn is_transient(&self) -> bool {
-        matches!(self, EgressError::Client(_) | EgressError::Topic(_))
+        matches!(
+            self,
+            EgressError::Client(_) | EgressError::Topic(_) | EgressError::State(_)
+        )
     }
 }
 
@@ -80,7 +90,8 @@ impl Egress {
     /// Registers readiness; the role is ready once every owned partition
     /// is assigned and the state is open, and not ready while the periodic
     /// end-of-partition fetch (the lag gauge) fails for every partition,
-    /// i.e. while Kafka is unreachable.
+    /// i.e. while Kafka is unreachable, or while the state cannot be
+    /// written (a full disk).
     pub fn new(config: Arc<Config>, readiness: Readiness) -> Egress {
         readiness.register("egress");
         Egress { config, readiness }
@@ -89,12 +100,22 @@ impl Egress {
     /// Runs every owned partition until `shutdown` or a failure.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), EgressError> {
         let egress = Arc::new(self.config.egress.clone());
-        std::fs::create_dir_all(&egress.state_dir)
-            .map_err(|e| EgressError::Config(format!("cannot create state_dir {}: {e}", egress.state_dir.display())))?;
-        let state = State::open(&egress.state_dir, egress.state_flush_every)?;
+        let state = State::closed(&egress.state_dir, egress.state_flush_every);
+        let mut keeper =
+            Keeper::new(state.clone(), &egress, &self.config.kafka).map_err(EgressError::Client)?;
+        // A state that cannot open (full disk, corrupt files) is logged,
+        // counted and retried; egress stays not ready meanwhile.
+        if !keeper.open(&shutdown).await {
+            return Ok(());
+        }
         let sender = send::Sender::new(&egress).map_err(EgressError::Config)?;
-        let dead_letter = DurableProducer::new(&self.config.kafka, "egress", Duration::from_secs(30), egress.max_bytes_per_send)
-            .map_err(EgressError::Client)?;
+        let dead_letter = DurableProducer::new(
+            &self.config.kafka,
+            "egress",
+            Duration::from_secs(30),
+            egress.max_bytes_per_send,
+        )
+        .map_err(EgressError::Client)?;
         let shared = Arc::new(Shared {
             config: egress.clone(),
             kafka: self.config.kafka.clone(),
@@ -112,11 +133,17 @@ impl Egress {
                         _ = shutdown.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                     }
+                    if !keeper.healthy() {
+                        keeper.open(&shutdown).await;
+                    }
                 }
                 Err(e) => return Err(e),
             }
         };
-        let lag: Vec<_> = workers.iter().map(|w| (w.partition, w.consumer.clone(), w.position.clone())).collect();
+        let lag: Vec<_> = workers
+            .iter()
+            .map(|w| (w.partition, w.consumer.clone(), w.position.clone()))
+            .collect();
         let stop = shutdown.child_token();
         let mut tasks = JoinSet::new();
         for w in workers {
@@ -126,7 +153,9 @@ impl Egress {
         info!(topic = %egress.topic, partitions = lag.len(), "egress running");
         let mut result = Ok(());
         let mut tick = tokio::time::interval(LAG_INTERVAL);
-        let mut kafka_reachable = true;
+        let mut keep = tokio::time::interval(keeper::TICK);
+        keep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut kafka_reachable, mut state_ok) = (true, true);
         loop {
             tokio::select! {
                 done = tasks.join_next() => match done {
@@ -155,12 +184,25 @@ impl Egress {
                         } else {
                             warn!("cannot read the end of any owned partition (Kafka unreachable?); egress not ready");
                         }
-                        self.readiness.set("egress", reachable);
+                        self.readiness.set("egress", reachable && state_ok);
+                    }
+                }
+                _ = keep.tick(), if !stop.is_cancelled() => {
+                    let ok = keeper.tick().await;
+                    if ok != state_ok {
+                        state_ok = ok;
+                        if ok {
+                            info!(state_dir = %egress.state_dir.display(), "egress state writable again; egress ready");
+                        } else {
+                            warn!(state_dir = %egress.state_dir.display(), "egress state cannot be written; egress not ready, partitions wait");
+                        }
+                        self.readiness.set("egress", kafka_reachable && state_ok);
                     }
                 }
             }
         }
         self.readiness.set("egress", false);
+        keeper.finish(Duration::from_secs(5)).await;
         shared.dead_letter.flush(Duration::from_secs(5));
         info!("egress stopped");
         result
@@ -176,7 +218,10 @@ async fn start_workers(shared: &Arc<Shared>) -> Result<Vec<PartitionWorker>, Egr
         PartitionSet::Some(set) => set,
     };
     if let Some(p) = owned.iter().find(|p| **p >= count) {
-        return Err(EgressError::Topic(format!("partition {p} of {} does not exist (it has {count})", config.topic)));
+        return Err(EgressError::Topic(format!(
+            "partition {p} of {} does not exist (it has {count})",
+            config.topic
+        )));
     }
     let mut workers = Vec::new();
     for p in owned {
@@ -189,14 +234,26 @@ async fn start_workers(shared: &Arc<Shared>) -> Result<Vec<PartitionWorker>, Egr
     Ok(workers)
 }
 
-async fn partition_count(kafka: &crate::kafka::KafkaConfig, topic: &str) -> Result<i32, EgressError> {
-    let (config, topic, timeout) = (kafka.client_config("egress"), topic.to_string(), kafka.request_timeout);
+async fn partition_count(
+    kafka: &crate::kafka::KafkaConfig,
+    topic: &str,
+) -> Result<i32, EgressError> {
+    let (config, topic, timeout) = (
+        kafka.client_config("egress"),
+        topic.to_string(),
+        kafka.request_timeout,
+    );
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = config.create().map_err(EgressError::Client)?;
-        let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, Some(&topic), timeout).map_err(EgressError::Client)?;
+        let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, Some(&topic), timeout)
+            .map_err(EgressError::Client)?;
         match md.topics().first() {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as i32),
-            _ => Err(EgressError::Topic(format!("topic {topic} does not exist (streamroute topics apply)"))),
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().len() as i32)
+            }
+            _ => Err(EgressError::Topic(format!(
+                "topic {topic} does not exist (streamroute topics apply)"
+            ))),
         }
     })
     .await
@@ -206,17 +263,29 @@ async fn partition_count(kafka: &crate::kafka::KafkaConfig, topic: &str) -> Resu
 /// Refreshes the lag gauge of every partition (their ends are fetched at
 /// once, so an unreachable Kafka costs one timeout, not one per partition).
 /// Returns whether any partition's end could be read.
-async fn update_lag(topic: &str, partitions: &[(i32, Arc<StreamConsumer>, Arc<AtomicI64>)], timeout: Duration) -> bool {
-    let ends = futures::future::join_all(partitions.iter().map(|(p, consumer, _)| worker::watermarks(consumer, topic, *p, timeout))).await;
+async fn update_lag(
+    topic: &str,
+    partitions: &[(i32, Arc<StreamConsumer>, Arc<AtomicI64>)],
+    timeout: Duration,
+) -> bool {
+    let ends = futures::future::join_all(
+        partitions
+            .iter()
+            .map(|(p, consumer, _)| worker::watermarks(consumer, topic, *p, timeout)),
+    )
+    .await;
     let mut any = false;
     for ((partition, _, position), end) in partitions.iter().zip(ends) {
         match end {
             Ok((_, high)) => {
                 any = true;
                 let lag = (high - position.load(Ordering::Acquire)).max(0);
-                ::metrics::gauge!(metrics::LAG, "partition" => partition.to_string()).set(lag as f64);
+                ::metrics::gauge!(metrics::LAG, "partition" => partition.to_string())
+                    .set(lag as f64);
             }
-            Err(e) => warn!(partition, error = %e, "cannot read the partition's end for the lag gauge"),
+            Err(e) => {
+                warn!(partition, error = %e, "cannot read the partition's end for the lag gauge")
+            }
         }
     }
     any || partitions.is_empty()

@@ -11,7 +11,12 @@
 //! - transaction markers (the router writes task topics transactionally)
 //!   take offsets but are no records: when nothing is pending, the position
 //!   moves past them to the consumer's, so a caught-up partition's stored
-//!   position is the partition's end and its lag is 0.
+//!   position is the partition's end and its lag is 0;
+//! - a position sled cannot take (full disk) stops the partition: nothing
+//!   more is read or sent until a later write succeeds;
+//! - where a partition starts: its sled position, else the offset committed
+//!   to the Kafka consumer group (`egress.group_id`, a lost `state_dir`:
+//!   warned and counted), else `start_from`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -35,6 +40,9 @@ use crate::kafka::producer::{DurableProducer, SendError};
 use crate::kafka::record::HEADER_TENANT;
 use crate::remote_write::{compress, Encoding};
 use crate::state::{next_offset_after, Position, State};
+
+/// Longest wait between two attempts to store a position.
+const STORE_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// How often an idle partition (nothing read and not yet delivered) checks
 /// whether its consumer moved past transaction markers.
@@ -90,17 +98,20 @@ pub struct PartitionWorker {
     /// The stored position, for the lag gauge.
     pub position: Arc<AtomicI64>,
     label: String,
+    /// The role's shutdown, once running: ends a wait for the state.
+    stop: CancellationToken,
 }
 
-/// librdkafka settings of a partition's consumer: no group, no commits,
-/// committed transactions only, and no silent offset reset.
-fn consumer_config(kafka: &crate::kafka::KafkaConfig) -> rdkafka::ClientConfig {
+/// librdkafka settings of a partition's consumer: a group that is never
+/// joined, no automatic commits, committed transactions only, and no
+/// silent offset reset.
+pub fn consumer_config(kafka: &crate::kafka::KafkaConfig, group_id: &str) -> rdkafka::ClientConfig {
     let mut config = kafka.client_config("egress");
     config
-        // librdkafka's assign() needs a group id; it is never joined (no
-        // subscribe) and nothing is committed to it.
-        .set("group.id", "streamroute-egress")
-        // Positions live in sled, never in Kafka.
+        // Never joined (assign, no subscribe): the group only holds the
+        // positions the role commits after sled has them on disk.
+        .set("group.id", group_id)
+        // Positions are committed explicitly, after sled, never by librdkafka.
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         // The router writes task topics in transactions.
@@ -117,8 +128,17 @@ fn consumer_config(kafka: &crate::kafka::KafkaConfig) -> rdkafka::ClientConfig {
 
 impl PartitionWorker {
     /// Creates the consumer and decides where the partition starts.
-    pub async fn start(shared: Arc<Shared>, partition: i32, url: String) -> Result<PartitionWorker, EgressError> {
-        let consumer: Arc<StreamConsumer> = Arc::new(consumer_config(&shared.kafka).create().map_err(EgressError::Client)?);
+    pub async fn start(
+        shared: Arc<Shared>,
+        partition: i32,
+        url: String,
+    ) -> Result<PartitionWorker, EgressError> {
+        let group_id = shared.config.group_id();
+        let consumer: Arc<StreamConsumer> = Arc::new(
+            consumer_config(&shared.kafka, &group_id)
+                .create()
+                .map_err(EgressError::Client)?,
+        );
         let mut worker = PartitionWorker {
             encoding: shared.config.encoding,
             shared,
@@ -127,10 +147,16 @@ impl PartitionWorker {
             consumer,
             position: Arc::new(AtomicI64::new(-1)),
             label: partition.to_string(),
+            stop: CancellationToken::new(),
         };
         let start = worker.start_offset().await?;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&worker.shared.config.topic, partition, Offset::Offset(start)).map_err(EgressError::Client)?;
+        tpl.add_partition_offset(
+            &worker.shared.config.topic,
+            partition,
+            Offset::Offset(start),
+        )
+        .map_err(EgressError::Client)?;
         worker.consumer.assign(&tpl).map_err(EgressError::Client)?;
         worker.position.store(start, Ordering::Release);
         info!(partition, start, url = %worker.url, "egress partition assigned");
@@ -142,15 +168,34 @@ impl PartitionWorker {
     }
 
     async fn watermarks(&self) -> Result<(i64, i64), EgressError> {
-        watermarks(&self.consumer, self.topic(), self.partition, self.shared.kafka.request_timeout).await
+        watermarks(
+            &self.consumer,
+            self.topic(),
+            self.partition,
+            self.shared.kafka.request_timeout,
+        )
+        .await
     }
 
     /// The stored position, checked against what the log still holds; with
-    /// none stored, earliest or latest, stored at once so a restart before
-    /// the first delivery starts at the same place.
+    /// none in sled, the offset committed to Kafka (a lost state folder),
+    /// else earliest or latest; stored at once so a restart before the
+    /// first delivery starts at the same place.
     async fn start_offset(&mut self) -> Result<i64, EgressError> {
         let (low, high) = self.watermarks().await?;
-        let stored = self.shared.state.get(self.topic(), self.partition)?;
+        let mut stored = self.shared.state.get(self.topic(), self.partition)?;
+        let in_sled = stored.is_some();
+        if !in_sled {
+            stored = self.committed_offset().await?;
+            if let Some(committed) = stored {
+                warn!(
+                    topic = self.topic(), partition = self.partition, committed, group = %self.shared.config.group_id(), state_dir = self.shared.state.dir(),
+                    "no position in the egress state (state_dir lost or replaced?); resuming from the offset committed to kafka"
+                );
+                metrics::counter!(m::RESUMED_FROM_KAFKA, "partition" => self.label.clone())
+                    .increment(1);
+            }
+        }
         let start = match stored {
             Some(pos) if pos < low => {
                 self.retention_skip(pos, low);
@@ -163,14 +208,41 @@ impl PartitionWorker {
                 );
                 low
             }
-            Some(pos) => return Ok(pos),
-            None => match self.shared.config.start_from {
-                StartFrom::Earliest => low,
-                StartFrom::Latest => high,
-            },
+            Some(pos) if in_sled => return Ok(pos),
+            Some(pos) => pos,
+            None => {
+                let start = match self.shared.config.start_from {
+                    StartFrom::Earliest => low,
+                    StartFrom::Latest => high,
+                };
+                info!(topic = self.topic(), partition = self.partition, start, start_from = ?self.shared.config.start_from, "no stored or committed position; starting at start_from");
+                start
+            }
         };
-        self.store(start).await?;
+        let position = Position {
+            topic: self.topic().to_string(),
+            partition: self.partition,
+            next_offset: start,
+        };
+        self.shared.state.set_batch(&[position]).await?;
+        self.position.store(start, Ordering::Release);
         Ok(start)
+    }
+
+    /// The offset committed to the consumer group for this partition, if
+    /// any. Blocks on Kafka, so it runs off the async threads.
+    async fn committed_offset(&self) -> Result<Option<i64>, EgressError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(self.topic(), self.partition);
+        let (consumer, timeout) = (self.consumer.clone(), self.shared.kafka.request_timeout);
+        let (topic, partition) = (self.topic().to_string(), self.partition);
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.committed_offsets(tpl, timeout))
+                .await
+                .map_err(|e| EgressError::Thread(e.to_string()))?
+                .map_err(EgressError::Client)?;
+        let entry = committed.find_partition(&topic, partition);
+        Ok(entry.and_then(|e| e.offset().to_raw()).filter(|o| *o >= 0))
     }
 
     fn retention_skip(&self, from: i64, to: i64) {
@@ -178,20 +250,49 @@ impl PartitionWorker {
             topic = self.topic(), partition = self.partition, position = from, log_start = to, skipped = to - from,
             "records were removed by retention before egress sent them; they are LOST for this receiver, continuing at the log start"
         );
-        metrics::counter!(m::SKIPPED, "partition" => self.label.clone()).increment(u64::try_from(to - from).unwrap_or(0));
+        metrics::counter!(m::SKIPPED, "partition" => self.label.clone())
+            .increment(u64::try_from(to - from).unwrap_or(0));
     }
 
-    async fn store(&self, next_offset: i64) -> Result<(), EgressError> {
-        let position = Position { topic: self.topic().to_string(), partition: self.partition, next_offset };
-        self.shared.state.set_batch(&[position]).await?;
+    /// Stores the position, retrying until sled takes it (a full disk
+    /// waits here, so nothing past an unsaved position is read or sent).
+    /// False when shutdown interrupted the wait: the position is then
+    /// unsaved and its records are sent again after a restart.
+    async fn store(&self, next_offset: i64) -> bool {
+        let position = Position {
+            topic: self.topic().to_string(),
+            partition: self.partition,
+            next_offset,
+        };
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self
+                .shared
+                .state
+                .set_batch(std::slice::from_ref(&position))
+                .await
+            {
+                Ok(()) => break,
+                // The state logged and counted the error; the role reopens it.
+                Err(e) => {
+                    debug!(partition = self.partition, next_offset, error = %e, "position not stored yet; waiting")
+                }
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(STORE_RETRY_MAX);
+        }
         self.position.store(next_offset, Ordering::Release);
-        Ok(())
+        true
     }
 
     /// Runs until `shutdown`. A request already sent is finished (and its
     /// position stored) before returning; records only collected are read
     /// again after a restart.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), EgressError> {
+        self.stop = shutdown.clone();
         let mut pending: Option<Pending> = None;
         loop {
             let mut batch = Batch::default();
@@ -203,17 +304,24 @@ impl PartitionWorker {
                 break;
             }
             if let Some(last) = batch.last_offset {
-                self.store(next_offset_after(last)).await?;
+                if !self.store(next_offset_after(last)).await {
+                    break;
+                }
             }
         }
-        self.shared.state.flush().await?;
+        // The role flushes the state and commits to Kafka once every partition stopped.
         debug!(partition = self.partition, "egress partition stopped");
         Ok(())
     }
 
     /// Fills `batch` until it is full, its flush interval passed, or
     /// shutdown (returns true then).
-    async fn collect(&self, batch: &mut Batch, pending: &mut Option<Pending>, shutdown: &CancellationToken) -> Result<bool, EgressError> {
+    async fn collect(
+        &self,
+        batch: &mut Batch,
+        pending: &mut Option<Pending>,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, EgressError> {
         let config = &self.shared.config;
         loop {
             if let Some(p) = pending.take() {
@@ -222,11 +330,15 @@ impl PartitionWorker {
                     return Ok(false);
                 }
                 self.add(batch, p);
-                if batch.counts.samples >= config.max_samples_per_send as u64 || batch.body.len() >= config.max_bytes_per_send {
+                if batch.counts.samples >= config.max_samples_per_send as u64
+                    || batch.body.len() >= config.max_bytes_per_send
+                {
                     return Ok(false);
                 }
             }
-            let deadline = batch.first_at.map(|t| tokio::time::Instant::from_std(t + config.flush_interval));
+            let deadline = batch
+                .first_at
+                .map(|t| tokio::time::Instant::from_std(t + config.flush_interval));
             // Everything read so far is delivered (or dead-lettered) and stored.
             let idle = batch.records.is_empty() && batch.last_offset.is_none() && pending.is_none();
             let received = tokio::select! {
@@ -251,7 +363,9 @@ impl PartitionWorker {
     /// read_committed never hands over.
     fn consumer_position(&self) -> Option<i64> {
         let tpl = self.consumer.position().ok()?;
-        tpl.find_partition(self.topic(), self.partition).and_then(|e| e.offset().to_raw()).filter(|p| *p >= 0)
+        tpl.find_partition(self.topic(), self.partition)
+            .and_then(|e| e.offset().to_raw())
+            .filter(|p| *p >= 0)
     }
 
     /// With nothing pending, every offset between the stored position and
@@ -261,8 +375,14 @@ impl PartitionWorker {
         let stored = self.position.load(Ordering::Acquire);
         match self.consumer_position() {
             Some(consumer) if consumer > stored => {
-                debug!(partition = self.partition, from = stored, to = consumer, "position moves past transaction markers");
-                self.store(consumer).await
+                debug!(
+                    partition = self.partition,
+                    from = stored,
+                    to = consumer,
+                    "position moves past transaction markers"
+                );
+                self.store(consumer).await;
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -274,7 +394,8 @@ impl PartitionWorker {
         if batch.records.is_empty() {
             return true;
         }
-        let tenant_ok = self.shared.config.forward_tenant_header.is_none() || batch.tenant == p.tenant;
+        let tenant_ok =
+            self.shared.config.forward_tenant_header.is_none() || batch.tenant == p.tenant;
         let config = &self.shared.config;
         tenant_ok
             && batch.body.len() + p.value.len() <= config.max_bytes_per_send
@@ -289,41 +410,75 @@ impl PartitionWorker {
         let start = batch.body.len();
         batch.body.extend_from_slice(&p.value);
         batch.counts.add(p.counts);
-        batch.records.push(Record { offset: p.offset, start, end: batch.body.len(), key: p.key, headers: p.headers });
+        batch.records.push(Record {
+            offset: p.offset,
+            start,
+            end: batch.body.len(),
+            key: p.key,
+            headers: p.headers,
+        });
         batch.last_offset = Some(p.offset);
     }
 
     /// Turns a message into a pending record. Records that cannot be
     /// counted (not a WriteRequest) are dead-lettered alone.
-    async fn read(&self, message: &BorrowedMessage<'_>, batch: &mut Batch) -> Result<Option<Pending>, EgressError> {
+    async fn read(
+        &self,
+        message: &BorrowedMessage<'_>,
+        batch: &mut Batch,
+    ) -> Result<Option<Pending>, EgressError> {
         let value = message.payload().unwrap_or_default();
         let mut headers = OwnedHeaders::new();
         let mut tenant = None;
         if let Some(h) = message.headers() {
             for header in h.iter() {
                 if header.key == HEADER_TENANT {
-                    tenant = header.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                    tenant = header
+                        .value
+                        .map(|v| String::from_utf8_lossy(v).into_owned());
                 }
-                headers = headers.insert(Header { key: header.key, value: header.value });
+                headers = headers.insert(Header {
+                    key: header.key,
+                    value: header.value,
+                });
             }
         }
         let key = message.key().map(<[u8]>::to_vec);
         let counts = match count(value) {
             Ok(c) => c,
             Err(reason) => {
-                warn!(partition = self.partition, offset = message.offset(), reason, "task record is not a WriteRequest; dead-lettering it");
-                let record = Record { offset: message.offset(), start: 0, end: value.len(), key, headers };
-                self.dead_letter_records(value, &[record], "malformed_record", reason, None).await;
+                warn!(
+                    partition = self.partition,
+                    offset = message.offset(),
+                    reason,
+                    "task record is not a WriteRequest; dead-lettering it"
+                );
+                let record = Record {
+                    offset: message.offset(),
+                    start: 0,
+                    end: value.len(),
+                    key,
+                    headers,
+                };
+                self.dead_letter_records(value, &[record], "malformed_record", reason, None)
+                    .await;
                 // The batch now ends past it, so the position moves over it.
                 if batch.records.is_empty() {
-                    self.store(next_offset_after(message.offset())).await?;
+                    self.store(next_offset_after(message.offset())).await;
                 } else {
                     batch.last_offset = Some(message.offset());
                 }
                 return Ok(None);
             }
         };
-        Ok(Some(Pending { offset: message.offset(), value: value.to_vec(), counts, key, headers, tenant }))
+        Ok(Some(Pending {
+            offset: message.offset(),
+            value: value.to_vec(),
+            counts,
+            key,
+            headers,
+            tenant,
+        }))
     }
 
     /// Handles a consumer error: an out-of-range position means retention
@@ -331,7 +486,9 @@ impl PartitionWorker {
     async fn consumer_error(&self, e: KafkaError) -> Result<(), EgressError> {
         let out_of_range = matches!(
             &e,
-            KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset)
+            KafkaError::MessageConsumption(
+                RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset
+            )
         );
         if !out_of_range {
             warn!(partition = self.partition, error = %e, "task topic consumer error");
@@ -349,14 +506,23 @@ impl PartitionWorker {
             self.retention_skip(from, low);
         }
         self.consumer
-            .seek(self.topic(), self.partition, Offset::Offset(low.max(from)), Duration::from_secs(10))
+            .seek(
+                self.topic(),
+                self.partition,
+                Offset::Offset(low.max(from)),
+                Duration::from_secs(10),
+            )
             .map_err(EgressError::Client)?;
         Ok(())
     }
 
     /// Sends `batch` until it is delivered or dead-lettered (true), or
     /// shutdown interrupts a wait between retries (false).
-    async fn deliver(&mut self, batch: &Batch, shutdown: &CancellationToken) -> Result<bool, EgressError> {
+    async fn deliver(
+        &mut self,
+        batch: &Batch,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, EgressError> {
         if batch.counts.series == 0 && batch.body.is_empty() {
             return Ok(true);
         }
@@ -372,7 +538,10 @@ impl PartitionWorker {
                         SendEncoding::Snappy => Encoding::Snappy,
                         SendEncoding::Zstd => Encoding::Zstd,
                     };
-                    let body = Bytes::from(compress(&batch.body, codec).map_err(|e| EgressError::Encode(e.to_string()))?);
+                    let body = Bytes::from(
+                        compress(&batch.body, codec)
+                            .map_err(|e| EgressError::Encode(e.to_string()))?,
+                    );
                     encoded = Some((self.encoding, body.clone()));
                     body
                 }
@@ -380,7 +549,16 @@ impl PartitionWorker {
             let started = Instant::now();
             attempts += 1;
             // Not raced against shutdown: a request in flight is finished.
-            let outcome = self.shared.sender.send(&self.url, body.clone(), self.encoding, batch.tenant.as_deref()).await;
+            let outcome = self
+                .shared
+                .sender
+                .send(
+                    &self.url,
+                    body.clone(),
+                    self.encoding,
+                    batch.tenant.as_deref(),
+                )
+                .await;
             let elapsed = started.elapsed().as_secs_f64();
             let wait = match outcome {
                 Outcome::Delivered => {
@@ -391,22 +569,45 @@ impl PartitionWorker {
                 Outcome::EncodingRefused { status, body } => {
                     metrics::histogram!(m::REQUEST_DURATION, "outcome" => "retry").record(elapsed);
                     metrics::counter!(m::RETRIES, "reason" => "encoding").increment(1);
-                    warn!(partition = self.partition, status, body, "receiver refuses zstd; falling back to snappy");
+                    warn!(
+                        partition = self.partition,
+                        status, body, "receiver refuses zstd; falling back to snappy"
+                    );
                     self.encoding = SendEncoding::Snappy;
                     continue;
                 }
                 Outcome::Rejected { status, body } => {
-                    metrics::histogram!(m::REQUEST_DURATION, "outcome" => "rejected").record(elapsed);
-                    error!(partition = self.partition, status, body, records = batch.records.len(), "receiver refused the request; dead-lettering its records");
-                    self.dead_letter_records(&batch.body, &batch.records, "rejected_by_receiver", &body, Some(status)).await;
-                    metrics::counter!(m::DEAD_LETTERED, "partition" => self.label.clone()).increment(1);
+                    metrics::histogram!(m::REQUEST_DURATION, "outcome" => "rejected")
+                        .record(elapsed);
+                    error!(
+                        partition = self.partition,
+                        status,
+                        body,
+                        records = batch.records.len(),
+                        "receiver refused the request; dead-lettering its records"
+                    );
+                    self.dead_letter_records(
+                        &batch.body,
+                        &batch.records,
+                        "rejected_by_receiver",
+                        &body,
+                        Some(status),
+                    )
+                    .await;
+                    metrics::counter!(m::DEAD_LETTERED, "partition" => self.label.clone())
+                        .increment(1);
                     return Ok(true);
                 }
-                Outcome::Retry { reason, after, detail } => {
+                Outcome::Retry {
+                    reason,
+                    after,
+                    detail,
+                } => {
                     metrics::histogram!(m::REQUEST_DURATION, "outcome" => "retry").record(elapsed);
                     metrics::counter!(m::RETRIES, "reason" => reason).increment(1);
                     if reason == "429" {
-                        metrics::counter!(m::TOO_MANY_REQUESTS, "partition" => self.label.clone()).increment(1);
+                        metrics::counter!(m::TOO_MANY_REQUESTS, "partition" => self.label.clone())
+                            .increment(1);
                     }
                     let wait = after.unwrap_or_else(|| jitter(backoff));
                     backoff = (backoff * 2).min(config.retry_max_backoff);
@@ -434,7 +635,14 @@ impl PartitionWorker {
     /// Writes records to the dead-letter topic, retrying while Kafka is
     /// unavailable (they must not be dropped). Only a record Kafka itself
     /// refuses (too large) is given up, loudly.
-    async fn dead_letter_records(&self, body: &[u8], records: &[Record], reason: &str, detail: &str, status: Option<u16>) {
+    async fn dead_letter_records(
+        &self,
+        body: &[u8],
+        records: &[Record],
+        reason: &str,
+        detail: &str,
+        status: Option<u16>,
+    ) {
         let (status, partition) = (status.map(|s| s.to_string()), self.partition.to_string());
         for record in records {
             let offset = record.offset.to_string();
@@ -450,13 +658,26 @@ impl PartitionWorker {
                 ("source-offset", Some(offset.as_str())),
             ] {
                 if let Some(value) = value {
-                    headers = headers.insert(Header { key, value: Some(value) });
+                    headers = headers.insert(Header {
+                        key,
+                        value: Some(value),
+                    });
                 }
             }
             let value = &body[record.start..record.end];
             let mut wait = Duration::from_millis(200);
             loop {
-                match self.shared.dead_letter.send(&self.shared.dead_letter_topic, record.key.as_deref(), value, headers.clone()).await {
+                match self
+                    .shared
+                    .dead_letter
+                    .send(
+                        &self.shared.dead_letter_topic,
+                        record.key.as_deref(),
+                        value,
+                        headers.clone(),
+                    )
+                    .await
+                {
                     Ok(()) => break,
                     Err(SendError::Refused(e)) => {
                         error!(partition = self.partition, offset = record.offset, error = %e, "the dead-letter topic refuses the record; it is LOST");
@@ -475,7 +696,12 @@ impl PartitionWorker {
 
 /// The partition's (low, high) watermarks. fetch_watermarks blocks, so it
 /// runs off the async threads.
-pub async fn watermarks(consumer: &Arc<StreamConsumer>, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64), EgressError> {
+pub async fn watermarks(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<(i64, i64), EgressError> {
     let (consumer, topic) = (consumer.clone(), topic.to_string());
     tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, timeout))
         .await
