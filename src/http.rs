@@ -6,6 +6,13 @@
 //! `run.listen`. The server stops accepting on shutdown and lets in-flight
 //! requests finish within the grace period. With a TLS acceptor (`run.tls`,
 //! `gateway.tls`) every connection is HTTPS; plain HTTP is not served then.
+//!
+//! A client cannot hold a connection without sending: headers must arrive
+//! within the handler's [`Handler::header_read_timeout`] (also on an idle
+//! keep-alive connection), TLS handshakes within 10 s. When the handler
+//! guards the listener ([`Handler::guard`], the gateway's `gateway.auth`),
+//! every path but `/-/healthy` goes through it; `/-/healthy` stays open so
+//! liveness probes need no credentials, and it tells nothing but "alive".
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -22,7 +29,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -35,6 +42,9 @@ use tracing::{debug, info, warn};
 /// client must not hold a connection task forever.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Header read timeout of a listener without a handler.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A response body: always a complete buffer.
 pub type Body = Full<Bytes>;
 
@@ -45,6 +55,18 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 pub trait Handler: Send + Sync + 'static {
     /// Handles a request whose path was not `/metrics` or `/-/…`.
     fn handle(self: Arc<Self>, request: Request<Incoming>) -> ResponseFuture;
+
+    /// Checked before `/metrics` and `/-/ready` are served (not
+    /// `/-/healthy`): a response here (such as 401) is sent instead.
+    /// `handle` does its own checks.
+    fn guard(&self, _request: &Request<Incoming>) -> Option<Response<Body>> {
+        None
+    }
+
+    /// How long a client may take to send a request's headers.
+    fn header_read_timeout(&self) -> Duration {
+        HEADER_READ_TIMEOUT
+    }
 }
 
 /// Readiness of the roles in this process: `/-/ready` answers 200 only when
@@ -72,14 +94,18 @@ impl Readiness {
                 flag.store(ready, Ordering::Release);
             }
         }
-        metrics::gauge!(crate::metrics::ROLE_READY, "role" => role.to_string()).set(f64::from(u8::from(ready)));
+        metrics::gauge!(crate::metrics::ROLE_READY, "role" => role.to_string())
+            .set(f64::from(u8::from(ready)));
     }
 
     /// The roles that are not ready, or None when all are.
     fn not_ready(&self) -> Option<Vec<String>> {
         let roles = self.roles.lock().ok()?;
-        let waiting: Vec<String> =
-            roles.iter().filter(|(_, f)| !f.load(Ordering::Acquire)).map(|(n, _)| n.clone()).collect();
+        let waiting: Vec<String> = roles
+            .iter()
+            .filter(|(_, f)| !f.load(Ordering::Acquire))
+            .map(|(n, _)| n.clone())
+            .collect();
         (!waiting.is_empty() || roles.is_empty()).then_some(waiting)
     }
 }
@@ -88,9 +114,10 @@ impl Readiness {
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -102,21 +129,30 @@ struct Routes {
 
 impl Routes {
     async fn route(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let admin = matches!(request.uri().path(), "/metrics" | "/-/ready");
+        if let (true, Some(handler)) = (admin, &self.handler) {
+            if let Some(refused) = handler.guard(&request) {
+                return refused;
+            }
+        }
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/metrics") => {
                 let mut response = text(StatusCode::OK, self.metrics.render());
                 response.headers_mut().insert(
                     hyper::header::CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    hyper::header::HeaderValue::from_static(
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    ),
                 );
                 response
             }
             (&Method::GET | &Method::HEAD, "/-/healthy") => text(StatusCode::OK, "healthy\n"),
             (&Method::GET | &Method::HEAD, "/-/ready") => match self.readiness.not_ready() {
                 None => text(StatusCode::OK, "ready\n"),
-                Some(waiting) => {
-                    text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", waiting.join(", ")))
-                }
+                Some(waiting) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {}\n", waiting.join(", ")),
+                ),
             },
             _ => match &self.handler {
                 Some(handler) => handler.clone().handle(request).await,
@@ -144,7 +180,15 @@ impl Server {
         tls: Option<TlsAcceptor>,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Server { listener, routes: Arc::new(Routes { metrics, readiness, handler }), tls })
+        Ok(Server {
+            listener,
+            routes: Arc::new(Routes {
+                metrics,
+                readiness,
+                handler,
+            }),
+            tls,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -205,7 +249,10 @@ impl Server {
             }
         }
         drop(self.listener);
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
             warn!(?grace, "http connections still open after the grace period");
         }
     }
@@ -217,11 +264,18 @@ async fn serve_connection<S>(stream: S, peer: SocketAddr, routes: Arc<Routes>, w
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let header_read_timeout = routes
+        .handler
+        .as_ref()
+        .map_or(HEADER_READ_TIMEOUT, |h| h.header_read_timeout());
     let service = service_fn(move |req| {
         let routes = routes.clone();
         async move { Ok::<_, Infallible>(routes.route(req).await) }
     });
-    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service);
     if let Err(e) = watcher.watch(conn).await {
         debug!(%peer, error = %e, "http connection ended with an error");
     }

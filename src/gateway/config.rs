@@ -20,7 +20,27 @@ pub struct GatewayConfig {
     /// Largest decoded (decompressed) payload accepted, in bytes. Checked
     /// against the size the snappy/zstd header claims before allocating.
     pub max_decoded_bytes: usize,
-    /// Per-series and per-request limits.
+    /// Estimated memory one request may take once decoded (labels, samples
+    /// and metadata as structs, plus their strings). Counted while walking
+    /// the decompressed bytes, before anything is built; over it is 413.
+    pub max_decode_memory_bytes: usize,
+    /// Requests decoded at once, each on a blocking thread (never on the
+    /// async threads); the others wait their turn. Default: the CPU count.
+    pub max_concurrent_decodes: usize,
+    /// Body bytes held at once by all requests being read or handled; a
+    /// request whose next chunk would go over it gets 503. Bytes count as
+    /// they arrive, so a client trickling its body holds only what it sent.
+    pub max_body_bytes_in_flight: usize,
+    /// How long a client may take to send a request's headers (from the
+    /// first byte, and on an idle keep-alive connection); then the
+    /// connection is closed. Applies to every path of the listener.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send the whole body once the headers
+    /// are in; then it gets 408 and the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Per-series and per-request limits, applied while decoding.
     pub limits: Limits,
     /// How long Kafka may take to acknowledge a payload before the sender
     /// gets 503 (it retries; the payload may then arrive twice, which
@@ -30,13 +50,15 @@ pub struct GatewayConfig {
     /// Retry-After sent with 503 when Kafka cannot take a payload.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
-    /// Requests handled at once; more get 503 with Retry-After.
+    /// Requests decoded or waiting for Kafka at once (taken once the body is
+    /// in); more get 503 with Retry-After.
     pub max_in_flight: usize,
     /// When set, the value of this request header becomes the ingress
     /// record key, so one sender's payloads stay in order on one partition
     /// (e.g. a header set in Prometheus' `remote_write.headers`).
     pub key_header: Option<String>,
-    /// Accepted credentials; empty means no authentication.
+    /// Accepted credentials; empty means no authentication. When set, every
+    /// path of the listener needs them except `/-/healthy`.
     pub auth: Vec<Credential>,
     /// When set, `streamroute gateway` serves HTTPS with this certificate
     /// and key; `run` uses `run.tls`.
@@ -67,6 +89,11 @@ impl Default for GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9201)),
             max_body_bytes: 16 << 20,
             max_decoded_bytes: 32 << 20,
+            max_decode_memory_bytes: 256 << 20,
+            max_concurrent_decodes: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_body_bytes_in_flight: 256 << 20,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(20),
             limits: Limits::default(),
             produce_timeout: Duration::from_secs(10),
             retry_after: Duration::from_secs(5),
@@ -87,28 +114,129 @@ impl GatewayConfig {
                 out.push((key.to_string(), reason.to_string()));
             }
         };
-        check(self.max_body_bytes > 0, "max_body_bytes", "must be greater than zero");
+        check(
+            self.max_body_bytes > 0,
+            "max_body_bytes",
+            "must be greater than zero",
+        );
         check(
             self.max_decoded_bytes >= self.max_body_bytes,
             "max_decoded_bytes",
             "must be at least max_body_bytes (a decoded payload is never smaller than its body)",
         );
-        check(!self.produce_timeout.is_zero(), "produce_timeout", "must be greater than zero");
-        check(self.max_in_flight > 0, "max_in_flight", "must be greater than zero");
+        check(
+            !self.produce_timeout.is_zero(),
+            "produce_timeout",
+            "must be greater than zero",
+        );
+        check(
+            self.max_decode_memory_bytes > 0,
+            "max_decode_memory_bytes",
+            "must be greater than zero",
+        );
+        check(
+            self.max_concurrent_decodes > 0,
+            "max_concurrent_decodes",
+            "must be greater than zero",
+        );
+        check(
+            self.max_body_bytes_in_flight >= self.max_body_bytes,
+            "max_body_bytes_in_flight",
+            "must be at least max_body_bytes (one full body must fit)",
+        );
+        check(
+            !self.header_read_timeout.is_zero(),
+            "header_read_timeout",
+            "must be greater than zero",
+        );
+        check(
+            !self.body_read_timeout.is_zero(),
+            "body_read_timeout",
+            "must be greater than zero",
+        );
+        let limits = [
+            ("max_labels_per_series", self.limits.max_labels_per_series),
+            ("max_label_name_len", self.limits.max_label_name_len),
+            ("max_label_value_len", self.limits.max_label_value_len),
+            ("max_series_per_request", self.limits.max_series_per_request),
+        ];
+        for (key, value) in limits {
+            check(
+                value > 0,
+                &format!("limits.{key}"),
+                "must be greater than zero",
+            );
+        }
+        check(
+            self.max_in_flight > 0,
+            "max_in_flight",
+            "must be greater than zero",
+        );
         if let Some(h) = &self.key_header {
-            check(hyper::header::HeaderName::from_bytes(h.as_bytes()).is_ok(), "key_header", "is not a valid HTTP header name");
+            check(
+                hyper::header::HeaderName::from_bytes(h.as_bytes()).is_ok(),
+                "key_header",
+                "is not a valid HTTP header name",
+            );
         }
         for (i, credential) in self.auth.iter().enumerate() {
             match credential {
-                Credential::Bearer { token } => check(!token.is_empty(), &format!("auth[{i}].token"), "must not be empty"),
-                Credential::Basic { username, .. } => {
-                    check(!username.is_empty() && !username.contains(':'), &format!("auth[{i}].username"), "must be non-empty and hold no ':'")
-                }
+                Credential::Bearer { token } => check(
+                    !token.is_empty(),
+                    &format!("auth[{i}].token"),
+                    "must not be empty",
+                ),
+                Credential::Basic { username, .. } => check(
+                    !username.is_empty() && !username.contains(':'),
+                    &format!("auth[{i}].username"),
+                    "must be non-empty and hold no ':'",
+                ),
             }
         }
         if let Some(tls) = &self.tls {
-            out.extend(tls.problems().into_iter().map(|(key, reason)| (format!("tls.{key}"), reason)));
+            out.extend(
+                tls.problems()
+                    .into_iter()
+                    .map(|(key, reason)| (format!("tls.{key}"), reason)),
+            );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_limits_are_refused_naming_the_key() {
+        let mut config = GatewayConfig::default();
+        assert_eq!(config.problems(), vec![]);
+        config.limits.max_labels_per_series = 0;
+        config.limits.max_series_per_request = 0;
+        config.body_read_timeout = Duration::ZERO;
+        config.max_concurrent_decodes = 0;
+        let keys: Vec<String> = config.problems().into_iter().map(|(key, _)| key).collect();
+        assert_eq!(
+            keys,
+            [
+                "max_concurrent_decodes",
+                "body_read_timeout",
+                "limits.max_labels_per_series",
+                "limits.max_series_per_request"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_body_budget_must_hold_one_body() {
+        let config = GatewayConfig {
+            max_body_bytes_in_flight: 1024,
+            max_body_bytes: 2048,
+            max_decoded_bytes: 4096,
+            ..GatewayConfig::default()
+        };
+        assert_eq!(config.problems().len(), 1);
+        assert_eq!(config.problems()[0].0, "max_body_bytes_in_flight");
     }
 }

@@ -2,39 +2,54 @@
 //! answer. Each outcome is counted and logged in one place ([`Outcome`]).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{
+    HeaderMap, HeaderValue, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use tracing::{debug, warn};
 
+use super::body::{self, BodyError};
 use super::metrics as m;
-use super::{Credential, Gateway};
+use super::{auth, Gateway};
 use crate::http::{text, Body, Handler, ResponseFuture};
 use crate::kafka::producer::SendError;
 use crate::kafka::record::IngressMeta;
-use crate::remote_write::{decode_request, validate_v1, Encoding, Protocol, Stats};
+use crate::remote_write::{decode_bounded, Encoding, Protocol, Stats};
 
 /// The paths other receivers use for remote write; all mean the same here.
 pub const WRITE_PATHS: &[&str] = &["/api/v1/write", "/api/v1/push", "/receive"];
+
+/// The tenant header (Cortex, Mimir, VictoriaMetrics).
+const TENANT_HEADER: &str = "x-scope-orgid";
 
 /// How a request ended.
 enum Outcome {
     /// Stored in Kafka.
     Stored { stats: Stats, protocol: Protocol },
     /// The sender must change something; `reason` is a metrics label.
-    Rejected { status: StatusCode, reason: &'static str, message: String },
+    Rejected {
+        status: StatusCode,
+        reason: &'static str,
+        message: String,
+    },
     /// Try again later.
-    Unavailable { reason: &'static str, message: String },
+    Unavailable {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 impl Outcome {
     fn rejected(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Outcome {
-        Outcome::Rejected { status, reason, message: message.into() }
+        Outcome::Rejected {
+            status,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -45,61 +60,142 @@ impl Handler for Gateway {
             self.respond(outcome)
         })
     }
+
+    fn guard(&self, request: &Request<Incoming>) -> Option<Response<Body>> {
+        let denied = auth::check(&self.config.auth, request.headers()).err()?;
+        Some(self.respond(Outcome::rejected(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            denied.message(),
+        )))
+    }
+
+    fn header_read_timeout(&self) -> Duration {
+        self.config.header_read_timeout
+    }
 }
 
 impl Gateway {
-    async fn process(&self, request: Request<Incoming>) -> Outcome {
+    /// Order matters: everything decided by the headers comes first; the
+    /// body is read under the byte budget and its timeout, holding no
+    /// in-flight slot; only then are the slot and a decode turn taken.
+    async fn process(self: &Arc<Self>, request: Request<Incoming>) -> Outcome {
         if !WRITE_PATHS.contains(&request.uri().path()) {
-            return Outcome::rejected(StatusCode::NOT_FOUND, "not_found", format!("no endpoint at {}", request.uri().path()));
+            return Outcome::rejected(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no endpoint at {}", request.uri().path()),
+            );
         }
         if request.method() != Method::POST {
-            return Outcome::rejected(StatusCode::METHOD_NOT_ALLOWED, "method", "remote write needs POST");
+            return Outcome::rejected(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method",
+                "remote write needs POST",
+            );
         }
-        if let Err(outcome) = self.authorize(request.headers()) {
-            return outcome;
+        if let Err(denied) = auth::check(&self.config.auth, request.headers()) {
+            return Outcome::rejected(StatusCode::UNAUTHORIZED, "unauthorized", denied.message());
         }
-        let Ok(_permit) = self.in_flight.try_acquire() else {
-            return Outcome::Unavailable { reason: "busy", message: "too many requests in flight".into() };
-        };
-        let _gauge = InFlight::enter();
 
         let headers = request.headers().clone();
         let encoding = match header_str(&headers, CONTENT_ENCODING.as_str()) {
             Ok(None) => Encoding::Snappy, // the remote-write default
             Ok(Some(value)) => match value.parse::<Encoding>() {
                 Ok(e) => e,
-                Err(e) => return Outcome::rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content_encoding", e.to_string()),
+                Err(e) => {
+                    return Outcome::rejected(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "content_encoding",
+                        e.to_string(),
+                    )
+                }
             },
             Err(o) => return o,
         };
-        let protocol = match header_str(&headers, CONTENT_TYPE.as_str()).map(Protocol::from_content_type) {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => return Outcome::rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content_type", e.to_string()),
+        let protocol =
+            match header_str(&headers, CONTENT_TYPE.as_str()).map(Protocol::from_content_type) {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    return Outcome::rejected(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "content_type",
+                        e.to_string(),
+                    )
+                }
+                Err(o) => return o,
+            };
+        let tenant = match tenant(&headers) {
+            Ok(t) => t,
             Err(o) => return o,
         };
-        let body = match self.read_body(request).await {
-            Ok(body) => body,
-            Err(outcome) => return outcome,
-        };
-        ::metrics::counter!(m::RECEIVED_BYTES, "stage" => "compressed").increment(body.len() as u64);
-
-        let decoded = match decode_request(&body, encoding, protocol, self.config.max_decoded_bytes) {
-            Ok(d) => d,
-            Err(e) => {
-                let status = match e.reason() {
-                    "decoded_too_large" | "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-                    _ => StatusCode::BAD_REQUEST,
-                };
-                return Outcome::rejected(status, e.reason(), e.to_string());
+        if let Some(length) = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        {
+            if length > self.config.max_body_bytes {
+                return self.too_large(length.to_string());
+            }
+        }
+        let limit = self.config.body_read_timeout;
+        let read = body::read(
+            request.into_body(),
+            self.config.max_body_bytes,
+            &self.body_bytes,
+            self.config.max_body_bytes_in_flight,
+        );
+        let (body, _held) = match tokio::time::timeout(limit, read).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(BodyError::TooLarge)) => return self.too_large("more than the limit".into()),
+            Ok(Err(BodyError::Busy)) => {
+                return Outcome::Unavailable {
+                    reason: "busy_bytes",
+                    message: "too many body bytes in flight".into(),
+                }
+            }
+            Ok(Err(BodyError::Empty)) => {
+                return Outcome::rejected(
+                    StatusCode::BAD_REQUEST,
+                    "empty_body",
+                    "the request body is empty",
+                )
+            }
+            Ok(Err(BodyError::Read(e))) => {
+                return Outcome::rejected(
+                    StatusCode::BAD_REQUEST,
+                    "body_read",
+                    format!("cannot read the body: {e}"),
+                )
+            }
+            Err(_) => {
+                let message = format!(
+                    "the body did not arrive within {} (gateway.body_read_timeout)",
+                    humantime::format_duration(limit)
+                );
+                return Outcome::rejected(StatusCode::REQUEST_TIMEOUT, "body_timeout", message);
             }
         };
-        ::metrics::counter!(m::RECEIVED_BYTES, "stage" => "decoded").increment(decoded.raw.len() as u64);
-        let stats = match validate_v1(&decoded.request, &self.config.limits) {
+        ::metrics::counter!(m::RECEIVED_BYTES, "stage" => "compressed")
+            .increment(body.len() as u64);
+
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            return Outcome::Unavailable {
+                reason: "busy",
+                message: "too many requests in flight".into(),
+            };
+        };
+        let _gauge = InFlight::enter();
+
+        let stats = match self.decode(body.clone(), encoding, protocol).await {
             Ok(stats) => stats,
-            Err(e) => return Outcome::rejected(StatusCode::BAD_REQUEST, e.reason(), e.to_string()),
+            Err(outcome) => return outcome,
         };
         if stats.series == 0 && stats.metadata == 0 {
-            return Outcome::rejected(StatusCode::BAD_REQUEST, "empty", "the request holds no series and no metadata");
+            return Outcome::rejected(
+                StatusCode::BAD_REQUEST,
+                "empty",
+                "the request holds no series and no metadata",
+            );
         }
 
         // The body is stored as received: zstd over batches of snappy bodies
@@ -108,71 +204,94 @@ impl Gateway {
         let meta = IngressMeta {
             encoding: Some(encoding),
             protocol,
-            tenant: header_str(&headers, "x-scope-orgid").ok().flatten().map(str::to_string),
+            tenant,
             received_at_ms: Some(unix_ms()),
         };
-        let key = self.config.key_header.as_deref().and_then(|h| headers.get(h)).map(HeaderValue::as_bytes);
+        let key = self
+            .config
+            .key_header
+            .as_deref()
+            .and_then(|h| headers.get(h))
+            .map(HeaderValue::as_bytes);
         let started = Instant::now();
-        let sent = self.producer.send(&self.topic, key, &body, meta.to_headers()).await;
+        let sent = self
+            .producer
+            .send(&self.topic, key, &body, meta.to_headers())
+            .await;
         ::metrics::histogram!(m::PRODUCE_DURATION).record(started.elapsed().as_secs_f64());
         match sent {
             Ok(()) => Outcome::Stored { stats, protocol },
             Err(SendError::Refused(message)) => {
                 Outcome::rejected(StatusCode::PAYLOAD_TOO_LARGE, "kafka_refused", message)
             }
-            Err(SendError::Retryable(message)) => Outcome::Unavailable { reason: "kafka_unavailable", message },
+            Err(SendError::Retryable(message)) => Outcome::Unavailable {
+                reason: "kafka_unavailable",
+                message,
+            },
         }
     }
 
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Outcome> {
-        if self.config.auth.is_empty() {
-            return Ok(());
-        }
-        let unauthorized = |message: &str| Outcome::rejected(StatusCode::UNAUTHORIZED, "unauthorized", message);
-        let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-            return Err(unauthorized("missing Authorization header"));
+    /// Decompresses, bounds, decodes and validates on a blocking thread,
+    /// at most `max_concurrent_decodes` at once (fair queue).
+    async fn decode(
+        self: &Arc<Self>,
+        body: Bytes,
+        encoding: Encoding,
+        protocol: Protocol,
+    ) -> Result<Stats, Outcome> {
+        let Ok(_turn) = self.decodes.clone().acquire_owned().await else {
+            return Err(Outcome::Unavailable {
+                reason: "busy",
+                message: "the gateway is shutting down".into(),
+            });
         };
-        let accepted = if let Some(token) = value.strip_prefix("Bearer ") {
-            self.config.auth.iter().any(|c| matches!(c, Credential::Bearer { token: t } if t == token.trim()))
-        } else if let Some(encoded) = value.strip_prefix("Basic ") {
-            let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).unwrap_or_default();
-            let pair = String::from_utf8_lossy(&decoded);
-            pair.split_once(':').is_some_and(|(user, pass)| {
-                self.config.auth.iter().any(
-                    |c| matches!(c, Credential::Basic { username, password } if username == user && password == pass),
-                )
-            })
-        } else {
-            false
-        };
-        if accepted {
-            Ok(())
-        } else {
-            Err(unauthorized("invalid credentials"))
+        let this = self.clone();
+        let decoded = tokio::task::spawn_blocking(move || {
+            let c = &this.config;
+            decode_bounded(
+                &body,
+                encoding,
+                protocol,
+                c.max_decoded_bytes,
+                &c.limits,
+                c.max_decode_memory_bytes,
+            )
+            .map(|(decoded, stats)| (decoded.raw.len(), stats))
+        })
+        .await;
+        match decoded {
+            Ok(Ok((decoded_len, stats))) => {
+                ::metrics::counter!(m::RECEIVED_BYTES, "stage" => "decoded")
+                    .increment(decoded_len as u64);
+                Ok(stats)
+            }
+            Ok(Err(e)) => {
+                let status = match e.reason() {
+                    "decoded_too_large" | "body_too_large" | "decode_memory" => {
+                        StatusCode::PAYLOAD_TOO_LARGE
+                    }
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                Err(Outcome::rejected(status, e.reason(), e.to_string()))
+            }
+            Err(e) => {
+                warn!(error = %e, "decode task failed");
+                Err(Outcome::rejected(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "decode_failed",
+                    "the body could not be decoded",
+                ))
+            }
         }
     }
 
-    async fn read_body(&self, request: Request<Incoming>) -> Result<Bytes, Outcome> {
+    fn too_large(&self, size: String) -> Outcome {
         let max = self.config.max_body_bytes;
-        let too_large = |size: String| {
-            Outcome::rejected(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("body of {size} bytes exceeds the limit of {max} bytes"))
-        };
-        if let Some(length) = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
-            if length > max {
-                return Err(too_large(length.to_string()));
-            }
-        }
-        match Limited::new(request.into_body(), max).collect().await {
-            Ok(collected) => {
-                let body = collected.to_bytes();
-                if body.is_empty() {
-                    return Err(Outcome::rejected(StatusCode::BAD_REQUEST, "empty_body", "the request body is empty"));
-                }
-                Ok(body)
-            }
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large("more than the limit".into())),
-            Err(e) => Err(Outcome::rejected(StatusCode::BAD_REQUEST, "body_read", format!("cannot read the body: {e}"))),
-        }
+        Outcome::rejected(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("body of {size} bytes exceeds the limit of {max} bytes"),
+        )
     }
 
     fn respond(&self, outcome: Outcome) -> Response<Body> {
@@ -183,34 +302,67 @@ impl Gateway {
                 ::metrics::counter!(m::HISTOGRAMS).increment(stats.histograms as u64);
                 ::metrics::counter!(m::EXEMPLARS).increment(stats.exemplars as u64);
                 ::metrics::counter!(m::METADATA).increment(stats.metadata as u64);
-                debug!(series = stats.series, samples = stats.samples, "payload stored");
+                debug!(
+                    series = stats.series,
+                    samples = stats.samples,
+                    "payload stored"
+                );
                 let mut response = text(StatusCode::NO_CONTENT, Bytes::new());
                 if protocol == Protocol::V2 {
                     let h = response.headers_mut();
-                    h.insert("x-prometheus-remote-write-samples-written", HeaderValue::from(stats.samples));
-                    h.insert("x-prometheus-remote-write-histograms-written", HeaderValue::from(stats.histograms));
-                    h.insert("x-prometheus-remote-write-exemplars-written", HeaderValue::from(stats.exemplars));
+                    h.insert(
+                        "x-prometheus-remote-write-samples-written",
+                        HeaderValue::from(stats.samples),
+                    );
+                    h.insert(
+                        "x-prometheus-remote-write-histograms-written",
+                        HeaderValue::from(stats.histograms),
+                    );
+                    h.insert(
+                        "x-prometheus-remote-write-exemplars-written",
+                        HeaderValue::from(stats.exemplars),
+                    );
                 }
                 response
             }
-            Outcome::Rejected { status, reason, message } => {
+            Outcome::Rejected {
+                status,
+                reason,
+                message,
+            } => {
                 ::metrics::counter!(m::REJECTED, "reason" => reason).increment(1);
                 debug!(%status, reason, %message, "request rejected");
                 let mut response = text(status, format!("{message}\n"));
                 if status == StatusCode::UNAUTHORIZED {
-                    response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Basic realm=\"streamroute\""));
+                    response.headers_mut().insert(
+                        "www-authenticate",
+                        HeaderValue::from_static("Basic realm=\"streamroute\""),
+                    );
+                }
+                if status == StatusCode::REQUEST_TIMEOUT {
+                    // The rest of the body may still come: do not read it as a request.
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
                 response
             }
             Outcome::Unavailable { reason, message } => {
                 ::metrics::counter!(m::REJECTED, "reason" => reason).increment(1);
                 warn!(reason, %message, "request not stored; sender will retry");
-                let mut response = text(StatusCode::SERVICE_UNAVAILABLE, format!("{message}; retry later\n"));
-                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(self.config.retry_after.as_secs().max(1)));
+                let mut response = text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{message}; retry later\n"),
+                );
+                response.headers_mut().insert(
+                    RETRY_AFTER,
+                    HeaderValue::from(self.config.retry_after.as_secs().max(1)),
+                );
                 response
             }
         };
-        ::metrics::counter!(m::REQUESTS, "code" => response.status().as_u16().to_string()).increment(1);
+        ::metrics::counter!(m::REQUESTS, "code" => response.status().as_u16().to_string())
+            .increment(1);
         response
     }
 }
@@ -234,13 +386,42 @@ impl Drop for InFlight {
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Outcome> {
     match headers.get(name) {
         None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(|s| Some(s.trim()))
-            .map_err(|_| Outcome::rejected(StatusCode::BAD_REQUEST, "bad_header", format!("header {name} is not ASCII"))),
+        Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| {
+            Outcome::rejected(
+                StatusCode::BAD_REQUEST,
+                "bad_header",
+                format!("header {name} is not ASCII"),
+            )
+        }),
     }
 }
 
+/// The `X-Scope-OrgID` header: printable ASCII (space to `~`) or refused,
+/// so a payload never loses its tenant silently.
+fn tenant(headers: &HeaderMap) -> Result<Option<String>, Outcome> {
+    let Some(value) = headers.get(TENANT_HEADER) else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        Outcome::rejected(
+            StatusCode::BAD_REQUEST,
+            "bad_tenant",
+            format!("header X-Scope-OrgID {why}"),
+        )
+    };
+    let value = value.as_bytes().trim_ascii();
+    if value.is_empty() {
+        return Err(bad("is empty"));
+    }
+    if !value.iter().all(|b| (b' '..=b'~').contains(b)) {
+        return Err(bad("must be printable ASCII"));
+    }
+    Ok(Some(String::from_utf8_lossy(value).into_owned()))
+}
+
 fn unix_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

@@ -4,11 +4,22 @@
 //! with acks=all. Invalid requests get a 4xx naming the problem (senders
 //! drop those); anything that may succeed later (Kafka away, queue full,
 //! too busy) gets 503 with Retry-After (senders retry those).
+//!
+//! Every resource a client controls is bounded: time (header and body read
+//! timeouts), buffered body bytes (one byte budget shared by all requests,
+//! counted as bytes arrive), in-flight requests (taken only once the body
+//! is in, so trickling clients cannot hold them), decode CPU (a fixed
+//! number of decodes at once, on blocking threads) and decode memory (the
+//! limits and a heap budget applied while walking the bytes, before prost
+//! builds anything; see `remote_write::bounds`).
 
+mod auth;
+mod body;
 pub mod config;
 mod handler;
 pub mod metrics;
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +47,10 @@ pub struct Gateway {
     topic: String,
     producer: DurableProducer,
     in_flight: Semaphore,
+    /// Decodes running now (`max_concurrent_decodes`); waiters queue fairly.
+    decodes: Arc<Semaphore>,
+    /// Body bytes held by requests being read or handled.
+    body_bytes: Arc<AtomicUsize>,
     readiness: Readiness,
     metadata_timeout: Duration,
 }
@@ -44,13 +59,20 @@ impl Gateway {
     /// Builds the gateway and registers its readiness.
     pub fn new(config: &Config, readiness: Readiness) -> Result<Gateway, GatewayError> {
         let gateway = &config.gateway;
-        let producer = DurableProducer::new(&config.kafka, "gateway", gateway.produce_timeout, gateway.max_decoded_bytes)?;
+        let producer = DurableProducer::new(
+            &config.kafka,
+            "gateway",
+            gateway.produce_timeout,
+            gateway.max_decoded_bytes,
+        )?;
         readiness.register("gateway");
         Ok(Gateway {
             config: gateway.clone(),
             topic: config.topics.ingress.clone(),
             producer,
             in_flight: Semaphore::new(gateway.max_in_flight),
+            decodes: Arc::new(Semaphore::new(gateway.max_concurrent_decodes)),
+            body_bytes: Arc::new(AtomicUsize::new(0)),
             readiness,
             metadata_timeout: config.kafka.request_timeout.min(Duration::from_secs(5)),
         })
@@ -62,9 +84,12 @@ impl Gateway {
         let mut was_ready = None;
         loop {
             let this = self.clone();
-            let probe = tokio::task::spawn_blocking(move || this.producer.topic_reachable(&this.topic, this.metadata_timeout))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
+            let probe = tokio::task::spawn_blocking(move || {
+                this.producer
+                    .topic_reachable(&this.topic, this.metadata_timeout)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
             let ready = probe.is_ok();
             if was_ready != Some(ready) {
                 match &probe {
@@ -73,7 +98,8 @@ impl Gateway {
                 }
                 was_ready = Some(ready);
             }
-            self.readiness.set("gateway", ready && !shutdown.is_cancelled());
+            self.readiness
+                .set("gateway", ready && !shutdown.is_cancelled());
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_secs(if ready { 10 } else { 1 })) => {}

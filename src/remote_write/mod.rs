@@ -17,6 +17,7 @@
 //!   [`validate_v1`] has, per series, at least one label and label names that
 //!   are legacy-valid and strictly ascending (sorted and unique).
 
+pub mod bounds;
 pub mod codec;
 pub mod fast;
 pub mod proto;
@@ -82,6 +83,13 @@ pub enum DecodeError {
         /// Size of the symbol table.
         symbols: usize,
     },
+    /// Decoding would build more than the heap budget allows (see
+    /// [`bounds`]); checked before prost allocates anything.
+    #[error("the decoded request would take more than {max} bytes of memory")]
+    DecodeMemory {
+        /// The budget.
+        max: usize,
+    },
     /// A 2.0 label reference list that is not name/value pairs.
     #[error("series {series}: odd number ({len}) of label references")]
     OddLabelRefs {
@@ -106,6 +114,7 @@ impl DecodeError {
             DecodeError::BadSymbolTable => "bad_symbol_table",
             DecodeError::BadSymbolRef { .. } => "bad_symbol_ref",
             DecodeError::OddLabelRefs { .. } => "odd_label_refs",
+            DecodeError::DecodeMemory { .. } => "decode_memory",
         }
     }
 }
@@ -330,6 +339,59 @@ pub fn decode_request(
         raw,
         protocol,
     })
+}
+
+/// Why [`decode_bounded`] refused a body.
+#[derive(Debug, Error)]
+pub enum RequestError {
+    /// The body cannot be decoded, or is too large to.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The request breaks the spec or the [`Limits`].
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+}
+
+impl RequestError {
+    /// Short snake_case cause for metrics labels (bounded set).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RequestError::Decode(e) => e.reason(),
+            RequestError::Invalid(e) => e.reason(),
+        }
+    }
+}
+
+impl From<bounds::Refusal> for RequestError {
+    fn from(r: bounds::Refusal) -> Self {
+        match r {
+            bounds::Refusal::Decode(e) => RequestError::Decode(e),
+            bounds::Refusal::Invalid(e) => RequestError::Invalid(e),
+        }
+    }
+}
+
+/// [`decode_request`] then [`validate_v1`], for untrusted bodies: between
+/// decompressing and decoding, [`bounds::check`] applies the series and
+/// label limits and the heap budget `max_heap` while walking the bytes, so
+/// prost never builds a request that breaks them. CPU-bound: call it off
+/// the async threads.
+pub fn decode_bounded(
+    body: &[u8],
+    encoding: Encoding,
+    protocol: Protocol,
+    max_decoded: usize,
+    limits: &Limits,
+    max_heap: usize,
+) -> Result<(Decoded, Stats), RequestError> {
+    let raw = decompress(body, encoding, max_decoded)?;
+    bounds::check(&raw, protocol, limits, max_heap)?;
+    let request = match protocol {
+        Protocol::V1 => WriteRequest::decode(raw.as_slice()).map_err(DecodeError::BadProtobuf)?,
+        Protocol::V2 => proto::v2::Request::decode(raw.as_slice()).map_err(DecodeError::BadProtobuf)?.into_v1()?,
+    };
+    let stats = validate_v1(&request, limits)?;
+    Ok((Decoded { request, raw, protocol }, stats))
 }
 
 /// Renders labels like `{__name__="up", job="api"}` for messages, escaping

@@ -169,6 +169,7 @@ fn reasons_are_short_snake_case() {
             symbols: 0,
         },
         DecodeError::OddLabelRefs { series: 0, len: 1 },
+        DecodeError::DecodeMemory { max: 1 },
     ];
     let validation = [
         ValidationError::TooManySeries { count: 2, max: 1 },
