@@ -185,8 +185,9 @@ async fn credentials_are_required_when_configured() {
         "auth.toml",
         "[[gateway.auth]]\ntype = \"bearer\"\ntoken = \"s3cret\"\n[[gateway.auth]]\ntype = \"basic\"\nusername = \"prom\"\npassword = \"pw\"\n",
     );
-    let gateway =
-        start_gateway(&topic, &[("STREAMROUTE_CONFIG_FILE", config.to_str().expect("utf-8").to_string())]).await;
+    // `/-/ready` needs the credentials too, which `Process` does not send.
+    let text = std::fs::read_to_string(&config).expect("config");
+    let gateway = crate::gateway_hostile::Gateway::start(&topic, &text, Some("Bearer s3cret")).await;
     let url = format!("http://{}/api/v1/write", gateway.addr);
     let body = snappy(&request(1, "auth"));
     let none = http_post(&url, &SNAPPY, body.clone()).await.expect("post");

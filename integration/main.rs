@@ -9,6 +9,7 @@ mod egress;
 mod gateway;
 mod gateway_outage;
 mod gateway_prometheus;
+mod gateway_hostile;
 mod gateway_tls;
 mod kafka_roundtrip;
 mod relabel_cli;

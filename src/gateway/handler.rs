@@ -18,10 +18,14 @@ use super::{auth, Gateway};
 use crate::http::{text, Body, Handler, ResponseFuture};
 use crate::kafka::producer::SendError;
 use crate::kafka::record::IngressMeta;
-use crate::remote_write::{decode_bounded, Encoding, Protocol, Stats};
+use crate::remote_write::{claimed_size, decode_bounded, Encoding, Protocol, Stats};
 
 /// The paths other receivers use for remote write; all mean the same here.
 pub const WRITE_PATHS: &[&str] = &["/api/v1/write", "/api/v1/push", "/receive"];
+
+/// Bodies claiming at most this many decoded bytes are decoded in their own
+/// queue (see `Gateway::decode`).
+const SMALL_DECODE: usize = 1 << 20;
 
 /// The tenant header (Cortex, Mimir, VictoriaMetrics).
 const TENANT_HEADER: &str = "x-scope-orgid";
@@ -231,15 +235,31 @@ impl Gateway {
         }
     }
 
-    /// Decompresses, bounds, decodes and validates on a blocking thread,
-    /// at most `max_concurrent_decodes` at once (fair queue).
+    /// Decompresses, bounds, decodes and validates on a blocking thread.
+    ///
+    /// Decode cost follows the decoded size, which the body's header claims
+    /// before anything is decompressed. Bodies claiming at most
+    /// [`SMALL_DECODE`] bytes (every ordinary Prometheus payload) queue
+    /// apart from larger ones, and are held to that claim, so a stream of
+    /// expensive bodies never stands in front of a cheap one. Each queue
+    /// runs at most `max_concurrent_decodes` at once, first come first
+    /// served.
     async fn decode(
         self: &Arc<Self>,
         body: Bytes,
         encoding: Encoding,
         protocol: Protocol,
     ) -> Result<Stats, Outcome> {
-        let Ok(_turn) = self.decodes.clone().acquire_owned().await else {
+        let claimed = claimed_size(&body, encoding).unwrap_or(u64::MAX);
+        let (queue, max_decoded) = if claimed <= SMALL_DECODE as u64 {
+            (
+                &self.small_decodes,
+                self.config.max_decoded_bytes.min(SMALL_DECODE),
+            )
+        } else {
+            (&self.decodes, self.config.max_decoded_bytes)
+        };
+        let Ok(_turn) = queue.clone().acquire_owned().await else {
             return Err(Outcome::Unavailable {
                 reason: "busy",
                 message: "the gateway is shutting down".into(),
@@ -252,7 +272,7 @@ impl Gateway {
                 &body,
                 encoding,
                 protocol,
-                c.max_decoded_bytes,
+                max_decoded,
                 &c.limits,
                 c.max_decode_memory_bytes,
             )

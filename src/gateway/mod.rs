@@ -9,7 +9,8 @@
 //! timeouts), buffered body bytes (one byte budget shared by all requests,
 //! counted as bytes arrive), in-flight requests (taken only once the body
 //! is in, so trickling clients cannot hold them), decode CPU (a fixed
-//! number of decodes at once, on blocking threads) and decode memory (the
+//! number of decodes at once, on blocking threads, small bodies queued
+//! apart from large ones) and decode memory (the
 //! limits and a heap budget applied while walking the bytes, before prost
 //! builds anything; see `remote_write::bounds`).
 
@@ -47,8 +48,11 @@ pub struct Gateway {
     topic: String,
     producer: DurableProducer,
     in_flight: Semaphore,
-    /// Decodes running now (`max_concurrent_decodes`); waiters queue fairly.
+    /// Decodes of bodies claiming more than 1 MiB decoded running now
+    /// (`max_concurrent_decodes`); waiters queue first come first served.
     decodes: Arc<Semaphore>,
+    /// The same for bodies claiming at most 1 MiB.
+    small_decodes: Arc<Semaphore>,
     /// Body bytes held by requests being read or handled.
     body_bytes: Arc<AtomicUsize>,
     readiness: Readiness,
@@ -72,6 +76,7 @@ impl Gateway {
             producer,
             in_flight: Semaphore::new(gateway.max_in_flight),
             decodes: Arc::new(Semaphore::new(gateway.max_concurrent_decodes)),
+            small_decodes: Arc::new(Semaphore::new(gateway.max_concurrent_decodes)),
             body_bytes: Arc::new(AtomicUsize::new(0)),
             readiness,
             metadata_timeout: config.kafka.request_timeout.min(Duration::from_secs(5)),

@@ -93,6 +93,18 @@ pub fn decompress(body: &[u8], enc: Encoding, max_decoded: usize) -> Result<Vec<
     }
 }
 
+/// The decoded size `body` claims, read from its header without
+/// decompressing: snappy's length preamble, a zstd frame's declared content
+/// size (None when the frame does not declare it), or the body's own length.
+/// A lie is caught by [`decompress`] given this size as its limit.
+pub fn claimed_size(body: &[u8], enc: Encoding) -> Option<u64> {
+    match enc {
+        Encoding::Identity => Some(body.len() as u64),
+        Encoding::Snappy => snap::raw::decompress_len(body).ok().map(|n| n as u64),
+        Encoding::Zstd => zstd::zstd_safe::get_frame_content_size(body).ok().flatten(),
+    }
+}
+
 fn decompress_snappy(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, DecodeError> {
     // The header holds the decoded length; check it before `decompress_vec`
     // allocates that many bytes.

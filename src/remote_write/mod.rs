@@ -26,7 +26,7 @@ pub mod validate;
 use prost::Message;
 use thiserror::Error;
 
-pub use codec::{compress, decompress, sniff, Encoding};
+pub use codec::{claimed_size, compress, decompress, sniff, Encoding};
 pub use proto::v1::{Label, TimeSeries, WriteRequest};
 pub use validate::{is_valid_label_name, validate_v1, Limits, Stats};
 
