@@ -114,7 +114,10 @@ impl fmt::Display for Role {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), format: LogFormat::Text }
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -160,7 +163,10 @@ pub enum ConfigError {
 }
 
 fn render(problems: &[Problem]) -> String {
-    problems.iter().map(|p| format!("\n  {}: {}", p.key, p.reason)).collect()
+    problems
+        .iter()
+        .map(|p| format!("\n  {}: {}", p.key, p.reason))
+        .collect()
 }
 
 impl Config {
@@ -170,13 +176,22 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError::Load(format!("config file {} does not exist", path.display())));
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
             }
             figment = figment.merge(Toml::file_exact(path));
         }
         // STREAMROUTE_CONFIG_FILE names the file (see cli.rs); it is not a key.
-        figment = figment.merge(Env::prefixed("STREAMROUTE_").ignore(&["config_file"]).split("__"));
-        let config: Config = figment.extract().map_err(|e| ConfigError::Load(describe_figment(e)))?;
+        figment = figment.merge(
+            Env::prefixed("STREAMROUTE_")
+                .ignore(&["config_file"])
+                .split("__"),
+        );
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(describe_figment(e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -185,26 +200,46 @@ impl Config {
     /// returns all problems together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        let mut problem = |key: &str, reason: String| problems.push(Problem { key: key.into(), reason });
+        let mut problem = |key: &str, reason: String| {
+            problems.push(Problem {
+                key: key.into(),
+                reason,
+            })
+        };
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problem("log.level", format!("not a valid log filter: {e}"));
         }
         for (key, reason) in self.kafka.problems() {
             problem(&key, reason);
         }
-        for (key, value) in [("topics.ingress", &self.topics.ingress), ("topics.dead_letter", &self.topics.dead_letter)] {
+        for (key, value) in [
+            ("topics.ingress", &self.topics.ingress),
+            ("topics.dead_letter", &self.topics.dead_letter),
+        ] {
             if let Err(reason) = crate::topics::check_topic_name(value) {
                 problem(key, reason);
             }
         }
         if self.topics.ingress == self.topics.dead_letter {
-            problem("topics.dead_letter", "must differ from topics.ingress".into());
+            problem(
+                "topics.dead_letter",
+                "must differ from topics.ingress".into(),
+            );
         }
         if self.run.roles.is_empty() {
-            problem("run.roles", "lists no role; name at least one of gateway, router, egress".into());
+            problem(
+                "run.roles",
+                "lists no role; name at least one of gateway, router, egress".into(),
+            );
         }
         if self.run.shutdown_grace.is_zero() {
             problem("run.shutdown_grace", "must be greater than zero".into());
+        } else if self.run.shutdown_grace > Duration::from_secs(10 * 60) {
+            // Service managers kill long before; the roles would not drain anyway.
+            problem("run.shutdown_grace", "must be at most 10m".into());
+        }
+        if self.kafka.request_timeout > Duration::from_secs(10 * 60) {
+            problem("kafka.request_timeout", "must be at most 10m".into());
         }
         if let Some(tls) = &self.run.tls {
             for (key, reason) in tls.problems() {
@@ -217,14 +252,26 @@ impl Config {
         for (key, reason) in self.router.problems() {
             problem(&format!("router.{key}"), reason);
         }
-        if self.router.routes.iter().any(|r| r.topic == self.topics.ingress || r.topic == self.topics.dead_letter) {
-            problem("router.routes", "a route's topic must differ from topics.ingress and topics.dead_letter".into());
+        if self
+            .router
+            .routes
+            .iter()
+            .any(|r| r.topic == self.topics.ingress || r.topic == self.topics.dead_letter)
+        {
+            problem(
+                "router.routes",
+                "a route's topic must differ from topics.ingress and topics.dead_letter".into(),
+            );
         }
         for (key, reason) in self.egress.problems() {
             problem(&format!("egress.{key}"), reason);
         }
-        if self.egress.topic == self.topics.ingress || self.egress.topic == self.topics.dead_letter {
-            problem("egress.topic", "must differ from topics.ingress and topics.dead_letter".into());
+        if self.egress.topic == self.topics.ingress || self.egress.topic == self.topics.dead_letter
+        {
+            problem(
+                "egress.topic",
+                "must differ from topics.ingress and topics.dead_letter".into(),
+            );
         }
         let listens = [
             ("gateway.listen", self.gateway.listen),
@@ -232,7 +279,10 @@ impl Config {
             ("egress.listen", self.egress.listen),
         ];
         for (i, (key, addr)) in listens.iter().enumerate() {
-            if let Some((other, _)) = listens[..i].iter().find(|(_, a)| a == addr && addr.port() != 0) {
+            if let Some((other, _)) = listens[..i]
+                .iter()
+                .find(|(_, a)| a == addr && addr.port() != 0)
+            {
                 problem(key, format!("{addr} is already used by {other}"));
             }
         }
@@ -250,11 +300,19 @@ fn describe_figment(error: figment::Error) -> String {
         .into_iter()
         .map(|e| {
             let key = e.path.join(".");
-            let source = e.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_default();
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| m.name.to_string())
+                .unwrap_or_default();
             let what = match &e.kind {
                 figment::error::Kind::UnknownField(field, _) => {
                     // The path already ends with the unknown field.
-                    let full = if key.is_empty() { field.as_str() } else { key.as_str() };
+                    let full = if key.is_empty() {
+                        field.as_str()
+                    } else {
+                        key.as_str()
+                    };
                     return format!("{full}: unknown key ({source})");
                 }
                 kind => kind.to_string(),
@@ -275,7 +333,9 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        Config::default().validate().expect("defaults must validate");
+        Config::default()
+            .validate()
+            .expect("defaults must validate");
     }
 
     #[test]
@@ -284,7 +344,9 @@ mod tests {
         config.topics.dead_letter = config.topics.ingress.clone();
         config.run.roles.clear();
         config.router.listen = config.gateway.listen;
-        let Err(ConfigError::Invalid(problems)) = config.validate() else { panic!("expected problems") };
+        let Err(ConfigError::Invalid(problems)) = config.validate() else {
+            panic!("expected problems")
+        };
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["topics.dead_letter", "run.roles", "router.listen"]);
     }

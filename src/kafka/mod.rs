@@ -67,26 +67,44 @@ impl KafkaConfig {
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         if self.bootstrap_servers.trim().is_empty() {
-            out.push(("kafka.bootstrap_servers".into(), "must name at least one broker".into()));
+            out.push((
+                "kafka.bootstrap_servers".into(),
+                "must name at least one broker".into(),
+            ));
         }
-        for server in self.bootstrap_servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let port_ok = server.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+        for server in self
+            .bootstrap_servers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let port_ok = server
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
             if !port_ok {
-                out.push(("kafka.bootstrap_servers".into(), format!("'{server}' is not host:port")));
+                out.push((
+                    "kafka.bootstrap_servers".into(),
+                    format!("'{server}' is not host:port"),
+                ));
             }
         }
         if self.client_id.trim().is_empty() {
             out.push(("kafka.client_id".into(), "must not be empty".into()));
         }
         if self.request_timeout.is_zero() {
-            out.push(("kafka.request_timeout".into(), "must be greater than zero".into()));
+            out.push((
+                "kafka.request_timeout".into(),
+                "must be greater than zero".into(),
+            ));
         }
-        for key in self.properties.keys() {
+        for (key, value) in &self.properties {
             if OWNED_PROPERTIES.contains(&key.as_str()) {
                 out.push((
                     format!("kafka.properties.{key}"),
                     "is set by streamroute itself and may not be overridden".into(),
                 ));
+            } else if let Err(reason) = check_property(key, value) {
+                out.push((format!("kafka.properties.{key}"), reason));
             }
         }
         out
@@ -106,15 +124,53 @@ impl KafkaConfig {
     }
 }
 
+/// Asks librdkafka whether it knows `key` and takes `value` for it, without
+/// creating a client, so that a typo fails at start-up with its key named
+/// instead of when a role first builds its client.
+fn check_property(key: &str, value: &str) -> Result<(), String> {
+    let mut config = ClientConfig::new();
+    config.set(key, value);
+    match config.create_native_config() {
+        Ok(_) => Ok(()),
+        Err(rdkafka::error::KafkaError::ClientConfig(_, message, _, _)) => Err(message),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn unknown_or_invalid_librdkafka_properties_are_refused_at_start_up() {
+        let mut config = KafkaConfig::default();
+        config.properties.insert("linger.msx".into(), "5".into());
+        config
+            .properties
+            .insert("compression.type".into(), "brotli".into());
+        config
+            .properties
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        let problems = config.problems();
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "kafka.properties.compression.type",
+                "kafka.properties.linger.msx"
+            ],
+            "{problems:?}"
+        );
+        assert!(problems[1].1.contains("linger.msx"), "{problems:?}");
+    }
+
+    #[test]
     fn owned_properties_are_refused_with_their_key() {
         let mut config = KafkaConfig::default();
         config.properties.insert("acks".into(), "1".into());
-        config.properties.insert("security.protocol".into(), "SSL".into());
+        config
+            .properties
+            .insert("security.protocol".into(), "SSL".into());
         let problems = config.problems();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].0, "kafka.properties.acks");
@@ -122,14 +178,21 @@ mod tests {
 
     #[test]
     fn bad_bootstrap_server_is_named() {
-        let config = KafkaConfig { bootstrap_servers: "localhost".into(), ..KafkaConfig::default() };
-        assert!(config.problems()[0].1.contains("'localhost' is not host:port"));
+        let config = KafkaConfig {
+            bootstrap_servers: "localhost".into(),
+            ..KafkaConfig::default()
+        };
+        assert!(config.problems()[0]
+            .1
+            .contains("'localhost' is not host:port"));
     }
 
     #[test]
     fn user_properties_reach_the_client_but_ours_win() {
         let mut config = KafkaConfig::default();
-        config.properties.insert("socket.keepalive.enable".into(), "true".into());
+        config
+            .properties
+            .insert("socket.keepalive.enable".into(), "true".into());
         let client = config.client_config("gateway");
         assert_eq!(client.get("socket.keepalive.enable"), Some("true"));
         assert_eq!(client.get("client.id"), Some("streamroute-gateway"));

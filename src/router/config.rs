@@ -128,32 +128,80 @@ impl RouterConfig {
             }
         };
         let positive = "must be greater than zero".to_string();
-        check(!self.group_id.is_empty(), "group_id".into(), "must not be empty".into());
-        check(!self.instance_id.is_empty(), "instance_id".into(), "must not be empty".into());
-        check(!self.commit_interval.is_zero(), "commit_interval".into(), positive.clone());
-        check(self.batch_max_samples > 0, "batch_max_samples".into(), positive.clone());
+        check(
+            !self.group_id.is_empty(),
+            "group_id".into(),
+            "must not be empty".into(),
+        );
+        check(
+            !self.instance_id.is_empty(),
+            "instance_id".into(),
+            "must not be empty".into(),
+        );
+        check(
+            !self.commit_interval.is_zero(),
+            "commit_interval".into(),
+            positive.clone(),
+        );
+        check(
+            self.batch_max_samples > 0,
+            "batch_max_samples".into(),
+            positive.clone(),
+        );
         check(self.batch_max_bytes > 0, "batch_max_bytes".into(), positive);
         check(
             self.transaction_timeout > self.commit_interval,
             "transaction_timeout".into(),
             "must be longer than commit_interval".into(),
         );
-        check(!self.routes.is_empty(), "routes".into(), "lists no route".into());
+        // Brokers refuse longer transactions (transaction.max.timeout.ms,
+        // 15 minutes by default) at init_transactions, long after start-up.
+        check(
+            self.transaction_timeout <= Duration::from_secs(15 * 60),
+            "transaction_timeout".into(),
+            "must be at most 15m (the brokers' default transaction.max.timeout.ms)".into(),
+        );
+        check(
+            self.batch_max_bytes <= 256 << 20,
+            "batch_max_bytes".into(),
+            "must be at most 256 MiB (one Kafka record)".into(),
+        );
+        check(
+            !self.routes.is_empty(),
+            "routes".into(),
+            "lists no route".into(),
+        );
         let mut names = BTreeSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             let key = |field: &str| format!("routes[{i}].{field}");
-            check(!route.name.is_empty(), key("name"), "must not be empty".into());
-            check(names.insert(route.name.clone()), key("name"), format!("{:?} is used by another route", route.name));
+            check(
+                !route.name.is_empty(),
+                key("name"),
+                "must not be empty".into(),
+            );
+            check(
+                names.insert(route.name.clone()),
+                key("name"),
+                format!("{:?} is used by another route", route.name),
+            );
             let topic = crate::topics::check_topic_name(&route.topic);
             check(topic.is_ok(), key("topic"), topic.err().unwrap_or_default());
-            check(route.task_count > 0, key("task_count"), "must be at least 1".into());
+            check(
+                route.task_count > 0,
+                key("task_count"),
+                "must be at least 1".into(),
+            );
             check(
                 crate::relabel::is_valid_label_name(&route.task_label_name),
                 key("task_label_name"),
                 format!("{:?} is not a valid label name", route.task_label_name),
             );
             let rules = route.rules();
-            check(rules.is_ok(), format!("routes[{i}] ({})", route.name), rules.err().unwrap_or_default());
+            check(
+                rules.is_ok(),
+                format!("routes[{i}] ({})", route.name),
+                rules.err().unwrap_or_default(),
+            );
         }
         out
     }

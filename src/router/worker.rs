@@ -8,30 +8,45 @@
 //! the group takes partitions away mid-transaction, the transaction is
 //! aborted and the consumer rewound to the first offset the transaction
 //! read, so those records are processed again in a new transaction.
+//!
+//! Outages of any length: every Kafka call runs in short steps
+//! (`KAFKA_STEP`) that librdkafka lets us resume, with the producer polled
+//! between them (a `BaseProducer` only serves the delivery reports that an
+//! abort waits for when polled). An abort that still cannot complete
+//! within the transaction timeout replaces the producer: the new one's
+//! `init_transactions` fences the old epoch and the coordinator aborts
+//! what it left open. The router is not ready from the first failed step
+//! until a transaction commits again with a broker reachable.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::ToBytes;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
-use rdkafka::message::ToBytes;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::config::RouterConfig;
 use super::metrics as m;
-use super::route::{append_series, entry_len, route_fast, route_request, Output, Route, RouteStats};
+use super::route::{
+    append_series, entry_len, route_fast, route_request, Output, Route, RouteStats,
+};
 use crate::config::Config;
 use crate::http::Readiness;
 use crate::kafka::record::{copy_headers, IngressMeta, HEADER_ROUTE};
 use crate::kafka::KafkaConfig;
-use crate::remote_write::{decode_request, decompress, fast, sniff, validate_v1, DecodeError, Encoding, Limits, Protocol, WriteRequest};
+use crate::remote_write::{
+    decode_request, decompress, fast, sniff, validate_v1, DecodeError, Encoding, Limits, Protocol,
+    WriteRequest,
+};
 
 /// Errors that stop the router.
 #[derive(Debug, thiserror::Error)]
@@ -47,24 +62,78 @@ pub enum RouterError {
     Thread(String),
 }
 
+/// How long one Kafka call may block before the worker looks up again
+/// (polls, checks shutdown, reports readiness). librdkafka resumes a
+/// transactional call that timed out when it is called again.
+const KAFKA_STEP: Duration = Duration::from_secs(1);
+
+/// A transactional call still unconfirmed after this long means Kafka is
+/// unwell: the router reports not ready until a transaction commits again.
+/// Longer than a healthy commit of a full transaction takes on a loaded
+/// broker, so that readiness does not flap under load.
+const UNCONFIRMED_NOT_READY: Duration = Duration::from_secs(3);
+
+/// What the worker and the consumer's callbacks share.
+#[derive(Default)]
+struct Progress {
+    /// Per ingress partition: the next offset our last committed
+    /// transaction stored, the only position that survives a crash.
+    committed: Mutex<HashMap<i32, i64>>,
+    /// Whether librdkafka's last statistics showed a broker connection up.
+    broker_up: AtomicBool,
+}
+
 /// Consumer callbacks: notes revocations (so the open transaction is
-/// aborted) and exports consumer lag from librdkafka's statistics.
+/// aborted) and exports consumer lag and broker reachability from
+/// librdkafka's statistics.
 struct RouterContext {
     revoked: Arc<AtomicBool>,
+    progress: Arc<Progress>,
     ingress: String,
 }
 
 impl ClientContext for RouterContext {
     fn stats(&self, statistics: Statistics) {
-        if let Some(topic) = statistics.topics.get(&self.ingress) {
-            for (partition, stats) in &topic.partitions {
-                // librdkafka's own consumer_lag counts from the consumer's
-                // committed offset, which our transactions never update, so
-                // use the last stable offset minus our read position.
-                if *partition >= 0 && stats.desired && stats.ls_offset >= 0 && stats.app_offset >= 0 {
-                    let lag = (stats.ls_offset - stats.app_offset).max(0);
-                    metrics::gauge!(m::CONSUMER_LAG, "partition" => partition.to_string()).set(lag as f64);
-                }
+        // Bootstrap and internal brokers have node id -1; a learned broker
+        // in state UP means the cluster answers.
+        let up = statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP");
+        if self.progress.broker_up.swap(up, Ordering::AcqRel) != up {
+            let states: Vec<String> = statistics
+                .brokers
+                .values()
+                .map(|b| format!("{}={}", b.name, b.state))
+                .collect();
+            info!(up, ?states, "router's broker connections changed");
+        }
+        let Some(topic) = statistics.topics.get(&self.ingress) else {
+            return;
+        };
+        let committed = self
+            .progress
+            .committed
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        for (partition, stats) in &topic.partitions {
+            if *partition < 0 || !stats.desired || stats.ls_offset < 0 {
+                continue;
+            }
+            // Lag counts from what a transaction committed, not from the
+            // read position: records read into transactions that keep
+            // failing are still behind. Before our first commit, the
+            // group's committed offset (fetched at assignment) stands in.
+            let position = committed
+                .get(partition)
+                .copied()
+                .unwrap_or(-1)
+                .max(stats.committed_offset);
+            if position >= 0 {
+                let lag = (stats.ls_offset - position).max(0);
+                metrics::gauge!(m::CONSUMER_LAG, "partition" => partition.to_string())
+                    .set(lag as f64);
             }
         }
     }
@@ -74,14 +143,21 @@ impl ConsumerContext for RouterContext {
     // Runs inside poll(): only set a flag, the loop does the work.
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
-            info!(partitions = partitions.count(), "ingress partitions revoked");
+            info!(
+                partitions = partitions.count(),
+                "ingress partitions revoked"
+            );
             self.revoked.store(true, Ordering::Release);
         }
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
-            let ids: Vec<i32> = partitions.elements().iter().map(|e| e.partition()).collect();
+            let ids: Vec<i32> = partitions
+                .elements()
+                .iter()
+                .map(|e| e.partition())
+                .collect();
             info!(?ids, "ingress partitions assigned");
         }
     }
@@ -101,10 +177,19 @@ impl Router {
             .router
             .routes
             .iter()
-            .map(|r| Route::compile(r).map_err(|reason| RouterError::Route { route: r.name.clone(), reason }))
+            .map(|r| {
+                Route::compile(r).map_err(|reason| RouterError::Route {
+                    route: r.name.clone(),
+                    reason,
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         readiness.register("router");
-        Ok(Router { config, routes, readiness })
+        Ok(Router {
+            config,
+            routes,
+            readiness,
+        })
     }
 
     /// Runs until `shutdown`, then commits the open transaction and leaves the group.
@@ -147,7 +232,10 @@ struct Worker {
     producer: BaseProducer,
     /// False after the producer was (re)created until init_transactions succeeds.
     initialized: bool,
+    /// True between a successful begin_transaction and its commit or abort.
+    open: Cell<bool>,
     revoked: Arc<AtomicBool>,
+    progress: Arc<Progress>,
     limits: Limits,
 }
 
@@ -155,15 +243,27 @@ fn producer_config(kafka: &KafkaConfig, router: &RouterConfig) -> rdkafka::Clien
     let mut config = kafka.client_config("router");
     config
         // Stable per instance: a restarted instance fences its predecessor.
-        .set("transactional.id", format!("{}-{}", router.group_id, router.instance_id))
+        .set(
+            "transactional.id",
+            format!("{}-{}", router.group_id, router.instance_id),
+        )
         // Transactions need idempotence; acks=all comes with it.
         .set("enable.idempotence", "true")
         .set("acks", "all")
         // The broker aborts a transaction this router left open for longer.
-        .set("transaction.timeout.ms", router.transaction_timeout.as_millis().to_string())
-        .set("message.timeout.ms", router.transaction_timeout.as_millis().to_string())
+        .set(
+            "transaction.timeout.ms",
+            router.transaction_timeout.as_millis().to_string(),
+        )
+        .set(
+            "message.timeout.ms",
+            router.transaction_timeout.as_millis().to_string(),
+        )
         // The largest batch plus record overhead.
-        .set("message.max.bytes", (router.batch_max_bytes + (1 << 20)).to_string());
+        .set(
+            "message.max.bytes",
+            (router.batch_max_bytes + (1 << 20)).to_string(),
+        );
     for (key, value) in [("compression.type", "zstd"), ("linger.ms", "20")] {
         if config.get(key).is_none() {
             config.set(key, value);
@@ -178,7 +278,10 @@ fn consumer_config(kafka: &KafkaConfig, router: &RouterConfig) -> rdkafka::Clien
         .set("group.id", &router.group_id)
         // Static membership: a restarted instance takes its partitions back
         // at once instead of waiting for a rebalance.
-        .set("group.instance.id", format!("{}-{}", router.group_id, router.instance_id))
+        .set(
+            "group.instance.id",
+            format!("{}-{}", router.group_id, router.instance_id),
+        )
         // Offsets are committed inside the output transaction, never alone.
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -186,19 +289,31 @@ fn consumer_config(kafka: &KafkaConfig, router: &RouterConfig) -> rdkafka::Clien
         .set("isolation.level", "read_committed")
         // A new group starts with everything retained.
         .set("auto.offset.reset", "earliest")
-        // Lag for the metrics comes from these statistics.
-        .set("statistics.interval.ms", "5000");
+        // Lag and broker reachability (readiness) come from these
+        // statistics; every second so an outage shows within seconds.
+        .set("statistics.interval.ms", "1000");
     config
 }
 
 impl Worker {
-    fn new(config: Arc<Config>, routes: Vec<Route>, readiness: Readiness) -> Result<Worker, RouterError> {
+    fn new(
+        config: Arc<Config>,
+        routes: Vec<Route>,
+        readiness: Readiness,
+    ) -> Result<Worker, RouterError> {
         let revoked = Arc::new(AtomicBool::new(false));
-        let context = RouterContext { revoked: revoked.clone(), ingress: config.topics.ingress.clone() };
+        let progress = Arc::new(Progress::default());
+        let context = RouterContext {
+            revoked: revoked.clone(),
+            progress: progress.clone(),
+            ingress: config.topics.ingress.clone(),
+        };
         let consumer = consumer_config(&config.kafka, &config.router)
             .create_with_context(context)
             .map_err(RouterError::Client)?;
-        let producer = producer_config(&config.kafka, &config.router).create().map_err(RouterError::Client)?;
+        let producer = producer_config(&config.kafka, &config.router)
+            .create()
+            .map_err(RouterError::Client)?;
         let n = routes.len();
         Ok(Worker {
             limits: config.gateway.limits.clone(),
@@ -210,12 +325,20 @@ impl Worker {
             consumer,
             producer,
             initialized: false,
+            open: Cell::new(false),
             revoked,
+            progress,
         })
     }
 
     fn timeout(&self) -> Duration {
         self.config.router.transaction_timeout
+    }
+
+    /// One step of a blocking Kafka call: short, so that the worker can
+    /// poll, notice shutdown and report readiness between steps.
+    fn step(&self) -> Duration {
+        self.timeout().min(KAFKA_STEP)
     }
 
     fn run(&mut self, shutdown: &CancellationToken) {
@@ -239,20 +362,25 @@ impl Worker {
         while !shutdown.is_cancelled() {
             match self.transaction(&mut txn, shutdown) {
                 Ok(()) => {
-                    if failures >= 3 {
-                        info!("transactions commit again; router ready");
+                    if failures > 0 {
+                        info!(failures, "transactions commit again");
                     }
                     failures = 0;
-                    self.readiness.set("router", true);
+                    // An empty transaction commits without a broker: ready
+                    // also needs a broker connection.
+                    self.readiness
+                        .set("router", self.progress.broker_up.load(Ordering::Acquire));
                 }
                 Err(e) => {
                     failures += 1;
-                    // Several failures in a row: Kafka is unwell, say so.
-                    self.readiness.set("router", failures < 3);
+                    self.readiness.set("router", false);
                     warn!(error = %e, failures, "transaction failed; aborting and retrying its records");
-                    self.recover(&e, &txn);
+                    self.recover(&e, &txn, shutdown);
                     // Back off while Kafka is unwell, at most 5 s.
-                    sleep_unless(shutdown, Duration::from_millis(200 * u64::from(failures.min(25))));
+                    sleep_unless(
+                        shutdown,
+                        Duration::from_millis(200 * u64::from(failures.min(25))),
+                    );
                 }
             }
             txn = Txn::default();
@@ -264,7 +392,9 @@ impl Worker {
     fn start(&mut self) -> Result<(), String> {
         self.init().map_err(|e| format!("init transactions: {e}"))?;
         self.refresh_partitions()?;
-        self.consumer.subscribe(&[&self.config.topics.ingress]).map_err(|e| format!("subscribe: {e}"))?;
+        self.consumer
+            .subscribe(&[&self.config.topics.ingress])
+            .map_err(|e| format!("subscribe: {e}"))?;
         Ok(())
     }
 
@@ -277,9 +407,16 @@ impl Worker {
                 .client()
                 .fetch_metadata(Some(&route.topic), Duration::from_secs(10))
                 .map_err(|e| format!("metadata of {}: {e}", route.topic))?;
-            let count = md.topics().first().filter(|t| t.error().is_none()).map_or(0, |t| t.partitions().len());
+            let count = md
+                .topics()
+                .first()
+                .filter(|t| t.error().is_none())
+                .map_or(0, |t| t.partitions().len());
             if count == 0 {
-                return Err(format!("topic {} of route {} does not exist (streamroute topics apply)", route.topic, route.name));
+                return Err(format!(
+                    "topic {} of route {} does not exist (streamroute topics apply)",
+                    route.topic, route.name
+                ));
             }
             self.partitions[i] = count as u32;
         }
@@ -291,13 +428,23 @@ impl Worker {
     /// predecessor with the same transactional id and aborts what it left open.
     fn init(&mut self) -> Result<(), KafkaError> {
         if !self.initialized {
-            self.producer.init_transactions(self.timeout())?;
+            self.producer.init_transactions(self.step())?;
             self.initialized = true;
         }
         Ok(())
     }
 
-    fn transaction(&mut self, txn: &mut Txn, shutdown: &CancellationToken) -> Result<(), KafkaError> {
+    fn begin(&self) -> Result<(), KafkaError> {
+        self.producer.begin_transaction()?;
+        self.open.set(true);
+        Ok(())
+    }
+
+    fn transaction(
+        &mut self,
+        txn: &mut Txn,
+        shutdown: &CancellationToken,
+    ) -> Result<(), KafkaError> {
         self.init()?;
         if self.partitions_checked.elapsed() > Duration::from_secs(30) {
             if let Err(e) = self.refresh_partitions() {
@@ -305,7 +452,7 @@ impl Worker {
             }
         }
         txn.stats = vec![RouteStats::default(); self.routes.len()];
-        self.producer.begin_transaction()?;
+        self.begin()?;
         let deadline = Instant::now() + self.config.router.commit_interval;
         while !shutdown.is_cancelled() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -325,12 +472,15 @@ impl Worker {
                 // Partitions may have moved: what this transaction read may
                 // now belong to another router. Start over.
                 info!("rebalance during a transaction; aborting it");
-                self.producer.abort_transaction(self.timeout())?;
+                self.abort(shutdown)?;
                 metrics::counter!(m::TRANSACTIONS, "outcome" => "aborted").increment(1);
                 let position = message.as_ref().map(|m| (m.partition(), m.offset()));
                 let skip = self.rewind_except(txn, position);
-                *txn = Txn { stats: vec![RouteStats::default(); self.routes.len()], ..Txn::default() };
-                self.producer.begin_transaction()?;
+                *txn = Txn {
+                    stats: vec![RouteStats::default(); self.routes.len()],
+                    ..Txn::default()
+                };
+                self.begin()?;
                 if skip {
                     continue;
                 }
@@ -344,14 +494,24 @@ impl Worker {
         if !txn.next.is_empty() {
             let mut offsets = TopicPartitionList::new();
             for (partition, next) in &txn.next {
-                offsets.add_partition_offset(&self.config.topics.ingress, *partition, Offset::Offset(*next))?;
+                offsets.add_partition_offset(
+                    &self.config.topics.ingress,
+                    *partition,
+                    Offset::Offset(*next),
+                )?;
             }
             // Only missing before the consumer joined a group, and then
             // nothing was consumed: treat it like any failed transaction.
-            let group = self.consumer.group_metadata().ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::Fail))?;
-            self.producer.send_offsets_to_transaction(&offsets, &group, self.timeout())?;
+            let group = self
+                .consumer
+                .group_metadata()
+                .ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::Fail))?;
+            self.retry_steps(shutdown, "send offsets", self.timeout(), |w| {
+                w.producer
+                    .send_offsets_to_transaction(&offsets, &group, w.step())
+            })?;
         }
-        self.commit()?;
+        self.commit(shutdown)?;
         self.committed(txn);
         Ok(())
     }
@@ -359,13 +519,58 @@ impl Worker {
     /// Commits the open transaction. A retriable failure (a timeout) may
     /// hide a commit that happened, so it is retried, never aborted: an
     /// abort after a real commit would make us process the records again.
-    fn commit(&self) -> Result<(), KafkaError> {
-        let mut attempts = 0;
+    /// It is retried for up to ten transaction timeouts, so that a broker
+    /// away for minutes finds the commit still waiting; a transaction the
+    /// coordinator timed out meanwhile fails for good and is retried whole.
+    fn commit(&self, shutdown: &CancellationToken) -> Result<(), KafkaError> {
+        let result = self.retry_steps(shutdown, "commit", self.timeout() * 10, |w| {
+            w.producer.commit_transaction(w.step())
+        });
+        if result.is_ok() {
+            self.open.set(false);
+        }
+        result
+    }
+
+    /// Aborts the open transaction, in steps with the producer polled
+    /// between them: the abort purges the queued records and waits for
+    /// their delivery reports, which only a poll serves.
+    fn abort(&self, shutdown: &CancellationToken) -> Result<(), KafkaError> {
+        if !self.open.get() {
+            return Ok(());
+        }
+        self.retry_steps(shutdown, "abort", self.timeout(), |w| {
+            w.producer.abort_transaction(w.step())
+        })?;
+        self.open.set(false);
+        Ok(())
+    }
+
+    /// Calls a resumable transactional operation until it succeeds, fails
+    /// for good, `within` runs out or shutdown begins. Between steps the
+    /// producer is polled and the router reported not ready.
+    fn retry_steps(
+        &self,
+        shutdown: &CancellationToken,
+        what: &'static str,
+        within: Duration,
+        mut call: impl FnMut(&Self) -> Result<(), KafkaError>,
+    ) -> Result<(), KafkaError> {
+        let started = Instant::now();
+        let mut warned = false;
         loop {
-            match self.producer.commit_transaction(self.timeout()) {
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 10 => {
-                    attempts += 1;
-                    warn!(error = %e, attempts, "commit not confirmed yet; retrying it");
+            match call(self) {
+                Err(KafkaError::Transaction(e))
+                    if e.is_retriable()
+                        && started.elapsed() < within
+                        && !shutdown.is_cancelled() =>
+                {
+                    if started.elapsed() >= UNCONFIRMED_NOT_READY && !warned {
+                        warned = true;
+                        self.readiness.set("router", false);
+                        warn!(error = %e, "{what} not confirmed by kafka yet; not ready, retrying");
+                    }
+                    self.producer.poll(Duration::from_millis(100));
                 }
                 result => return result,
             }
@@ -387,10 +592,18 @@ impl Worker {
         };
         let meta = match IngressMeta::from_headers(headers.as_ref()) {
             Ok(meta) => meta,
-            Err(reason) => return self.dead_letter(message, headers.as_ref(), "bad_headers", &reason, txn),
+            Err(reason) => {
+                return self.dead_letter(message, headers.as_ref(), "bad_headers", &reason, txn)
+            }
         };
         let Some(value) = message.payload().filter(|v| !v.is_empty()) else {
-            return self.dead_letter(message, headers.as_ref(), "empty", "the record has no value", txn);
+            return self.dead_letter(
+                message,
+                headers.as_ref(),
+                "empty",
+                "the record has no value",
+                txn,
+            );
         };
         let encoding = meta.encoding.unwrap_or_else(|| sniff(value));
         let max_decoded = self.config.router.max_decoded_bytes;
@@ -400,52 +613,100 @@ impl Worker {
         let raw = match meta.protocol {
             Protocol::V1 => match decompress(value, encoding, max_decoded) {
                 Ok(raw) => Some(raw),
-                Err(e) => return self.dead_letter(message, headers.as_ref(), e.reason(), &e.to_string(), txn),
+                Err(e) => {
+                    return self.dead_letter(
+                        message,
+                        headers.as_ref(),
+                        e.reason(),
+                        &e.to_string(),
+                        txn,
+                    )
+                }
             },
             Protocol::V2 => None,
         };
-        let fast_request = raw.as_deref().and_then(|raw| fast::parse(raw, &self.limits));
+        let fast_request = raw
+            .as_deref()
+            .and_then(|raw| fast::parse(raw, &self.limits));
         let slow_request = if fast_request.is_some() {
             None
         } else {
-            let decoded = match raw.as_deref() {
-                Some(raw) => <WriteRequest as prost::Message>::decode(raw).map_err(DecodeError::BadProtobuf),
-                None => decode_request(value, encoding, meta.protocol, max_decoded).map(|d| d.request),
-            };
+            let decoded =
+                match raw.as_deref() {
+                    Some(raw) => <WriteRequest as prost::Message>::decode(raw)
+                        .map_err(DecodeError::BadProtobuf),
+                    None => decode_request(value, encoding, meta.protocol, max_decoded)
+                        .map(|d| d.request),
+                };
             let request = match decoded {
                 Ok(request) => request,
-                Err(e) => return self.dead_letter(message, headers.as_ref(), e.reason(), &e.to_string(), txn),
+                Err(e) => {
+                    return self.dead_letter(
+                        message,
+                        headers.as_ref(),
+                        e.reason(),
+                        &e.to_string(),
+                        txn,
+                    )
+                }
             };
             if let Err(e) = validate_v1(&request, &self.limits) {
-                return self.dead_letter(message, headers.as_ref(), e.reason(), &e.to_string(), txn);
+                return self.dead_letter(
+                    message,
+                    headers.as_ref(),
+                    e.reason(),
+                    &e.to_string(),
+                    txn,
+                );
             }
             Some(request)
         };
-        let (max_samples, max_bytes) = (self.config.router.batch_max_samples, self.config.router.batch_max_bytes);
+        let (max_samples, max_bytes) = (
+            self.config.router.batch_max_samples,
+            self.config.router.batch_max_bytes,
+        );
         let tenant = meta.tenant;
         let mut full = Vec::new();
         let batches = &mut txn.batches;
         let task_samples = &mut txn.task_samples;
         if let Some(request) = fast_request {
-            route_fast(&request, &self.routes, &self.partitions, &mut txn.stats, |route, partition, task, entry| {
-                let key = (route, partition, tenant.clone());
-                let batch = batches.entry(key.clone()).or_default();
-                entry.append_to(batch);
-                *task_samples.entry((route, task)).or_default() += (entry.samples + entry.histograms) as u64;
-                if batch.samples + batch.histograms >= max_samples || batch.encoded.len() + entry.entry_len() > max_bytes {
-                    full.push(key);
-                }
-            });
+            route_fast(
+                &request,
+                &self.routes,
+                &self.partitions,
+                &mut txn.stats,
+                |route, partition, task, entry| {
+                    let key = (route, partition, tenant.clone());
+                    let batch = batches.entry(key.clone()).or_default();
+                    entry.append_to(batch);
+                    *task_samples.entry((route, task)).or_default() +=
+                        (entry.samples + entry.histograms) as u64;
+                    if batch.samples + batch.histograms >= max_samples
+                        || batch.encoded.len() + entry.entry_len() > max_bytes
+                    {
+                        full.push(key);
+                    }
+                },
+            );
         } else if let Some(request) = slow_request {
-            route_request(request, &self.routes, &self.partitions, &mut txn.stats, |route, partition, task, series| {
-                let key = (route, partition, tenant.clone());
-                let batch = batches.entry(key.clone()).or_default();
-                append_series(batch, series);
-                *task_samples.entry((route, task)).or_default() += (series.samples.len() + series.histograms.len()) as u64;
-                if batch.samples + batch.histograms >= max_samples || batch.encoded.len() + entry_len(series) > max_bytes {
-                    full.push(key);
-                }
-            });
+            route_request(
+                request,
+                &self.routes,
+                &self.partitions,
+                &mut txn.stats,
+                |route, partition, task, series| {
+                    let key = (route, partition, tenant.clone());
+                    let batch = batches.entry(key.clone()).or_default();
+                    append_series(batch, series);
+                    *task_samples.entry((route, task)).or_default() +=
+                        (series.samples.len() + series.histograms.len()) as u64;
+                    if batch.samples + batch.histograms >= max_samples
+                        || batch.encoded.len() + entry_len(series) > max_bytes
+                    {
+                        full.push(key);
+                    }
+                },
+            );
         }
         for key in full {
             if let Some(batch) = txn.batches.remove(&key) {
@@ -477,11 +738,24 @@ impl Worker {
         Ok(())
     }
 
-    fn write(&self, key: &(usize, u32, Option<String>), batch: &Output, txn: &mut Txn) -> Result<(), KafkaError> {
+    fn write(
+        &self,
+        key: &(usize, u32, Option<String>),
+        batch: &Output,
+        txn: &mut Txn,
+    ) -> Result<(), KafkaError> {
         let (route, partition, tenant) = key;
-        let meta = IngressMeta { encoding: Some(Encoding::Identity), protocol: Protocol::V1, tenant: tenant.clone(), received_at_ms: None };
+        let meta = IngressMeta {
+            encoding: Some(Encoding::Identity),
+            protocol: Protocol::V1,
+            tenant: tenant.clone(),
+            received_at_ms: None,
+        };
         let name = &self.routes[*route].name;
-        let headers = meta.to_headers().insert(Header { key: HEADER_ROUTE, value: Some(name.as_str()) });
+        let headers = meta.to_headers().insert(Header {
+            key: HEADER_ROUTE,
+            value: Some(name.as_str()),
+        });
         let record = BaseRecord::<(), [u8]>::to(&self.routes[*route].topic)
             .partition(*partition as i32)
             .payload(&batch.encoded)
@@ -495,12 +769,17 @@ impl Worker {
 
     /// Sends a record, waiting while the local queue is full (bounded by the
     /// transaction timeout).
-    fn send<K: ToBytes + ?Sized>(&self, mut record: BaseRecord<'_, K, [u8]>) -> Result<(), KafkaError> {
+    fn send<K: ToBytes + ?Sized>(
+        &self,
+        mut record: BaseRecord<'_, K, [u8]>,
+    ) -> Result<(), KafkaError> {
         let deadline = Instant::now() + self.timeout();
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if Instant::now() < deadline => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
                     record = back;
                     self.producer.poll(Duration::from_millis(50));
                 }
@@ -519,20 +798,47 @@ impl Worker {
         detail: &str,
         txn: &mut Txn,
     ) -> Result<(), KafkaError> {
-        warn!(partition = message.partition(), offset = message.offset(), reason, detail, "ingress record dead-lettered");
-        let (partition, offset) = (message.partition().to_string(), message.offset().to_string());
+        warn!(
+            partition = message.partition(),
+            offset = message.offset(),
+            reason,
+            detail,
+            "ingress record dead-lettered"
+        );
+        let (partition, offset) = (
+            message.partition().to_string(),
+            message.offset().to_string(),
+        );
         let mut headers = OwnedHeaders::new();
         if let Some(original) = original {
             for h in original.iter() {
-                headers = headers.insert(Header { key: h.key, value: h.value });
+                headers = headers.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
             }
         }
         let headers = headers
-            .insert(Header { key: "dead-letter-reason", value: Some(reason) })
-            .insert(Header { key: "dead-letter-detail", value: Some(detail) })
-            .insert(Header { key: "source-topic", value: Some(message.topic()) })
-            .insert(Header { key: "source-partition", value: Some(partition.as_str()) })
-            .insert(Header { key: "source-offset", value: Some(offset.as_str()) });
+            .insert(Header {
+                key: "dead-letter-reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "dead-letter-detail",
+                value: Some(detail),
+            })
+            .insert(Header {
+                key: "source-topic",
+                value: Some(message.topic()),
+            })
+            .insert(Header {
+                key: "source-partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "source-offset",
+                value: Some(offset.as_str()),
+            });
         let mut record = BaseRecord::<[u8], [u8]>::to(&self.config.topics.dead_letter)
             .payload(message.payload().unwrap_or_default())
             .headers(headers);
@@ -547,22 +853,35 @@ impl Worker {
     /// Publishes a committed transaction's metrics.
     fn committed(&self, txn: &Txn) {
         metrics::counter!(m::TRANSACTIONS, "outcome" => "committed").increment(1);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        if let Ok(mut committed) = self.progress.committed.lock() {
+            committed.extend(txn.next.iter().map(|(p, next)| (*p, *next)));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
         for (i, route) in self.routes.iter().enumerate() {
             let s = txn.stats[i];
             let r = route.name.clone();
-            metrics::counter!(m::SERIES, "route" => r.clone(), "outcome" => "in").increment(s.series_in);
-            metrics::counter!(m::SERIES, "route" => r.clone(), "outcome" => "dropped").increment(s.series_dropped);
-            metrics::counter!(m::SERIES, "route" => r.clone(), "outcome" => "out").increment(s.series_in - s.series_dropped);
-            metrics::counter!(m::SAMPLES, "route" => r.clone(), "outcome" => "in").increment(s.samples_in);
-            metrics::counter!(m::SAMPLES, "route" => r.clone(), "outcome" => "dropped").increment(s.samples_dropped);
-            metrics::counter!(m::SAMPLES, "route" => r.clone(), "outcome" => "out").increment(s.samples_in - s.samples_dropped);
+            metrics::counter!(m::SERIES, "route" => r.clone(), "outcome" => "in")
+                .increment(s.series_in);
+            metrics::counter!(m::SERIES, "route" => r.clone(), "outcome" => "dropped")
+                .increment(s.series_dropped);
+            metrics::counter!(m::SERIES, "route" => r.clone(), "outcome" => "out")
+                .increment(s.series_in - s.series_dropped);
+            metrics::counter!(m::SAMPLES, "route" => r.clone(), "outcome" => "in")
+                .increment(s.samples_in);
+            metrics::counter!(m::SAMPLES, "route" => r.clone(), "outcome" => "dropped")
+                .increment(s.samples_dropped);
+            metrics::counter!(m::SAMPLES, "route" => r.clone(), "outcome" => "out")
+                .increment(s.samples_in - s.samples_dropped);
             if let Some((records, bytes)) = txn.written.get(&i) {
                 metrics::counter!(m::OUTPUT_RECORDS, "route" => r.clone()).increment(*records);
                 metrics::counter!(m::OUTPUT_BYTES, "route" => r.clone()).increment(*bytes);
             }
             for ts in &txn.timestamps {
-                metrics::histogram!(m::DISTRIBUTION_LATENCY, "route" => r.clone()).record((now - ts).max(0) as f64 / 1000.0);
+                metrics::histogram!(m::DISTRIBUTION_LATENCY, "route" => r.clone())
+                    .record((now - ts).max(0) as f64 / 1000.0);
             }
         }
         for ((route, task), samples) in &txn.task_samples {
@@ -575,27 +894,38 @@ impl Worker {
         debug!(records = txn.timestamps.len(), "transaction committed");
     }
 
-    /// After a failed transaction: abort it (or replace a fenced producer)
-    /// and rewind the consumer so its records are read again.
-    fn recover(&mut self, error: &KafkaError, txn: &Txn) {
-        let fatal = matches!(error, KafkaError::Transaction(e) if e.is_fatal()) || self.producer.client().fatal_error().is_some();
+    /// After a failed transaction: abort it (or replace a producer that
+    /// failed fatally or cannot abort) and rewind the consumer so its
+    /// records are read again.
+    fn recover(&mut self, error: &KafkaError, txn: &Txn, shutdown: &CancellationToken) {
+        let fatal = matches!(error, KafkaError::Transaction(e) if e.is_fatal())
+            || self.producer.client().fatal_error().is_some();
         if fatal {
             error!(error = %error, "transactional producer failed fatally; creating a new one");
-            match producer_config(&self.config.kafka, &self.config.router).create::<BaseProducer>() {
-                Ok(p) => {
-                    self.producer = p;
-                    self.initialized = false;
-                    if let Err(e) = self.init() {
-                        warn!(error = %e, "init transactions failed; will retry");
-                    }
-                }
-                Err(e) => error!(error = %e, "cannot create a new producer"),
-            }
-        } else if let Err(e) = self.producer.abort_transaction(self.timeout()) {
-            warn!(error = %e, "abort failed");
+            self.replace_producer();
+        } else if let Err(e) = self.abort(shutdown) {
+            warn!(error = %e, "abort failed; creating a new producer, which fences the old one");
+            self.replace_producer();
         }
-        metrics::counter!(m::TRANSACTIONS, "outcome" => "aborted").increment(1);
+        if !txn.first.is_empty() {
+            metrics::counter!(m::TRANSACTIONS, "outcome" => "aborted").increment(1);
+        }
         self.rewind(txn);
+    }
+
+    /// Drops the producer for a new one with the same transactional id.
+    /// Its first `init_transactions` (at the next transaction) bumps the
+    /// epoch, fencing the old producer, and the coordinator aborts the
+    /// transaction the old one left open.
+    fn replace_producer(&mut self) {
+        match producer_config(&self.config.kafka, &self.config.router).create::<BaseProducer>() {
+            Ok(p) => {
+                self.producer = p;
+                self.initialized = false;
+                self.open.set(false);
+            }
+            Err(e) => error!(error = %e, "cannot create a new producer"),
+        }
     }
 
     /// Seeks every partition the transaction read back to its first record.
@@ -621,7 +951,12 @@ impl Worker {
                     skip = true;
                 }
             }
-            if let Err(e) = self.consumer.seek(&self.config.topics.ingress, *partition, Offset::Offset(*first), Duration::from_secs(5)) {
+            if let Err(e) = self.consumer.seek(
+                &self.config.topics.ingress,
+                *partition,
+                Offset::Offset(*first),
+                Duration::from_secs(5),
+            ) {
                 // Not ours any more: its next owner starts at the committed offset.
                 debug!(partition, error = %e, "cannot rewind partition");
             }
