@@ -240,3 +240,31 @@ mod tests {
         assert_eq!(config.problems()[0].0, "max_body_bytes_in_flight");
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod example {
+    use std::path::Path;
+
+    /// config/example.toml documents every gateway key with its default.
+    #[test]
+    fn the_example_gateway_section_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let config = crate::config::Config::load(Some(&path)).unwrap();
+        let defaults = super::GatewayConfig::default();
+        assert_eq!(
+            config.gateway.max_body_bytes_in_flight,
+            defaults.max_body_bytes_in_flight
+        );
+        assert_eq!(
+            config.gateway.header_read_timeout,
+            defaults.header_read_timeout
+        );
+        assert_eq!(config.gateway.body_read_timeout, defaults.body_read_timeout);
+        assert_eq!(
+            config.gateway.max_decode_memory_bytes,
+            defaults.max_decode_memory_bytes
+        );
+        assert_eq!(config.gateway.max_in_flight, defaults.max_in_flight);
+    }
+}

@@ -445,3 +445,46 @@ fn unix_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &[u8]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            TENANT_HEADER,
+            HeaderValue::from_bytes(value).unwrap_or(HeaderValue::from_static("?")),
+        );
+        h
+    }
+
+    fn refused(value: &[u8]) -> Option<String> {
+        match tenant(&headers(value)) {
+            Err(Outcome::Rejected {
+                status,
+                reason,
+                message,
+            }) => {
+                assert_eq!((status, reason), (StatusCode::BAD_REQUEST, "bad_tenant"));
+                Some(message)
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_tenant_must_be_printable_ascii() {
+        assert!(matches!(tenant(&HeaderMap::new()), Ok(None)));
+        assert!(matches!(tenant(&headers(b"team-a")), Ok(Some(t)) if t == "team-a"));
+        assert!(matches!(tenant(&headers(b" a b~ ")), Ok(Some(t)) if t == "a b~"));
+        for bad in [&b"caf\xc3\xa9"[..], b"\xff", b"a\tb"] {
+            let message = refused(bad).unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert_eq!(message, "header X-Scope-OrgID must be printable ASCII");
+        }
+        assert_eq!(
+            refused(b"  ").as_deref(),
+            Some("header X-Scope-OrgID is empty")
+        );
+    }
+}
