@@ -21,8 +21,11 @@ use crate::common::{create_topic, http_get, read_topic, streamroute, unique, wri
 use crate::router::producer;
 
 /// vmagent's write URL (scripts/test.sh exports VMAGENT_URL).
-fn vmagent() -> String {
-    format!("{}/api/v1/write", std::env::var("VMAGENT_URL").unwrap_or_else(|_| "http://127.0.0.1:8429".into()))
+pub fn vmagent() -> String {
+    format!(
+        "{}/api/v1/write",
+        std::env::var("VMAGENT_URL").unwrap_or_else(|_| "http://127.0.0.1:8429".into())
+    )
 }
 
 /// VictoriaMetrics' base URL (scripts/test.sh exports VM_URL).
@@ -41,11 +44,21 @@ pub struct Setup {
 
 /// `extra` is appended to the `[egress]` section.
 pub async fn setup(partitions: i32, target: &str, extra: &str) -> Setup {
+    setup_in(partitions, target, extra, None).await
+}
+
+/// [`setup`] with the state folder at `state` (default: in the test's temporary folder).
+pub async fn setup_in(
+    partitions: i32,
+    target: &str,
+    extra: &str,
+    state: Option<&std::path::Path>,
+) -> Setup {
     let (tasks, dead_letter) = (unique("tasks"), unique("dlq"));
     create_topic(&tasks, partitions).await;
     create_topic(&dead_letter, 1).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("state");
+    let state = state.map_or_else(|| dir.path().join("state"), std::path::Path::to_path_buf);
     let config = write_file(
         dir.path(),
         "egress.toml",
@@ -56,21 +69,33 @@ pub async fn setup(partitions: i32, target: &str, extra: &str) -> Setup {
             state.display()
         ),
     );
-    Setup { tasks, dead_letter, config, state, _dir: dir }
+    Setup {
+        tasks,
+        dead_letter,
+        config,
+        state,
+        _dir: dir,
+    }
 }
 
 pub async fn start_egress(setup: &Setup) -> Process {
     Process::start(
         &["egress"],
         "STREAMROUTE_EGRESS__LISTEN",
-        &[("STREAMROUTE_CONFIG_FILE", setup.config.to_str().expect("utf-8").to_string())],
+        &[(
+            "STREAMROUTE_CONFIG_FILE",
+            setup.config.to_str().expect("utf-8").to_string(),
+        )],
     )
     .await
 }
 
 /// Unix milliseconds a few minutes ago: inside VictoriaMetrics' retention.
 pub fn recent_ms() -> i64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
     now - 10 * 60 * 1000
 }
 
@@ -78,23 +103,53 @@ pub fn recent_ms() -> i64 {
 pub fn request(name: &str, first: usize, count: usize, ts: i64) -> WriteRequest {
     let timeseries = (first..first + count)
         .map(|i| TimeSeries {
-            labels: vec![Label::new("__name__", name), Label::new("id", i.to_string()), Label::new("stream_task_id", (i % 7).to_string())],
-            samples: vec![Sample { value: i as f64, timestamp: ts }],
+            labels: vec![
+                Label::new("__name__", name),
+                Label::new("id", i.to_string()),
+                Label::new("stream_task_id", (i % 7).to_string()),
+            ],
+            samples: vec![Sample {
+                value: i as f64,
+                timestamp: ts,
+            }],
             ..Default::default()
         })
         .collect();
-    WriteRequest { timeseries, metadata: vec![] }
+    WriteRequest {
+        timeseries,
+        metadata: vec![],
+    }
 }
 
 /// Writes a task-topic record as the router does.
-pub async fn produce_task(producer: &FutureProducer, topic: &str, partition: i32, request: &WriteRequest) {
+pub async fn produce_task(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    request: &WriteRequest,
+) {
     let headers = OwnedHeaders::new()
-        .insert(Header { key: "content-encoding", value: Some("identity") })
-        .insert(Header { key: "protocol", value: Some("prometheus.WriteRequest") })
-        .insert(Header { key: "route", value: Some("main") });
+        .insert(Header {
+            key: "content-encoding",
+            value: Some("identity"),
+        })
+        .insert(Header {
+            key: "protocol",
+            value: Some("prometheus.WriteRequest"),
+        })
+        .insert(Header {
+            key: "route",
+            value: Some("main"),
+        });
     let value = request.encode_to_vec();
     producer
-        .send(FutureRecord::<(), [u8]>::to(topic).partition(partition).payload(&value).headers(headers), Duration::from_secs(10))
+        .send(
+            FutureRecord::<(), [u8]>::to(topic)
+                .partition(partition)
+                .payload(&value)
+                .headers(headers),
+            Duration::from_secs(10),
+        )
         .await
         .expect("produced");
 }
@@ -108,21 +163,33 @@ pub fn transactional_producer() -> FutureProducer {
         .set("transactional.id", unique("egress-tx"))
         .create()
         .expect("transactional producer");
-    producer.init_transactions(Duration::from_secs(30)).expect("init transactions");
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .expect("init transactions");
     producer
 }
 
 /// Writes a task-topic record in a transaction of its own.
-pub async fn produce_task_in_transaction(producer: &FutureProducer, topic: &str, partition: i32, request: &WriteRequest) {
+pub async fn produce_task_in_transaction(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    request: &WriteRequest,
+) {
     use rdkafka::producer::Producer as _;
     producer.begin_transaction().expect("begin transaction");
     produce_task(producer, topic, partition, request).await;
-    producer.commit_transaction(Duration::from_secs(30)).expect("commit transaction");
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .expect("commit transaction");
 }
 
 /// Every (id, timestamp) VictoriaMetrics holds for metric `name`, with multiplicity.
 pub async fn vm_samples(name: &str) -> BTreeMap<(String, i64), usize> {
-    let url = format!("{}/api/v1/export?match%5B%5D=%7B__name__%3D%22{name}%22%7D", victoria());
+    let url = format!(
+        "{}/api/v1/export?match%5B%5D=%7B__name__%3D%22{name}%22%7D",
+        victoria()
+    );
     let response = http_get(&url).await.expect("export");
     assert_eq!(response.status, 200, "{}", response.body);
     let mut out = BTreeMap::new();
@@ -130,14 +197,20 @@ pub async fn vm_samples(name: &str) -> BTreeMap<(String, i64), usize> {
         let v: serde_json::Value = serde_json::from_str(line).expect("json line");
         let id = v["metric"]["id"].as_str().unwrap_or_default().to_string();
         for ts in v["timestamps"].as_array().expect("timestamps") {
-            *out.entry((id.clone(), ts.as_i64().expect("ms"))).or_default() += 1;
+            *out.entry((id.clone(), ts.as_i64().expect("ms")))
+                .or_default() += 1;
         }
     }
     out
 }
 
 /// Waits until VictoriaMetrics holds every one of `want`; returns what it holds.
-pub async fn wait_in_vm(name: &str, want: &BTreeSet<(String, i64)>, within: Duration, egress: &Process) -> BTreeMap<(String, i64), usize> {
+pub async fn wait_in_vm(
+    name: &str,
+    want: &BTreeSet<(String, i64)>,
+    within: Duration,
+    egress: &Process,
+) -> BTreeMap<(String, i64), usize> {
     let deadline = Instant::now() + within;
     loop {
         let got = vm_samples(name).await;
@@ -145,13 +218,22 @@ pub async fn wait_in_vm(name: &str, want: &BTreeSet<(String, i64)>, within: Dura
         if missing == 0 {
             return got;
         }
-        assert!(Instant::now() < deadline, "{missing} of {} samples not in VictoriaMetrics after {within:?}:\n{}", want.len(), egress.log());
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} samples not in VictoriaMetrics after {within:?}:\n{}",
+            want.len(),
+            egress.log()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-fn metric_value(metrics: &str, prefix: &str) -> f64 {
-    metrics.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+pub fn metric_value(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -164,16 +246,36 @@ async fn every_sample_reaches_victoria_metrics_through_vmagent() {
     for k in 0..10 {
         for p in 0..2 {
             let first = (k * 2 + p) * 100;
-            produce_task(&producer, &setup.tasks, p as i32, &request(&name, first, 100, ts + k as i64)).await;
+            produce_task(
+                &producer,
+                &setup.tasks,
+                p as i32,
+                &request(&name, first, 100, ts + k as i64),
+            )
+            .await;
             want.extend((first..first + 100).map(|i| (i.to_string(), ts + k as i64)));
         }
     }
     let mut egress = start_egress(&setup).await;
     let got = wait_in_vm(&name, &want, Duration::from_secs(60), &egress).await;
-    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), want, "exactly the samples written");
-    let metrics = http_get(&format!("http://{}/metrics", egress.addr)).await.expect("metrics").body;
-    assert_eq!(metric_value(&metrics, "streamroute_egress_samples_total{"), 2000.0, "{metrics}");
-    assert!(metrics.contains("streamroute_egress_state_write_seconds"), "{metrics}");
+    assert_eq!(
+        got.keys().cloned().collect::<BTreeSet<_>>(),
+        want,
+        "exactly the samples written"
+    );
+    let metrics = http_get(&format!("http://{}/metrics", egress.addr))
+        .await
+        .expect("metrics")
+        .body;
+    assert_eq!(
+        metric_value(&metrics, "streamroute_egress_samples_total{"),
+        2000.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("streamroute_egress_state_write_seconds"),
+        "{metrics}"
+    );
     assert!(egress.terminate().success(), "{}", egress.log());
 
     // The positions are the ends of both partitions (10 records each).
@@ -182,7 +284,10 @@ async fn every_sample_reaches_victoria_metrics_through_vmagent() {
     assert!(output.status.success(), "{}", crate::common::show(&output));
     let text = String::from_utf8_lossy(&output.stdout);
     for p in 0..2 {
-        assert!(text.contains(&format!("{}\t{p}\t10", setup.tasks)), "{text}");
+        assert!(
+            text.contains(&format!("{}\t{p}\t10", setup.tasks)),
+            "{text}"
+        );
     }
 }
 
@@ -195,9 +300,23 @@ async fn zstd_falls_back_to_snappy_against_vmagent_1_79() {
     let want = (0..50).map(|i| (i.to_string(), ts)).collect();
     let egress = start_egress(&setup).await;
     wait_in_vm(&name, &want, Duration::from_secs(60), &egress).await;
-    let metrics = http_get(&format!("http://{}/metrics", egress.addr)).await.expect("metrics").body;
-    assert_eq!(metric_value(&metrics, "streamroute_egress_retries_total{reason=\"encoding\"}"), 1.0, "{metrics}");
-    assert!(egress.log().contains("falling back to snappy"), "{}", egress.log());
+    let metrics = http_get(&format!("http://{}/metrics", egress.addr))
+        .await
+        .expect("metrics")
+        .body;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "streamroute_egress_retries_total{reason=\"encoding\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        egress.log().contains("falling back to snappy"),
+        "{}",
+        egress.log()
+    );
 }
 
 /// What the in-test receiver accepted: arrival time, request headers and the decoded request.
@@ -207,46 +326,76 @@ type Received = Arc<Mutex<Vec<(Instant, hyper::HeaderMap, WriteRequest)>>>;
 /// extra headers and body of the n-th request (0-based).
 async fn receiver<F>(answer: F) -> (SocketAddr, Received)
 where
-    F: Fn(usize, &WriteRequest) -> (u16, Vec<(&'static str, String)>, String) + Send + Sync + 'static,
+    F: Fn(usize, &WriteRequest) -> (u16, Vec<(&'static str, String)>, String)
+        + Send
+        + Sync
+        + 'static,
 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let received: Received = Arc::default();
     let (answer, log) = (Arc::new(answer), received.clone());
     let count = Arc::new(Mutex::new(0usize));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let (answer, log, count) = (answer.clone(), log.clone(), count.clone());
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let (answer, log, count) = (answer.clone(), log.clone(), count.clone());
-                    async move {
-                        assert_eq!(request.headers()["content-encoding"], "snappy");
-                        assert_eq!(request.headers()["x-prometheus-remote-write-version"], "0.1.0");
-                        assert!(request.headers()["user-agent"].to_str().expect("ascii").starts_with("streamroute/"));
-                        let request_headers = request.headers().clone();
-                        let body = request.into_body().collect().await.expect("body").to_bytes();
-                        let raw = decompress(&body, Encoding::Snappy, 64 << 20).expect("snappy");
-                        let decoded = WriteRequest::decode(raw.as_slice()).expect("protobuf");
-                        let n = {
-                            let mut c = count.lock().expect("lock");
-                            *c += 1;
-                            *c - 1
-                        };
-                        let (status, headers, text) = answer(n, &decoded);
-                        if (200..300).contains(&status) {
-                            log.lock().expect("lock").push((Instant::now(), request_headers, decoded));
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let (answer, log, count) = (answer.clone(), log.clone(), count.clone());
+                        async move {
+                            assert_eq!(request.headers()["content-encoding"], "snappy");
+                            assert_eq!(
+                                request.headers()["x-prometheus-remote-write-version"],
+                                "0.1.0"
+                            );
+                            assert!(request.headers()["user-agent"]
+                                .to_str()
+                                .expect("ascii")
+                                .starts_with("streamroute/"));
+                            let request_headers = request.headers().clone();
+                            let body = request
+                                .into_body()
+                                .collect()
+                                .await
+                                .expect("body")
+                                .to_bytes();
+                            let raw =
+                                decompress(&body, Encoding::Snappy, 64 << 20).expect("snappy");
+                            let decoded = WriteRequest::decode(raw.as_slice()).expect("protobuf");
+                            let n = {
+                                let mut c = count.lock().expect("lock");
+                                *c += 1;
+                                *c - 1
+                            };
+                            let (status, headers, text) = answer(n, &decoded);
+                            if (200..300).contains(&status) {
+                                log.lock().expect("lock").push((
+                                    Instant::now(),
+                                    request_headers,
+                                    decoded,
+                                ));
+                            }
+                            let mut response = hyper::Response::new(Full::new(Bytes::from(text)));
+                            *response.status_mut() =
+                                hyper::StatusCode::from_u16(status).expect("status");
+                            for (k, v) in headers {
+                                response
+                                    .headers_mut()
+                                    .insert(k, v.parse().expect("header value"));
+                            }
+                            Ok::<_, std::convert::Infallible>(response)
                         }
-                        let mut response = hyper::Response::new(Full::new(Bytes::from(text)));
-                        *response.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
-                        for (k, v) in headers {
-                            response.headers_mut().insert(k, v.parse().expect("header value"));
-                        }
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -255,13 +404,18 @@ where
 
 fn ids(received: &Received) -> Vec<String> {
     let got = received.lock().expect("lock");
-    got.iter().flat_map(|(_, _, r)| r.timeseries.iter().map(|s| s.labels[1].value.clone())).collect()
+    got.iter()
+        .flat_map(|(_, _, r)| r.timeseries.iter().map(|s| s.labels[1].value.clone()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_refused_with_400_is_dead_lettered_and_later_ones_arrive() {
     let (addr, received) = receiver(|_, request| {
-        let poisoned = request.timeseries.iter().any(|s| s.labels.iter().any(|l| l.value == "poison"));
+        let poisoned = request
+            .timeseries
+            .iter()
+            .any(|s| s.labels.iter().any(|l| l.value == "poison"));
         if poisoned {
             (400, vec![], "label poison is not allowed".into())
         } else {
@@ -270,7 +424,12 @@ async fn a_request_refused_with_400_is_dead_lettered_and_later_ones_arrive() {
     })
     .await;
     // One record per request: each record holds 10 samples.
-    let setup = setup(1, &format!("http://{addr}/api/v1/write"), "max_samples_per_send = 10\n").await;
+    let setup = setup(
+        1,
+        &format!("http://{addr}/api/v1/write"),
+        "max_samples_per_send = 10\n",
+    )
+    .await;
     let producer = producer();
     let ts = recent_ms();
     produce_task(&producer, &setup.tasks, 0, &request("m", 0, 10, ts)).await;
@@ -279,7 +438,11 @@ async fn a_request_refused_with_400_is_dead_lettered_and_later_ones_arrive() {
     let egress = start_egress(&setup).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while ids(&received).len() < 20 {
-        assert!(Instant::now() < deadline, "later batches did not arrive:\n{}", egress.log());
+        assert!(
+            Instant::now() < deadline,
+            "later batches did not arrive:\n{}",
+            egress.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let want: Vec<String> = (0..10).chain(20..30).map(|i| i.to_string()).collect();
@@ -288,17 +451,41 @@ async fn a_request_refused_with_400_is_dead_lettered_and_later_ones_arrive() {
     let dead = read_topic(&setup.dead_letter);
     assert_eq!(dead.len(), 1, "the refused record is dead-lettered");
     let header = |n: &str| {
-        dead[0].headers().expect("headers").iter().find(|h| h.key == n).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
+        dead[0]
+            .headers()
+            .expect("headers")
+            .iter()
+            .find(|h| h.key == n)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     };
     assert_eq!(header("http-status").as_deref(), Some("400"));
-    assert_eq!(header("http-response-body").as_deref(), Some("label poison is not allowed"));
-    assert_eq!(header("dead-letter-reason").as_deref(), Some("rejected_by_receiver"));
+    assert_eq!(
+        header("http-response-body").as_deref(),
+        Some("label poison is not allowed")
+    );
+    assert_eq!(
+        header("dead-letter-reason").as_deref(),
+        Some("rejected_by_receiver")
+    );
     assert_eq!(header("source-offset").as_deref(), Some("1"));
-    assert_eq!(header("route").as_deref(), Some("main"), "the original headers are kept");
-    let value = WriteRequest::decode(dead[0].payload().expect("value")).expect("the original record");
+    assert_eq!(
+        header("route").as_deref(),
+        Some("main"),
+        "the original headers are kept"
+    );
+    let value =
+        WriteRequest::decode(dead[0].payload().expect("value")).expect("the original record");
     assert_eq!(value.timeseries.len(), 10);
-    let metrics = http_get(&format!("http://{}/metrics", egress.addr)).await.expect("metrics").body;
-    assert_eq!(metric_value(&metrics, "streamroute_egress_dead_letter_batches_total{"), 1.0, "{metrics}");
+    let metrics = http_get(&format!("http://{}/metrics", egress.addr))
+        .await
+        .expect("metrics")
+        .body;
+    assert_eq!(
+        metric_value(&metrics, "streamroute_egress_dead_letter_batches_total{"),
+        1.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -315,7 +502,12 @@ async fn a_receiver_answering_429_is_waited_for_as_told_and_nothing_is_dropped()
         }
     })
     .await;
-    let setup = setup(1, &format!("http://{addr}/api/v1/write"), "max_samples_per_send = 100\n").await;
+    let setup = setup(
+        1,
+        &format!("http://{addr}/api/v1/write"),
+        "max_samples_per_send = 100\n",
+    )
+    .await;
     let producer = producer();
     let ts = recent_ms();
     for k in 0..5 {
@@ -324,7 +516,12 @@ async fn a_receiver_answering_429_is_waited_for_as_told_and_nothing_is_dropped()
     let egress = start_egress(&setup).await;
     let deadline = Instant::now() + Duration::from_secs(40);
     while ids(&received).len() < 500 {
-        assert!(Instant::now() < deadline, "only {} of 500 series arrived:\n{}", ids(&received).len(), egress.log());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 500 series arrived:\n{}",
+            ids(&received).len(),
+            egress.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let want: Vec<String> = (0..500).map(|i| i.to_string()).collect();
@@ -332,19 +529,41 @@ async fn a_receiver_answering_429_is_waited_for_as_told_and_nothing_is_dropped()
     let times = attempts.lock().expect("lock").clone();
     for pair in times.windows(2).take(3) {
         let waited = pair[1] - pair[0];
-        assert!(waited >= Duration::from_millis(1900), "waited only {waited:?} after a 429 with Retry-After: 2");
-        assert!(waited < Duration::from_secs(4), "waited {waited:?}, far longer than told");
+        assert!(
+            waited >= Duration::from_millis(1900),
+            "waited only {waited:?} after a 429 with Retry-After: 2"
+        );
+        assert!(
+            waited < Duration::from_secs(4),
+            "waited {waited:?}, far longer than told"
+        );
     }
-    let metrics = http_get(&format!("http://{}/metrics", egress.addr)).await.expect("metrics").body;
-    assert_eq!(metric_value(&metrics, "streamroute_egress_429_total{"), 3.0, "{metrics}");
-    assert_eq!(metric_value(&metrics, "streamroute_egress_retries_total{reason=\"429\"}"), 3.0, "{metrics}");
+    let metrics = http_get(&format!("http://{}/metrics", egress.addr))
+        .await
+        .expect("metrics")
+        .body;
+    assert_eq!(
+        metric_value(&metrics, "streamroute_egress_429_total{"),
+        3.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, "streamroute_egress_retries_total{reason=\"429\"}"),
+        3.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_repeatedly_resumes_from_sled_and_loses_nothing() {
     // Positions flushed after every request: a kill resends at most the
     // request whose acknowledgement was not yet on disk, per partition.
-    let setup = setup(2, &vmagent(), "max_samples_per_send = 200\nstate_flush_every = \"0s\"\n").await;
+    let setup = setup(
+        2,
+        &vmagent(),
+        "max_samples_per_send = 200\nstate_flush_every = \"0s\"\n",
+    )
+    .await;
     let name = format!("sr_it_kill_{}", uuid::Uuid::new_v4().simple());
     let ts = recent_ms();
     // A stream of 2 × 60 records of 50 series, written while egress is killed.
@@ -353,13 +572,20 @@ async fn kill_9_repeatedly_resumes_from_sled_and_loses_nothing() {
         let producer = producer();
         for k in 0..60 {
             for p in 0..2 {
-                produce_task(&producer, &tasks, p, &request(&stream_name, (k * 2 + p as usize) * 50, 50, ts + k as i64)).await;
+                produce_task(
+                    &producer,
+                    &tasks,
+                    p,
+                    &request(&stream_name, (k * 2 + p as usize) * 50, 50, ts + k as i64),
+                )
+                .await;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let want: BTreeSet<(String, i64)> =
-        (0..60).flat_map(|k| (k * 2 * 50..(k * 2 + 2) * 50).map(move |i| (i.to_string(), ts + k as i64))).collect();
+    let want: BTreeSet<(String, i64)> = (0..60)
+        .flat_map(|k| (k * 2 * 50..(k * 2 + 2) * 50).map(move |i| (i.to_string(), ts + k as i64)))
+        .collect();
     let mut kills = 0;
     for _ in 0..4 {
         let mut egress = start_egress(&setup).await;
@@ -373,8 +599,14 @@ async fn kill_9_repeatedly_resumes_from_sled_and_loses_nothing() {
     let duplicates: usize = got.values().map(|n| n - 1).sum();
     let keys: BTreeSet<_> = got.keys().cloned().collect();
     assert_eq!(keys, want, "every sample, nothing else");
-    assert!(duplicates <= kills * 2 * 200, "{duplicates} duplicates: more than one request per partition per kill");
-    eprintln!("kill -9 x{kills}: {} samples, {duplicates} duplicate(s) in VictoriaMetrics", want.len());
+    assert!(
+        duplicates <= kills * 2 * 200,
+        "{duplicates} duplicates: more than one request per partition per kill"
+    );
+    eprintln!(
+        "kill -9 x{kills}: {} samples, {duplicates} duplicate(s) in VictoriaMetrics",
+        want.len()
+    );
 }
 
 /// A vmagent of this test's own on a free port, forwarding to VictoriaMetrics.
@@ -386,21 +618,32 @@ struct Vmagent {
 
 impl Vmagent {
     fn new() -> Vmagent {
-        Vmagent { port: crate::common::free_port(), dir: tempfile::tempdir().expect("tempdir"), child: None }
+        Vmagent {
+            port: crate::common::free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        }
     }
 
     async fn start(&mut self) {
         let child = std::process::Command::new("vmagent")
             .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
             .arg(format!("-remoteWrite.url={}/api/v1/write", victoria()))
-            .arg(format!("-remoteWrite.tmpDataPath={}", self.dir.path().display()))
+            .arg(format!(
+                "-remoteWrite.tmpDataPath={}",
+                self.dir.path().display()
+            ))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("vmagent runs");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while http_get(&format!("http://127.0.0.1:{}/health", self.port)).await.map(|r| r.status) != Ok(200) {
+        while http_get(&format!("http://127.0.0.1:{}/health", self.port))
+            .await
+            .map(|r| r.status)
+            != Ok(200)
+        {
             assert!(Instant::now() < deadline, "vmagent did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -410,7 +653,10 @@ impl Vmagent {
     /// to its on-disk queue (SIGKILL would lose that, on vmagent's side).
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let _ = child.wait();
         }
     }
@@ -432,7 +678,12 @@ async fn lag_grows_while_vmagent_is_down_and_drains_after_it_returns() {
     let ts = recent_ms();
     let egress = start_egress(&setup).await;
     let metrics_url = format!("http://{}/metrics", egress.addr);
-    let lag = || async { metric_value(&http_get(&metrics_url).await.expect("metrics").body, "streamroute_egress_lag_records{") };
+    let lag = || async {
+        metric_value(
+            &http_get(&metrics_url).await.expect("metrics").body,
+            "streamroute_egress_lag_records{",
+        )
+    };
 
     // Load throughout: 100 records of 100 series, 10 per second, each in a
     // transaction of its own as the router writes them (so each is followed
@@ -441,11 +692,19 @@ async fn lag_grows_while_vmagent_is_down_and_drains_after_it_returns() {
     let writer = tokio::spawn(async move {
         let producer = transactional_producer();
         for k in 0..100 {
-            produce_task_in_transaction(&producer, &tasks, 0, &request(&stream_name, k * 100, 100, ts + k as i64)).await;
+            produce_task_in_transaction(
+                &producer,
+                &tasks,
+                0,
+                &request(&stream_name, k * 100, 100, ts + k as i64),
+            )
+            .await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let want: BTreeSet<(String, i64)> = (0..100).flat_map(|k| (k * 100..k * 100 + 100).map(move |i| (i.to_string(), ts + k as i64))).collect();
+    let want: BTreeSet<(String, i64)> = (0..100)
+        .flat_map(|k| (k * 100..k * 100 + 100).map(move |i| (i.to_string(), ts + k as i64)))
+        .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     vmagent.stop();
     // The lag gauge is refreshed every 5 s; records keep arriving meanwhile.
@@ -455,18 +714,33 @@ async fn lag_grows_while_vmagent_is_down_and_drains_after_it_returns() {
         peak = lag().await.max(peak);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(peak >= 20.0, "lag did not grow while vmagent was down (peak {peak}):\n{}", egress.log());
+    assert!(
+        peak >= 20.0,
+        "lag did not grow while vmagent was down (peak {peak}):\n{}",
+        egress.log()
+    );
     vmagent.start().await;
     writer.await.expect("writer");
     wait_in_vm(&name, &want, Duration::from_secs(60), &egress).await;
     // Drained means exactly 0: the marker after the last record is no lag.
     let deadline = Instant::now() + Duration::from_secs(15);
     while lag().await != 0.0 {
-        assert!(Instant::now() < deadline, "lag did not drain to 0 (it is {}):\n{}", lag().await, egress.log());
+        assert!(
+            Instant::now() < deadline,
+            "lag did not drain to 0 (it is {}):\n{}",
+            lag().await,
+            egress.log()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let metrics = http_get(&metrics_url).await.expect("metrics").body;
-    assert!(metric_value(&metrics, "streamroute_egress_retries_total{reason=\"connect\"}") >= 1.0, "{metrics}");
+    assert!(
+        metric_value(
+            &metrics,
+            "streamroute_egress_retries_total{reason=\"connect\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
     let mut egress = egress;
     assert!(egress.terminate().success(), "{}", egress.log());
 
@@ -477,12 +751,18 @@ async fn lag_grows_while_vmagent_is_down_and_drains_after_it_returns() {
     assert!(output.status.success(), "{}", crate::common::show(&output));
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains(&format!("{}\t0\t200", setup.tasks)), "{text}");
-    eprintln!("vmagent outage: lag peaked at {peak} records; all {} samples arrived", want.len());
+    eprintln!(
+        "vmagent outage: lag peaked at {peak} records; all {} samples arrived",
+        want.len()
+    );
 }
 
 /// Prometheus' label hash modulo the task count, written out independently.
 fn independent_task(labels: &[(String, String)], task_count: u64) -> u64 {
-    let mut sorted: Vec<_> = labels.iter().filter(|(n, _)| n != "stream_task_id").collect();
+    let mut sorted: Vec<_> = labels
+        .iter()
+        .filter(|(n, _)| n != "stream_task_id")
+        .collect();
     sorted.sort();
     let mut bytes = Vec::new();
     for (n, v) in sorted {
@@ -496,7 +776,12 @@ fn independent_task(labels: &[(String, String)], task_count: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_carries_samples_from_the_gateway_through_router_and_egress_into_victoria_metrics() {
-    let (ingress, tasks, dead_letter, group) = (unique("ingress"), unique("tasks"), unique("dlq"), unique("router"));
+    let (ingress, tasks, dead_letter, group) = (
+        unique("ingress"),
+        unique("tasks"),
+        unique("dlq"),
+        unique("router"),
+    );
     create_topic(&ingress, 2).await;
     create_topic(&tasks, 3).await;
     create_topic(&dead_letter, 1).await;
@@ -514,7 +799,15 @@ async fn run_carries_samples_from_the_gateway_through_router_and_egress_into_vic
             dir.path().join("state").display()
         ),
     );
-    let run = Process::start(&["run"], "STREAMROUTE_RUN__LISTEN", &[("STREAMROUTE_CONFIG_FILE", config.to_str().expect("utf-8").to_string())]).await;
+    let run = Process::start(
+        &["run"],
+        "STREAMROUTE_RUN__LISTEN",
+        &[(
+            "STREAMROUTE_CONFIG_FILE",
+            config.to_str().expect("utf-8").to_string(),
+        )],
+    )
+    .await;
     let name = format!("sr_it_run_{}", uuid::Uuid::new_v4().simple());
     let ts = recent_ms();
     let mut want = BTreeSet::new();
@@ -526,13 +819,18 @@ async fn run_carries_samples_from_the_gateway_through_router_and_egress_into_vic
         want.extend((k * 200..k * 200 + 200).map(|i| (i.to_string(), ts + k as i64)));
         let body = crate::gateway::snappy(&request);
         let url = format!("http://{}/api/v1/write", run.addr);
-        let response = crate::common::http_post(&url, &[("content-encoding", "snappy")], body).await.expect("post");
+        let response = crate::common::http_post(&url, &[("content-encoding", "snappy")], body)
+            .await
+            .expect("post");
         assert_eq!(response.status, 204, "{}", response.body);
     }
     wait_in_vm(&name, &want, Duration::from_secs(60), &run).await;
 
     // Every series carries the task id of its labels.
-    let url = format!("{}/api/v1/export?match%5B%5D=%7B__name__%3D%22{name}%22%7D", victoria());
+    let url = format!(
+        "{}/api/v1/export?match%5B%5D=%7B__name__%3D%22{name}%22%7D",
+        victoria()
+    );
     let body = http_get(&url).await.expect("export").body;
     let mut series = 0;
     for line in body.lines().filter(|l| !l.trim().is_empty()) {
@@ -543,8 +841,16 @@ async fn run_carries_samples_from_the_gateway_through_router_and_egress_into_vic
             .iter()
             .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
             .collect();
-        let task = labels.iter().find(|(n, _)| n == "stream_task_id").map(|(_, v)| v.clone()).expect("stream_task_id");
-        assert_eq!(task, independent_task(&labels, 16).to_string(), "{labels:?}");
+        let task = labels
+            .iter()
+            .find(|(n, _)| n == "stream_task_id")
+            .map(|(_, v)| v.clone())
+            .expect("stream_task_id");
+        assert_eq!(
+            task,
+            independent_task(&labels, 16).to_string(),
+            "{labels:?}"
+        );
         series += 1;
     }
     assert_eq!(series, 1000);
@@ -553,7 +859,12 @@ async fn run_carries_samples_from_the_gateway_through_router_and_egress_into_vic
 #[tokio::test(flavor = "multi_thread")]
 async fn a_position_removed_by_retention_is_reported_counted_and_skipped_to_the_log_start() {
     let (addr, received) = receiver(|_, _| (204, vec![], String::new())).await;
-    let setup = setup(1, &format!("http://{addr}/api/v1/write"), "max_samples_per_send = 10\n").await;
+    let setup = setup(
+        1,
+        &format!("http://{addr}/api/v1/write"),
+        "max_samples_per_send = 10\n",
+    )
+    .await;
     let producer = producer();
     let ts = recent_ms();
     for k in 0..3 {
@@ -562,7 +873,11 @@ async fn a_position_removed_by_retention_is_reported_counted_and_skipped_to_the_
     let mut egress = start_egress(&setup).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while ids(&received).len() < 30 {
-        assert!(Instant::now() < deadline, "first records did not arrive:\n{}", egress.log());
+        assert!(
+            Instant::now() < deadline,
+            "first records did not arrive:\n{}",
+            egress.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(egress.terminate().success());
@@ -571,21 +886,44 @@ async fn a_position_removed_by_retention_is_reported_counted_and_skipped_to_the_
         produce_task(&producer, &setup.tasks, 0, &request("m", k * 10, 10, ts)).await;
     }
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(&setup.tasks, 0, rdkafka::Offset::Offset(6)).expect("tpl");
+    tpl.add_partition_offset(&setup.tasks, 0, rdkafka::Offset::Offset(6))
+        .expect("tpl");
     let admin = crate::common::admin();
-    admin.delete_records(&tpl, &rdkafka::admin::AdminOptions::new()).await.expect("delete records");
+    admin
+        .delete_records(&tpl, &rdkafka::admin::AdminOptions::new())
+        .await
+        .expect("delete records");
 
     let egress = start_egress(&setup).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while ids(&received).len() < 50 {
-        assert!(Instant::now() < deadline, "records after the log start did not arrive:\n{}", egress.log());
+        assert!(
+            Instant::now() < deadline,
+            "records after the log start did not arrive:\n{}",
+            egress.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let want: Vec<String> = (0..30).chain(60..80).map(|i| i.to_string()).collect();
-    assert_eq!(ids(&received), want, "offsets 3..6 were removed; everything else arrived once");
-    let metrics = http_get(&format!("http://{}/metrics", egress.addr)).await.expect("metrics").body;
-    assert_eq!(metric_value(&metrics, "streamroute_egress_skipped_records_total{"), 3.0, "{metrics}");
-    assert!(egress.log().contains("removed by retention"), "{}", egress.log());
+    assert_eq!(
+        ids(&received),
+        want,
+        "offsets 3..6 were removed; everything else arrived once"
+    );
+    let metrics = http_get(&format!("http://{}/metrics", egress.addr))
+        .await
+        .expect("metrics")
+        .body;
+    assert_eq!(
+        metric_value(&metrics, "streamroute_egress_skipped_records_total{"),
+        3.0,
+        "{metrics}"
+    );
+    assert!(
+        egress.log().contains("removed by retention"),
+        "{}",
+        egress.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -597,33 +935,64 @@ async fn throughput_into_vmagent() {
     let producer = producer();
     let ts = recent_ms();
     for k in 0..records {
-        produce_task(&producer, &setup.tasks, (k % 2) as i32, &request(&name, k * per_record, per_record, ts)).await;
+        produce_task(
+            &producer,
+            &setup.tasks,
+            (k % 2) as i32,
+            &request(&name, k * per_record, per_record, ts),
+        )
+        .await;
     }
     let total = (records * per_record) as f64;
     let started = Instant::now();
     let egress = start_egress(&setup).await;
     let url = format!("http://{}/metrics", egress.addr);
     loop {
-        let sent = metric_value(&http_get(&url).await.expect("metrics").body, "streamroute_egress_samples_total{");
+        let sent = metric_value(
+            &http_get(&url).await.expect("metrics").body,
+            "streamroute_egress_samples_total{",
+        );
         if sent >= total {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(300), "only {sent} of {total} sent");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "only {sent} of {total} sent"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("egress → vmagent: {total} samples in {secs:.2} s (start-up included) = {:.0} samples/s", total / secs);
+    eprintln!(
+        "egress → vmagent: {total} samples in {secs:.2} s (start-up included) = {:.0} samples/s",
+        total / secs
+    );
 }
 
-
 /// Writes a task-topic record carrying a tenant, as the router does for ingress records with one.
-async fn produce_tenant(producer: &FutureProducer, topic: &str, request: &WriteRequest, tenant: &str) {
+async fn produce_tenant(
+    producer: &FutureProducer,
+    topic: &str,
+    request: &WriteRequest,
+    tenant: &str,
+) {
     let headers = OwnedHeaders::new()
-        .insert(Header { key: "content-encoding", value: Some("identity") })
-        .insert(Header { key: "tenant", value: Some(tenant) });
+        .insert(Header {
+            key: "content-encoding",
+            value: Some("identity"),
+        })
+        .insert(Header {
+            key: "tenant",
+            value: Some(tenant),
+        });
     let value = request.encode_to_vec();
     producer
-        .send(FutureRecord::<(), [u8]>::to(topic).partition(0).payload(&value).headers(headers), Duration::from_secs(10))
+        .send(
+            FutureRecord::<(), [u8]>::to(topic)
+                .partition(0)
+                .payload(&value)
+                .headers(headers),
+            Duration::from_secs(10),
+        )
         .await
         .expect("produced");
 }
@@ -641,13 +1010,28 @@ async fn auth_extra_headers_and_the_tenant_are_sent_and_tenants_are_never_mixed(
     let egress = start_egress(&setup).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while ids(&received).len() < 15 {
-        assert!(Instant::now() < deadline, "not everything arrived:\n{}", egress.log());
+        assert!(
+            Instant::now() < deadline,
+            "not everything arrived:\n{}",
+            egress.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let got = received.lock().expect("lock").clone();
-    let per_request: Vec<(String, usize)> =
-        got.iter().map(|(_, h, r)| (h["x-scope-orgid"].to_str().expect("ascii").to_string(), r.timeseries.len())).collect();
-    assert_eq!(per_request, [("team-a".to_string(), 10), ("team-b".to_string(), 5)], "one request per tenant, in order");
+    let per_request: Vec<(String, usize)> = got
+        .iter()
+        .map(|(_, h, r)| {
+            (
+                h["x-scope-orgid"].to_str().expect("ascii").to_string(),
+                r.timeseries.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        per_request,
+        [("team-a".to_string(), 10), ("team-b".to_string(), 5)],
+        "one request per tenant, in order"
+    );
     for (_, headers, _) in &got {
         assert_eq!(headers["authorization"], "Bearer t0ken");
         assert_eq!(headers["x-env"], "test");
@@ -661,15 +1045,23 @@ async fn an_https_receiver_with_a_private_ca_gets_the_samples() {
     // self-signed certificate; it answers 204 and keeps each request in its
     // ingress topic, where the test reads what arrived.
     let dir = tempfile::tempdir().expect("tempdir");
-    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("self-signed certificate");
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .expect("self-signed certificate");
     let cert = write_file(dir.path(), "server.crt", &generated.cert.pem());
-    let key = write_file(dir.path(), "server.key", &generated.signing_key.serialize_pem());
+    let key = write_file(
+        dir.path(),
+        "server.key",
+        &generated.signing_key.serialize_pem(),
+    );
     let ingress = unique("ingress");
     create_topic(&ingress, 1).await;
     let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_string();
     let gateway = crate::gateway::start_gateway(
         &ingress,
-        &[("STREAMROUTE_GATEWAY__TLS__CERT_FILE", path(&cert)), ("STREAMROUTE_GATEWAY__TLS__KEY_FILE", path(&key))],
+        &[
+            ("STREAMROUTE_GATEWAY__TLS__CERT_FILE", path(&cert)),
+            ("STREAMROUTE_GATEWAY__TLS__KEY_FILE", path(&key)),
+        ],
     )
     .await;
 
@@ -679,17 +1071,32 @@ async fn an_https_receiver_with_a_private_ca_gets_the_samples() {
 
     // A CA that did not sign the gateway's certificate: the handshake fails,
     // the request is retried and nothing arrives.
-    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("another certificate");
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .expect("another certificate");
     let other_ca = write_file(dir.path(), "other-ca.crt", &other.cert.pem());
-    let untrusted = setup(1, &target, &format!("tls_ca_file = \"{}\"\n", other_ca.display())).await;
+    let untrusted = setup(
+        1,
+        &target,
+        &format!("tls_ca_file = \"{}\"\n", other_ca.display()),
+    )
+    .await;
     produce_task(&producer(), &untrusted.tasks, 0, &sent).await;
     let mut refused = start_egress(&untrusted).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(read_topic(&ingress).is_empty(), "an unverified receiver got the samples:\n{}", refused.log());
+    assert!(
+        read_topic(&ingress).is_empty(),
+        "an unverified receiver got the samples:\n{}",
+        refused.log()
+    );
     assert!(refused.log().contains("certificate"), "{}", refused.log());
     assert!(refused.terminate().success(), "{}", refused.log());
 
-    let setup = setup(1, &target, &format!("tls_ca_file = \"{}\"\n", cert.display())).await;
+    let setup = setup(
+        1,
+        &target,
+        &format!("tls_ca_file = \"{}\"\n", cert.display()),
+    )
+    .await;
     produce_task(&producer(), &setup.tasks, 0, &sent).await;
     let egress = start_egress(&setup).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -698,13 +1105,29 @@ async fn an_https_receiver_with_a_private_ca_gets_the_samples() {
         if !records.is_empty() {
             break records;
         }
-        assert!(Instant::now() < deadline, "nothing reached the https receiver:\n{}\n--- gateway\n{}", egress.log(), gateway.log());
+        assert!(
+            Instant::now() < deadline,
+            "nothing reached the https receiver:\n{}\n--- gateway\n{}",
+            egress.log(),
+            gateway.log()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert_eq!(records.len(), 1, "one request");
-    assert_eq!(crate::gateway::decode_record(&records[0]).1, sent, "the samples as written");
-    let metrics = http_get(&format!("http://{}/metrics", egress.addr)).await.expect("metrics").body;
-    assert_eq!(metric_value(&metrics, "streamroute_egress_samples_total{"), 20.0, "{metrics}");
+    assert_eq!(
+        crate::gateway::decode_record(&records[0]).1,
+        sent,
+        "the samples as written"
+    );
+    let metrics = http_get(&format!("http://{}/metrics", egress.addr))
+        .await
+        .expect("metrics")
+        .body;
+    assert_eq!(
+        metric_value(&metrics, "streamroute_egress_samples_total{"),
+        20.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -714,14 +1137,29 @@ async fn a_missing_ca_file_is_a_config_error_naming_the_key() {
     let output = streamroute(
         &["egress"],
         &[
-            ("STREAMROUTE_EGRESS__TARGET", "https://127.0.0.1:1/api/v1/write"),
-            ("STREAMROUTE_EGRESS__TLS_CA_FILE", absent.to_str().expect("utf-8")),
-            ("STREAMROUTE_EGRESS__STATE_DIR", dir.path().join("state").to_str().expect("utf-8")),
+            (
+                "STREAMROUTE_EGRESS__TARGET",
+                "https://127.0.0.1:1/api/v1/write",
+            ),
+            (
+                "STREAMROUTE_EGRESS__TLS_CA_FILE",
+                absent.to_str().expect("utf-8"),
+            ),
+            (
+                "STREAMROUTE_EGRESS__STATE_DIR",
+                dir.path().join("state").to_str().expect("utf-8"),
+            ),
         ],
     );
     let out = crate::common::show(&output);
     assert_eq!(output.status.code(), Some(2), "{out}");
-    assert!(out.contains(&format!("egress.tls_ca_file: cannot read {}", absent.display())), "{out}");
+    assert!(
+        out.contains(&format!(
+            "egress.tls_ca_file: cannot read {}",
+            absent.display()
+        )),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -746,8 +1184,14 @@ async fn egress_is_not_ready_while_kafka_is_down_and_ready_again_after() {
         &["egress"],
         "STREAMROUTE_EGRESS__LISTEN",
         &[
-            ("STREAMROUTE_CONFIG_FILE", config.to_str().expect("utf-8").to_string()),
-            ("STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS", kafka.bootstrap.clone()),
+            (
+                "STREAMROUTE_CONFIG_FILE",
+                config.to_str().expect("utf-8").to_string(),
+            ),
+            (
+                "STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS",
+                kafka.bootstrap.clone(),
+            ),
         ],
     )
     .await;
@@ -760,7 +1204,11 @@ async fn egress_is_not_ready_while_kafka_is_down_and_ready_again_after() {
                 if http_get(&url).await.expect("ready endpoint").status == status {
                     return;
                 }
-                assert!(Instant::now() < deadline, "/-/ready never answered {status} within {within:?}:\n{}", log.log());
+                assert!(
+                    Instant::now() < deadline,
+                    "/-/ready never answered {status} within {within:?}:\n{}",
+                    log.log()
+                );
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
@@ -769,7 +1217,11 @@ async fn egress_is_not_ready_while_kafka_is_down_and_ready_again_after() {
     kafka.script("stop");
     // The lag tick (5 s) plus one fetch timeout (2 s).
     wait_for(503, Duration::from_secs(20)).await;
-    assert!(egress.log().contains("egress not ready"), "{}", egress.log());
+    assert!(
+        egress.log().contains("egress not ready"),
+        "{}",
+        egress.log()
+    );
     kafka.script("start");
     wait_for(200, Duration::from_secs(90)).await;
     assert!(egress.log().contains("egress ready"), "{}", egress.log());

@@ -39,12 +39,13 @@ use tracing::{error, info, warn};
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    /// sled could not open the database.
-    #[error(
-        "cannot open the egress state in {dir}: {source}; if the folder is corrupt, move it away: \
-         egress then resumes from the offsets it committed to Kafka (egress.group_id)"
-    )]
-    Open { dir: String, source: sled::Error },
+    /// sled could not open the database; `hint` says what to do.
+    #[error("cannot open the egress state in {dir}: {source}; {hint}")]
+    Open {
+        dir: String,
+        source: sled::Error,
+        hint: &'static str,
+    },
     /// The folder could not be created or read.
     #[error("egress state in {dir}: {source}")]
     Io { dir: String, source: std::io::Error },
@@ -154,6 +155,22 @@ pub fn remove_interrupted_snapshots(dir: &Path) -> std::io::Result<usize> {
     Ok(removed)
 }
 
+/// What to do about a database that does not open.
+fn open_hint(e: &sled::Error) -> &'static str {
+    match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => "free space on its disk; egress retries by itself",
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            "another process (a second egress, `inspect offsets`) has it open; retrying"
+        }
+        sled::Error::Corruption { .. } => {
+            "its files are corrupt: stop egress, move the folder away and start again; egress then resumes \
+             from the offsets it committed to Kafka (egress.group_id)"
+        }
+        _ => "retrying; if it persists, stop egress, move the folder away and start again: egress then \
+              resumes from the offsets it committed to Kafka (egress.group_id)",
+    }
+}
+
 impl State {
     /// Opens (or creates) the database in `dir`. `flush_every` says how
     /// long a write may stay in memory (the caller flushes); zero flushes
@@ -218,6 +235,7 @@ impl State {
             .open()
             .map_err(|source| StateError::Open {
                 dir: name.clone(),
+                hint: open_hint(&source),
                 source,
             })?;
         let sled_err = |source| StateError::Sled {
