@@ -6,6 +6,7 @@
 mod common;
 mod config_errors;
 mod egress;
+mod egress_state;
 mod gateway;
 mod gateway_outage;
 mod gateway_prometheus;
