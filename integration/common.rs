@@ -350,6 +350,8 @@ pub struct PrivateKafka {
     /// host:port of the broker.
     pub bootstrap: String,
     port: u16,
+    /// `KAFKA_SECURITY` for the script: plaintext or sasl_ssl.
+    security: &'static str,
     dir: tempfile::TempDir,
     _turn: std::sync::MutexGuard<'static, ()>,
 }
@@ -357,6 +359,16 @@ pub struct PrivateKafka {
 impl PrivateKafka {
     /// Starts a broker with its own data directory.
     pub fn start() -> PrivateKafka {
+        PrivateKafka::start_with("plaintext")
+    }
+
+    /// Starts a broker whose client listener is SASL_SSL (see
+    /// scripts/kafka-local.sh for its users and certificates).
+    pub fn start_sasl_ssl() -> PrivateKafka {
+        PrivateKafka::start_with("sasl_ssl")
+    }
+
+    fn start_with(security: &'static str) -> PrivateKafka {
         // A test that failed while holding the lock must not fail the others.
         let turn = PRIVATE_KAFKA.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::tempdir().expect("tempdir");
@@ -369,7 +381,7 @@ impl PrivateKafka {
                     && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
             })
             .expect("two free ports between 20000 and 30000");
-        let kafka = PrivateKafka { bootstrap: format!("127.0.0.1:{port}"), port, dir, _turn: turn };
+        let kafka = PrivateKafka { bootstrap: format!("127.0.0.1:{port}"), port, security, dir, _turn: turn };
         kafka.script("start");
         kafka
     }
@@ -382,10 +394,18 @@ impl PrivateKafka {
             .arg(action)
             .env_remove("KAFKA_BOOTSTRAP")
             .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_SECURITY", self.security)
             .env("SR_RUN_DIR", self.dir.path())
             .output()
             .expect("run kafka-local.sh");
         assert!(output.status.success(), "kafka-local.sh {action} failed:\n{}", show(&output));
+    }
+}
+
+impl PrivateKafka {
+    /// The CA certificate a SASL_SSL broker's clients trust.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join(format!("kafka-{}/tls/ca.pem", self.port))
     }
 }
 

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -146,8 +145,16 @@ pub fn shutdown_on_signal() -> CancellationToken {
 }
 
 /// Runs `roles` in this process, serving their endpoints on `listen` (HTTPS
-/// when `tls` is given), until `shutdown` is cancelled or a role fails.
-/// Roles then drain for at most `run.shutdown_grace`.
+/// when `tls` is given), until `shutdown` is cancelled.
+///
+/// A role that fails is logged, counted, reported not ready and started
+/// again after a backoff, while the other roles keep running: a router or
+/// egress that cannot reach Kafka or open its state never takes the
+/// gateway down. On shutdown the roles drain in data-flow order: the
+/// listener and gateway first (no new writes, the producer flushed), then
+/// the router (its last transaction commits), then egress (which gets a
+/// moment to deliver that last commit). All of it within
+/// `run.shutdown_grace`.
 pub async fn run_roles(
     config: Arc<Config>,
     roles: &[Role],
@@ -173,64 +180,114 @@ pub async fn run_roles(
         .map(crate::tls::load_acceptor)
         .transpose()
         .map_err(|e| AppError::Other(format!("cannot set up TLS for {listen}: {e}")))?;
-    let router = match roles.contains(&Role::Router) {
-        true => Some(crate::router::Router::new(config.clone(), readiness.clone())?),
-        false => None,
-    };
-    let egress = roles.contains(&Role::Egress).then(|| crate::egress::Egress::new(config.clone(), readiness.clone()));
+    // Compiled once up front so that a bad route is a start-up error, not
+    // a restart loop.
+    if roles.contains(&Role::Router) {
+        crate::router::Router::new(config.clone(), readiness.clone())?;
+    }
     let server = Server::bind(listen, metrics, readiness.clone(), handler, acceptor)
         .await
         .map_err(|source| AppError::Bind { addr: listen, source })?;
     info!(addr = %listen, roles = ?roles, "streamroute started");
 
-    let mut tasks: JoinSet<Result<(), AppError>> = JoinSet::new();
-    if let Some(g) = &gateway {
-        let g = g.clone();
-        let stop = shutdown.clone();
-        tasks.spawn(async move { g.run(stop).await.map_err(AppError::from) });
-    }
-    if let Some(router) = router {
-        let stop = shutdown.clone();
-        tasks.spawn(async move { router.run(stop).await.map_err(AppError::from) });
-    }
-    if let Some(egress) = egress {
-        let stop = shutdown.clone();
-        tasks.spawn(async move { egress.run(stop).await.map_err(AppError::from) });
-    }
+    // One stop token per stage, cancelled in data-flow order below.
+    let (gateway_stop, router_stop, egress_stop) = (CancellationToken::new(), CancellationToken::new(), CancellationToken::new());
     let server_stop = CancellationToken::new();
     let server_task = tokio::spawn(server.serve(server_stop.clone(), grace));
+    let gateway_task = gateway.clone().map(|g| {
+        let stop = gateway_stop.clone();
+        tokio::spawn(supervise("gateway", readiness.clone(), stop.clone(), move || {
+            let (g, stop) = (g.clone(), stop.clone());
+            async move { g.run(stop).await.map_err(AppError::from) }
+        }))
+    });
+    let router_task = roles.contains(&Role::Router).then(|| {
+        let (config, ready, stop) = (config.clone(), readiness.clone(), router_stop.clone());
+        tokio::spawn(supervise("router", readiness.clone(), stop.clone(), move || {
+            let (config, ready, stop) = (config.clone(), ready.clone(), stop.clone());
+            async move { crate::router::Router::new(config, ready)?.run(stop).await.map_err(AppError::from) }
+        }))
+    });
+    let egress_task = roles.contains(&Role::Egress).then(|| {
+        let (config, ready, stop) = (config.clone(), readiness.clone(), egress_stop.clone());
+        tokio::spawn(supervise("egress", readiness.clone(), stop.clone(), move || {
+            let (config, ready, stop) = (config.clone(), ready.clone(), stop.clone());
+            async move { crate::egress::Egress::new(config, ready).run(stop).await.map_err(AppError::from) }
+        }))
+    });
 
-    // A failing role stops the others.
+    shutdown.cancelled().await;
+    let deadline = tokio::time::Instant::now() + grace;
     let mut first_error = None;
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        Some(done) = tasks.join_next() => {
-            if let Some(e) = flatten(done) {
-                error!(error = %e, "a role failed; stopping the others");
-                first_error = Some(e);
-            }
-            shutdown.cancel();
-        }
-    }
-    // Stop intake first (the listener), then let roles drain.
+    // 1. Intake: the listener stops accepting, in-flight writes finish.
     server_stop.cancel();
-    let drained = tokio::time::timeout(grace + Duration::from_secs(1), async {
-        let _ = server_task.await;
-        while let Some(done) = tasks.join_next().await {
+    gateway_stop.cancel();
+    let _ = tokio::time::timeout_at(deadline, server_task).await;
+    drain("gateway", gateway_task, deadline, &mut first_error).await;
+    if let Some(g) = &gateway {
+        g.close(deadline.saturating_duration_since(tokio::time::Instant::now()));
+    }
+    // 2. The router commits what it read.
+    router_stop.cancel();
+    let routed = router_task.is_some();
+    drain("router", router_task, deadline, &mut first_error).await;
+    // 3. Egress delivers that last commit (two flushes), then stops.
+    if routed && egress_task.is_some() {
+        let settle = config.egress.flush_interval * 2 + Duration::from_millis(500);
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + settle)).await;
+    }
+    egress_stop.cancel();
+    drain("egress", egress_task, deadline + Duration::from_secs(1), &mut first_error).await;
+    info!("streamroute stopped");
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Runs a role until `stop`, starting it again after a failure with a
+/// backoff from 1 s doubling to 60 s (reset after a minute of good run).
+/// Returns the role's last error only when it failed during shutdown.
+async fn supervise<F, Fut>(role: &'static str, readiness: Readiness, stop: CancellationToken, mut start: F) -> Result<(), AppError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), AppError>>,
+{
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let started = tokio::time::Instant::now();
+        let error = match start().await {
+            Ok(()) => return Ok(()),
+            Err(e) if stop.is_cancelled() => return Err(e),
+            Err(e) => e,
+        };
+        readiness.set(role, false);
+        metrics::counter!(crate::metrics::ROLE_RESTARTS, "role" => role).increment(1);
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_secs(1);
+        }
+        error!(role, error = %error, ?backoff, "role failed; the other roles keep running, restarting it");
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Waits for a stage's task until `deadline`, keeping its first error.
+async fn drain(
+    role: &str,
+    task: Option<tokio::task::JoinHandle<Result<(), AppError>>>,
+    deadline: tokio::time::Instant,
+    first_error: &mut Option<AppError>,
+) {
+    let Some(task) = task else { return };
+    match tokio::time::timeout_at(deadline, task).await {
+        Ok(done) => {
             if let Some(e) = flatten(done) {
                 first_error.get_or_insert(e);
             }
         }
-    })
-    .await;
-    if drained.is_err() {
-        warn!(?grace, "roles did not drain within the grace period");
+        Err(_) => warn!(role, "role did not drain within run.shutdown_grace"),
     }
-    if let Some(g) = gateway {
-        g.close(grace);
-    }
-    info!("streamroute stopped");
-    first_error.map_or(Ok(()), Err)
 }
 
 fn flatten(done: Result<Result<(), AppError>, tokio::task::JoinError>) -> Option<AppError> {

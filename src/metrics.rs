@@ -2,17 +2,20 @@
 //! Names follow `streamroute_<role>_<thing>_<unit>`; counters end in
 //! `_total`; labels have bounded cardinality.
 
-use metrics::{describe_gauge, Unit};
+use metrics::{describe_counter, describe_gauge, Unit};
 
 /// Process start time, for uptime.
 pub const PROCESS_START: &str = "streamroute_process_start_time_seconds";
 /// Whether each role is ready (1) or not (0).
 pub const ROLE_READY: &str = "streamroute_role_ready";
+/// Times a role failed and was started again inside the process.
+pub const ROLE_RESTARTS: &str = "streamroute_role_restarts_total";
 
 /// Registers the descriptions of every metric.
 pub fn describe() {
     describe_gauge!(PROCESS_START, Unit::Seconds, "unix time the process started");
     describe_gauge!(ROLE_READY, "1 when the role (label role) is ready to serve, else 0");
+    describe_counter!(ROLE_RESTARTS, "times a role failed and was started again in this process");
     crate::gateway::metrics::describe();
     crate::router::metrics::describe();
     crate::egress::metrics::describe();

@@ -43,8 +43,14 @@ use crate::state::{State, StateError};
 use keeper::Keeper;
 use worker::{PartitionWorker, Shared};
 
-/// How often the lag gauge is refreshed.
-const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the lag gauge is refreshed; the same query tells whether
+/// Kafka answers, so an outage shows in readiness within about this long
+/// plus `PROBE_TIMEOUT`.
+const LAG_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long the end-offset query may take before Kafka counts as
+/// unreachable (kafka.request_timeout would hide an outage for 30 s).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Errors that stop the egress role.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +182,7 @@ impl Egress {
                     }
                 },
                 _ = tick.tick(), if !stop.is_cancelled() => {
-                    let reachable = update_lag(&egress.topic, &lag, shared.kafka.request_timeout).await;
+                    let reachable = update_lag(&egress.topic, &lag, shared.kafka.request_timeout.min(PROBE_TIMEOUT)).await;
                     if reachable != kafka_reachable {
                         kafka_reachable = reachable;
                         if reachable {

@@ -73,14 +73,55 @@ const KAFKA_STEP: Duration = Duration::from_secs(1);
 /// broker, so that readiness does not flap under load.
 const UNCONFIRMED_NOT_READY: Duration = Duration::from_secs(3);
 
-/// What the worker and the consumer's callbacks share.
-#[derive(Default)]
+/// A worker that shows no sign of life for this long is stuck in a call
+/// to Kafka: not ready, whatever its last transaction did.
+const STALLED: Duration = Duration::from_secs(5);
+
+/// What the worker, the consumer's callbacks and the readiness watchdog
+/// share. Readiness is computed from it in one place (`Progress::ready`).
 struct Progress {
     /// Per ingress partition: the next offset our last committed
     /// transaction stored, the only position that survives a crash.
     committed: Mutex<HashMap<i32, i64>>,
     /// Whether librdkafka's last statistics showed a broker connection up.
     broker_up: AtomicBool,
+    /// False from a failed or long-unconfirmed transaction until one commits.
+    healthy: AtomicBool,
+    /// When the worker last showed a sign of life, and what it was doing.
+    beat: Mutex<(Instant, &'static str)>,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            committed: Mutex::default(),
+            broker_up: AtomicBool::new(false),
+            healthy: AtomicBool::new(false),
+            beat: Mutex::new((Instant::now(), "starting")),
+        }
+    }
+
+    /// The worker is alive and about to do `what`.
+    fn beat(&self, what: &'static str) {
+        if let Ok(mut beat) = self.beat.lock() {
+            *beat = (Instant::now(), what);
+        }
+    }
+
+    /// Ready, or the reason why not.
+    fn ready(&self) -> Result<(), String> {
+        let (at, doing) = self.beat.lock().map(|b| *b).unwrap_or((Instant::now(), "unknown"));
+        if at.elapsed() > STALLED {
+            return Err(format!("worker stalled for {:.0?} in {doing}", at.elapsed()));
+        }
+        if !self.healthy.load(Ordering::Acquire) {
+            return Err("transactions are not committing".into());
+        }
+        if !self.broker_up.load(Ordering::Acquire) {
+            return Err("no broker connection is up".into());
+        }
+        Ok(())
+    }
 }
 
 /// Consumer callbacks: notes revocations (so the open transaction is
@@ -194,13 +235,39 @@ impl Router {
 
     /// Runs until `shutdown`, then commits the open transaction and leaves the group.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RouterError> {
-        tokio::task::spawn_blocking(move || {
-            let mut worker = Worker::new(self.config, self.routes, self.readiness)?;
+        let progress = Arc::new(Progress::new());
+        let watchdog = tokio::spawn(watch(progress.clone(), self.readiness.clone()));
+        let result = tokio::task::spawn_blocking(move || {
+            let mut worker = Worker::new(self.config, self.routes, progress)?;
             worker.run(&shutdown);
             Ok(())
         })
         .await
-        .map_err(|e| RouterError::Thread(e.to_string()))?
+        .map_err(|e| RouterError::Thread(e.to_string()))?;
+        watchdog.abort();
+        self.readiness.set("router", false);
+        result
+    }
+}
+
+/// Sets the router's readiness from `progress` twice a second, logging
+/// each change with its reason. It runs beside the worker thread, so a
+/// worker stuck in a Kafka call still shows as not ready.
+async fn watch(progress: Arc<Progress>, readiness: Readiness) {
+    let mut was: Option<bool> = None;
+    loop {
+        let ready = progress.ready();
+        readiness.set("router", ready.is_ok());
+        if was != Some(ready.is_ok()) {
+            match &ready {
+                Ok(()) if was.is_some() => info!("router ready again"),
+                Ok(()) => {}
+                Err(reason) if was.is_some() => warn!(reason = %reason, "router not ready"),
+                Err(_) => {}
+            }
+            was = Some(ready.is_ok());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -227,7 +294,6 @@ struct Worker {
     routes: Vec<Route>,
     partitions: Vec<u32>,
     partitions_checked: Instant,
-    readiness: Readiness,
     consumer: BaseConsumer<RouterContext>,
     producer: BaseProducer,
     /// False after the producer was (re)created until init_transactions succeeds.
@@ -299,10 +365,9 @@ impl Worker {
     fn new(
         config: Arc<Config>,
         routes: Vec<Route>,
-        readiness: Readiness,
+        progress: Arc<Progress>,
     ) -> Result<Worker, RouterError> {
         let revoked = Arc::new(AtomicBool::new(false));
-        let progress = Arc::new(Progress::default());
         let context = RouterContext {
             revoked: revoked.clone(),
             progress: progress.clone(),
@@ -321,7 +386,6 @@ impl Worker {
             routes,
             partitions: vec![0; n],
             partitions_checked: Instant::now(),
-            readiness,
             consumer,
             producer,
             initialized: false,
@@ -355,7 +419,7 @@ impl Worker {
         if shutdown.is_cancelled() {
             return;
         }
-        self.readiness.set("router", true);
+        self.progress.healthy.store(true, Ordering::Release);
         info!(group = %self.config.router.group_id, topic = %self.config.topics.ingress, "router running");
         let mut txn = Txn::default();
         let mut failures = 0u32;
@@ -366,14 +430,13 @@ impl Worker {
                         info!(failures, "transactions commit again");
                     }
                     failures = 0;
-                    // An empty transaction commits without a broker: ready
-                    // also needs a broker connection.
-                    self.readiness
-                        .set("router", self.progress.broker_up.load(Ordering::Acquire));
+                    // An empty transaction commits without a broker, so
+                    // readiness also asks for a broker connection (Progress::ready).
+                    self.progress.healthy.store(true, Ordering::Release);
                 }
                 Err(e) => {
                     failures += 1;
-                    self.readiness.set("router", false);
+                    self.progress.healthy.store(false, Ordering::Release);
                     warn!(error = %e, failures, "transaction failed; aborting and retrying its records");
                     self.recover(&e, &txn, shutdown);
                     // Back off while Kafka is unwell, at most 5 s.
@@ -385,7 +448,6 @@ impl Worker {
             }
             txn = Txn::default();
         }
-        self.readiness.set("router", false);
         info!("router stopped");
     }
 
@@ -459,6 +521,7 @@ impl Worker {
             if left.is_zero() {
                 break;
             }
+            self.progress.beat("polling the ingress topic");
             let polled = self.consumer.poll(left.min(Duration::from_millis(100)));
             let message = match polled {
                 None => None,
@@ -559,6 +622,7 @@ impl Worker {
         let started = Instant::now();
         let mut warned = false;
         loop {
+            self.progress.beat(what);
             match call(self) {
                 Err(KafkaError::Transaction(e))
                     if e.is_retriable()
@@ -567,7 +631,7 @@ impl Worker {
                 {
                     if started.elapsed() >= UNCONFIRMED_NOT_READY && !warned {
                         warned = true;
-                        self.readiness.set("router", false);
+                        self.progress.healthy.store(false, Ordering::Release);
                         warn!(error = %e, "{what} not confirmed by kafka yet; not ready, retrying");
                     }
                     self.producer.poll(Duration::from_millis(100));
