@@ -335,3 +335,43 @@ proptest! {
         prop_assert_eq!(named, s);
     }
 }
+
+proptest! {
+    #![proptest_config(config(500))]
+
+    /// `decode_bounded` (limits applied while walking the bytes) refuses
+    /// exactly what `decode_request` then `validate_v1` refuse, under random
+    /// series and label limits, for 1.0 and 2.0, and agrees on the stats;
+    /// its memory estimate stays within a small multiple of the body.
+    #[test]
+    fn bounded_decoding_agrees_with_decode_then_validate(
+        req in valid_request(),
+        v2_body in any::<bool>(),
+        max_labels in 1usize..10,
+        max_series in 1usize..6,
+    ) {
+        let limits = Limits { max_labels_per_series: max_labels, max_series_per_request: max_series, ..Limits::default() };
+        let (raw, proto) = if v2_body {
+            (to_v2(&req).encode_to_vec(), Protocol::V2)
+        } else {
+            (req.encode_to_vec(), Protocol::V1)
+        };
+        let body = compress(&raw, Encoding::Snappy).unwrap();
+        let reference = decode_request(&body, Encoding::Snappy, proto, 1 << 20)
+            .map_err(|e| e.to_string())
+            .and_then(|d| validate_v1(&d.request, &limits).map_err(|e| e.to_string()));
+        let bounded = decode_bounded(&body, Encoding::Snappy, proto, 1 << 20, &limits, usize::MAX);
+        match (&reference, &bounded) {
+            (Ok(stats), Ok((decoded, got))) => {
+                prop_assert_eq!(stats, got);
+                prop_assert_eq!(&decoded.request, &req);
+            }
+            (Err(_), Err(_)) => {}
+            _ => prop_assert!(false, "reference {:?}, bounded {:?}", reference, bounded.map(|b| b.1)),
+        }
+        if reference.is_ok() {
+            let budget = 64 * raw.len() + 4096;
+            prop_assert!(decode_bounded(&body, Encoding::Snappy, proto, 1 << 20, &limits, budget).is_ok());
+        }
+    }
+}
