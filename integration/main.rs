@@ -15,4 +15,5 @@ mod gateway_tls;
 mod kafka_roundtrip;
 mod relabel_cli;
 mod router;
+mod scaleout;
 mod topics_apply;
