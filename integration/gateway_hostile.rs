@@ -300,7 +300,11 @@ async fn slow_bodies_do_not_starve_good_senders() {
     assert!(attacked.ok > 50, "{}", attacked.summary("attacked"));
     // Baseline p50 is ~8 ms, p99 ~30 ms: room for a noisy 2-core machine,
     // none for queueing behind the attack (p50 ~500 ms when that happened).
-    assert!(attacked.percentile(0.5) < 200.0, "{}", attacked.summary("attacked"));
+    assert!(
+        attacked.percentile(0.5) < 200.0,
+        "{}",
+        attacked.summary("attacked")
+    );
     assert!(
         attacked.percentile(0.99) < 1000.0,
         "{}",
@@ -512,7 +516,11 @@ async fn decompression_bombs_do_not_starve_good_senders() {
     assert!(attacked.ok > 50, "{}", attacked.summary("attacked"));
     // Baseline p50 is ~8 ms, p99 ~30 ms: room for a noisy 2-core machine,
     // none for queueing behind the attack (p50 ~500 ms when that happened).
-    assert!(attacked.percentile(0.5) < 200.0, "{}", attacked.summary("attacked"));
+    assert!(
+        attacked.percentile(0.5) < 200.0,
+        "{}",
+        attacked.summary("attacked")
+    );
     assert!(
         attacked.percentile(0.99) < 1000.0,
         "{}",

@@ -388,10 +388,19 @@ pub fn decode_bounded(
     bounds::check(&raw, protocol, limits, max_heap)?;
     let request = match protocol {
         Protocol::V1 => WriteRequest::decode(raw.as_slice()).map_err(DecodeError::BadProtobuf)?,
-        Protocol::V2 => proto::v2::Request::decode(raw.as_slice()).map_err(DecodeError::BadProtobuf)?.into_v1()?,
+        Protocol::V2 => proto::v2::Request::decode(raw.as_slice())
+            .map_err(DecodeError::BadProtobuf)?
+            .into_v1()?,
     };
     let stats = validate_v1(&request, limits)?;
-    Ok((Decoded { request, raw, protocol }, stats))
+    Ok((
+        Decoded {
+            request,
+            raw,
+            protocol,
+        },
+        stats,
+    ))
 }
 
 /// Renders labels like `{__name__="up", job="api"}` for messages, escaping
