@@ -930,7 +930,18 @@ async fn a_position_removed_by_retention_is_reported_counted_and_skipped_to_the_
 #[ignore = "benchmark: cargo test --release --test integration egress::throughput -- --ignored --nocapture"]
 async fn throughput_into_vmagent() {
     let (records, per_record) = (500usize, 2_000usize);
-    let setup = setup(2, &vmagent(), "max_samples_per_send = 5000\n").await;
+    // SR_BENCH_STATE_FLUSH_EVERY=0s measures the cost of an fsync per request.
+    let flush = std::env::var("SR_BENCH_STATE_FLUSH_EVERY").ok();
+    let flush_line = flush
+        .as_ref()
+        .map(|f| format!("state_flush_every = \"{f}\"\n"))
+        .unwrap_or_default();
+    let setup = setup(
+        2,
+        &vmagent(),
+        &format!("max_samples_per_send = 5000\n{flush_line}"),
+    )
+    .await;
     let name = format!("sr_bench_{}", uuid::Uuid::new_v4().simple());
     let producer = producer();
     let ts = recent_ms();
@@ -962,6 +973,10 @@ async fn throughput_into_vmagent() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let secs = started.elapsed().as_secs_f64();
+    eprint!(
+        "state_flush_every {}: ",
+        flush.as_deref().unwrap_or("default")
+    );
     eprintln!(
         "egress → vmagent: {total} samples in {secs:.2} s (start-up included) = {:.0} samples/s",
         total / secs

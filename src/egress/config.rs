@@ -30,8 +30,9 @@ pub struct EgressConfig {
     /// Folder of the sled database holding the positions ("next offset to read").
     pub state_dir: PathBuf,
     /// How long a position may stay in memory before sled writes it to
-    /// disk; `0s` flushes after every request (at most one request resent
-    /// after a crash, at the cost of an fsync per request).
+    /// disk (at most 1m); `0s`, the default, flushes after every request:
+    /// a crash resends at most one request per partition, for an fsync per
+    /// request (measured in README.md).
     #[serde(with = "humantime_serde")]
     pub state_flush_every: Duration,
     /// Where a partition starts when neither sled nor the Kafka consumer
@@ -219,7 +220,7 @@ impl Default for EgressConfig {
             target: Target::Template("http://127.0.0.1:8429/api/v1/write".into()),
             tls_ca_file: None,
             state_dir: PathBuf::from(".run/egress-state"),
-            state_flush_every: Duration::from_secs(1),
+            state_flush_every: Duration::ZERO,
             start_from: StartFrom::Earliest,
             group_id: None,
             commit_interval: Duration::from_secs(1),
