@@ -158,7 +158,11 @@ pub fn remove_interrupted_snapshots(dir: &Path) -> std::io::Result<usize> {
 /// What to do about a database that does not open.
 fn open_hint(e: &sled::Error) -> &'static str {
     match e {
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => "free space on its disk; egress retries by itself",
+        // ENOSPC (28 on Linux and macOS), bare or wrapped by sled in a
+        // custom error; ErrorKind::StorageFull needs Rust 1.83.
+        sled::Error::Io(io) if io.raw_os_error() == Some(28) || io.to_string().contains("No space left") => {
+            "free space on its disk; egress retries by itself"
+        }
         sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
             "another process (a second egress, `inspect offsets`) has it open; retrying"
         }
