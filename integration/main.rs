@@ -13,6 +13,8 @@ mod gateway_prometheus;
 mod gateway_hostile;
 mod gateway_tls;
 mod kafka_roundtrip;
+mod kafka_security;
+mod outage;
 mod relabel_cli;
 mod router;
 mod scaleout;

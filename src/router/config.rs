@@ -31,7 +31,10 @@ pub struct RouterConfig {
     /// ...or at this many bytes of encoded series.
     pub batch_max_bytes: usize,
     /// How long Kafka may take for transaction operations before the
-    /// transaction is aborted and retried.
+    /// transaction is aborted and retried. Also how long the open
+    /// transaction of a router that died holds back read_committed readers
+    /// of the task topics (egress) before the broker aborts it, so keep it
+    /// short: well above `commit_interval` plus a commit's duration.
     #[serde(with = "humantime_serde")]
     pub transaction_timeout: Duration,
     /// Largest decoded ingress payload accepted; larger ones are dead-lettered.
@@ -82,7 +85,7 @@ impl Default for RouterConfig {
             commit_interval: Duration::from_millis(500),
             batch_max_samples: 10_000,
             batch_max_bytes: 4 << 20,
-            transaction_timeout: Duration::from_secs(30),
+            transaction_timeout: Duration::from_secs(10),
             max_decoded_bytes: 64 << 20,
             routes: vec![RouteConfig {
                 name: "default".into(),

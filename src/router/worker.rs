@@ -60,6 +60,10 @@ pub enum RouterError {
     /// The worker thread failed.
     #[error("router thread failed: {0}")]
     Thread(String),
+    /// The ingress consumer failed fatally (for example fenced after its
+    /// session expired); the role must be started again.
+    #[error("the ingress consumer failed fatally: {0}")]
+    ConsumerFailed(String),
 }
 
 /// How long one Kafka call may block before the worker looks up again
@@ -239,8 +243,7 @@ impl Router {
         let watchdog = tokio::spawn(watch(progress.clone(), self.readiness.clone()));
         let result = tokio::task::spawn_blocking(move || {
             let mut worker = Worker::new(self.config, self.routes, progress)?;
-            worker.run(&shutdown);
-            Ok(())
+            worker.run(&shutdown)
         })
         .await
         .map_err(|e| RouterError::Thread(e.to_string()))?;
@@ -405,7 +408,11 @@ impl Worker {
         self.timeout().min(KAFKA_STEP)
     }
 
-    fn run(&mut self, shutdown: &CancellationToken) {
+    /// Runs transactions until shutdown. Returns an error only when the
+    /// consumer failed fatally (librdkafka fences a static member whose
+    /// session expired during a long outage, and such a consumer never
+    /// reads again): the role is then started anew with fresh clients.
+    fn run(&mut self, shutdown: &CancellationToken) -> Result<(), RouterError> {
         // Kafka may not be there yet: keep trying, stay not ready.
         while !shutdown.is_cancelled() {
             match self.start() {
@@ -417,7 +424,7 @@ impl Worker {
             }
         }
         if shutdown.is_cancelled() {
-            return;
+            return Ok(());
         }
         self.progress.healthy.store(true, Ordering::Release);
         info!(group = %self.config.router.group_id, topic = %self.config.topics.ingress, "router running");
@@ -439,6 +446,10 @@ impl Worker {
                     self.progress.healthy.store(false, Ordering::Release);
                     warn!(error = %e, failures, "transaction failed; aborting and retrying its records");
                     self.recover(&e, &txn, shutdown);
+                    if let Some((code, reason)) = self.consumer.client().fatal_error() {
+                        error!(?code, reason = %reason, "ingress consumer failed fatally; restarting the router");
+                        return Err(RouterError::ConsumerFailed(reason));
+                    }
                     // Back off while Kafka is unwell, at most 5 s.
                     sleep_unless(
                         shutdown,
@@ -449,6 +460,7 @@ impl Worker {
             txn = Txn::default();
         }
         info!("router stopped");
+        Ok(())
     }
 
     fn start(&mut self) -> Result<(), String> {
@@ -527,6 +539,11 @@ impl Worker {
                 None => None,
                 Some(Err(e)) => {
                     warn!(error = %e, "ingress consumer error");
+                    if self.consumer.client().fatal_error().is_some() {
+                        // A dead consumer reads nothing again: end this
+                        // transaction, and `run` ends the worker.
+                        return Err(e);
+                    }
                     None
                 }
                 Some(Ok(message)) => Some(message),
