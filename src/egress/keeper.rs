@@ -179,11 +179,12 @@ impl Keeper {
     /// At shutdown, once every worker stopped: flushes and commits what is
     /// on disk, waiting at most `within` for Kafka.
     pub async fn finish(mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
         if self.state.is_open() {
             let _ = self.state.flush().await;
         }
         if let Some(running) = self.commit.take() {
-            if let Ok(Ok((offsets, result))) = tokio::time::timeout(within, running).await {
+            if let Ok(Ok((offsets, result))) = tokio::time::timeout_at(deadline, running).await {
                 self.committed_result(offsets, result);
             }
         }
@@ -193,7 +194,7 @@ impl Keeper {
         }
         let (committer, topic, offsets) = (self.committer.clone(), self.topic.clone(), due.clone());
         let running = tokio::task::spawn_blocking(move || commit(&committer, &topic, &offsets));
-        match tokio::time::timeout(within, running).await {
+        match tokio::time::timeout_at(deadline, running).await {
             Ok(Ok(result)) => {
                 if result.is_ok() {
                     info!(group = %self.group_id, partitions = due.len(), "final egress positions committed to kafka");

@@ -208,7 +208,7 @@ impl Egress {
             }
         }
         self.readiness.set("egress", false);
-        keeper.finish(Duration::from_secs(5)).await;
+        keeper.finish(Duration::from_secs(3)).await;
         shared.dead_letter.flush(Duration::from_secs(5));
         info!("egress stopped");
         result
