@@ -334,3 +334,62 @@ async fn vm_samples_within(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// SIGTERM right after the last 204: `run` drains gateway, then router
+/// (its last commit), then egress, so every acknowledged sample is in
+/// VictoriaMetrics without another start.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_delivers_every_acknowledged_sample_before_exit() {
+    let (ingress, tasks, dead_letter) = (unique("ingress"), unique("tasks"), unique("dlq"));
+    crate::common::create_topic(&ingress, 2).await;
+    crate::common::create_topic(&tasks, 2).await;
+    crate::common::create_topic(&dead_letter, 1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vm = std::env::var("VM_URL").unwrap_or_else(|_| "http://127.0.0.1:8428".into());
+    let config = write_file(
+        dir.path(),
+        "run.toml",
+        &format!(
+            "[topics]\ningress = \"{ingress}\"\ndead_letter = \"{dead_letter}\"\n\
+             [run]\nroles = [\"gateway\", \"router\", \"egress\"]\nshutdown_grace = \"10s\"\n\
+             [router]\ngroup_id = \"{group}\"\n\
+             [[router.routes]]\nname = \"main\"\ntopic = \"{tasks}\"\ntask_count = 4\n\
+             [egress]\ntopic = \"{tasks}\"\ntarget = \"{vm}/api/v1/write\"\nstate_dir = \"{state}\"\n",
+            group = unique("group"),
+            state = dir.path().join("state").display(),
+        ),
+    );
+    let mut run = Process::start(
+        &["run"],
+        "STREAMROUTE_RUN__LISTEN",
+        &[("STREAMROUTE_CONFIG_FILE", config.to_str().expect("utf-8").to_string())],
+    )
+    .await;
+    let name = format!("sr_it_drain_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("http://{}/api/v1/write", run.addr);
+    let ts = recent_ms();
+    let mut want = BTreeSet::new();
+    for k in 0..20i64 {
+        let request = WriteRequest {
+            timeseries: (0..SERIES_PER_REQUEST)
+                .map(|i| TimeSeries {
+                    labels: vec![Label::new("__name__", &name), Label::new("id", i.to_string())],
+                    samples: vec![Sample { value: 1.0, timestamp: ts + k }],
+                    ..Default::default()
+                })
+                .collect(),
+            metadata: vec![],
+        };
+        let body = compress(&request.encode_to_vec(), Encoding::Snappy).expect("snappy");
+        let r = http_post(&url, &[("content-encoding", "snappy")], body).await.expect("post");
+        assert_eq!(r.status, 204, "{}", r.body);
+        want.extend((0..SERIES_PER_REQUEST).map(|i| (i.to_string(), ts + k)));
+    }
+    // At once, with the last records still in the router's open transaction.
+    let status = run.terminate();
+    assert!(status.success(), "{}", run.log());
+    // The process is gone: whatever VictoriaMetrics shows from now on was
+    // delivered before exit (it only needs a moment to make it searchable).
+    let log = run.log();
+    vm_samples_within(&name, &want, Duration::from_secs(15), &|| log.clone()).await;
+}
