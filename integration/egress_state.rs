@@ -1,6 +1,7 @@
 //! Egress positions when the disk misbehaves, against the live broker,
 //! vmagent and VictoriaMetrics: a state folder deleted while egress runs
-//! (resumes from the offsets committed to Kafka), a full disk (not ready,
+//! (recreated at once) and while it is down (resumes from the offsets
+//! committed to Kafka), a full disk (not ready,
 //! counted, recovers by itself once space returns) and an interrupted sled
 //! snapshot left on disk (removed, start works). Every test counts each
 //! sample at the receiver: every one exactly once.
@@ -95,15 +96,37 @@ async fn lost_state_dir_resumes_from_the_kafka_committed_offsets(start_from: &st
     phase(&producer, &setup, &name, ts, 0, &mut want).await;
     wait_in_vm(&name, &want, Duration::from_secs(30), &egress).await;
 
-    // The state folder disappears while egress runs (a lost disk).
+    // The state folder disappears while egress runs (a lost disk): egress
+    // notices, recreates it with the positions in memory, and goes on.
     std::fs::remove_dir_all(&setup.state).expect("delete the state folder");
     phase(&producer, &setup, &name, ts, 1, &mut want).await;
     wait_in_vm(&name, &want, Duration::from_secs(30), &egress).await;
-    assert!(egress.terminate().success(), "{}", egress.log());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !setup.state.join("db").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the state folder was not recreated:\n{}",
+            egress.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
-        !setup.state.join("db").exists(),
-        "the state folder stays lost"
+        egress.log().contains("deleted while egress runs"),
+        "{}",
+        egress.log()
     );
+    let metrics = metrics_of(&egress).await;
+    assert!(
+        metric_value(
+            &metrics,
+            "streamroute_egress_state_errors_total{op=\"lost\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(egress.terminate().success(), "{}", egress.log());
+
+    // Lost again while egress is down (the disk replaced): sled has nothing.
+    std::fs::remove_dir_all(&setup.state).expect("delete the state folder");
 
     // Written while egress is down: a restart at `latest` would skip it,
     // a restart at `earliest` would replay phases 0 and 1.
@@ -126,13 +149,14 @@ async fn lost_state_dir_resumes_from_the_kafka_committed_offsets(start_from: &st
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_state_dir_lost_mid_run_resumes_from_kafka_with_start_from_earliest_and_replays_nothing()
-{
+async fn a_lost_state_dir_is_recreated_mid_run_and_resumes_from_kafka_with_start_from_earliest_replaying_nothing(
+) {
     lost_state_dir_resumes_from_the_kafka_committed_offsets("earliest").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_state_dir_lost_mid_run_resumes_from_kafka_with_start_from_latest_and_skips_nothing() {
+async fn a_lost_state_dir_is_recreated_mid_run_and_resumes_from_kafka_with_start_from_latest_skipping_nothing(
+) {
     lost_state_dir_resumes_from_the_kafka_committed_offsets("latest").await;
 }
 

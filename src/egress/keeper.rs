@@ -11,7 +11,9 @@
 //! - one commit at a time, on a blocking thread, so an unreachable Kafka
 //!   never delays a flush or a reopen;
 //! - [`Keeper::healthy`] is false from the first failed sled operation
-//!   until a reopen succeeded: egress is then not ready.
+//!   until a reopen succeeded: egress is then not ready;
+//! - a state folder deleted while egress runs is noticed within a second
+//!   and recreated with the positions in memory.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -28,6 +30,9 @@ use crate::state::State;
 
 /// Time between two attempts to reopen a failed state.
 const REOPEN_EVERY: Duration = Duration::from_secs(2);
+
+/// How often the keeper checks that the state folder still exists.
+const LOST_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// How often [`Keeper::tick`] should be called.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -49,6 +54,7 @@ pub struct Keeper {
     last_flush: Instant,
     last_commit: Instant,
     last_reopen: Option<Instant>,
+    last_lost_check: Instant,
 }
 
 impl Keeper {
@@ -72,6 +78,7 @@ impl Keeper {
             last_flush: Instant::now(),
             last_commit: Instant::now(),
             last_reopen: None,
+            last_lost_check: Instant::now(),
         })
     }
 
@@ -106,6 +113,13 @@ impl Keeper {
     /// One round: reopen a failed state (at most every [`REOPEN_EVERY`]),
     /// flush when due, commit when due. Returns [`Keeper::healthy`].
     pub async fn tick(&mut self) -> bool {
+        if self.last_lost_check.elapsed() >= LOST_CHECK_EVERY {
+            self.last_lost_check = Instant::now();
+            // Reopened at once below: nothing waits for REOPEN_EVERY.
+            if self.state.close_if_lost() {
+                self.last_reopen = None;
+            }
+        }
         if !self.state.is_open() {
             if self.last_reopen.is_some_and(|t| t.elapsed() < REOPEN_EVERY) {
                 return false;

@@ -261,6 +261,20 @@ impl State {
         Ok(())
     }
 
+    /// Closes an open database whose folder was deleted under it (sled
+    /// would go on writing to the deleted files, and a restart would find
+    /// nothing); true when it did. The next [`State::reopen`] recreates the
+    /// folder with every position written in this process.
+    pub fn close_if_lost(&self) -> bool {
+        if !self.is_open() || self.inner.dir.join("db").exists() {
+            return false;
+        }
+        lock(&self.inner.open).take();
+        error!(dir = %self.inner.name, "egress state folder deleted while egress runs; recreating it with the positions in memory");
+        metrics::counter!(crate::egress::metrics::STATE_ERRORS, "op" => "lost").increment(1);
+        true
+    }
+
     /// Logs and counts a failed operation; closes the database when sled
     /// itself failed (it refuses everything after an I/O error).
     fn failed(&self, op: &'static str, e: &StateError) {
@@ -459,6 +473,21 @@ mod tests {
         assert!(state.durable().is_empty(), "not flushed yet");
         state.flush().await.expect("flush");
         assert_eq!(state.durable().get(&("t".to_string(), 0)), Some(&5));
+    }
+
+    #[tokio::test]
+    async fn a_folder_deleted_under_an_open_state_is_recreated_with_the_positions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state");
+        let state = State::open(&path, Duration::ZERO).expect("open");
+        state.set_batch(&[p("t", 0, 7)]).await.expect("set");
+        assert!(!state.close_if_lost(), "nothing lost yet");
+        std::fs::remove_dir_all(&path).expect("delete");
+        assert!(state.close_if_lost());
+        state.reopen().expect("reopen");
+        drop(state);
+        let state = State::open(&path, Duration::ZERO).expect("open again");
+        assert_eq!(state.get("t", 0).expect("get"), Some(7));
     }
 
     #[tokio::test]
