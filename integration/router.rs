@@ -291,7 +291,9 @@ async fn the_router_recovers_from_a_kafka_outage_without_loss_or_duplicates() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     kafka.script("stop");
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Longer than session.timeout.ms (6 s): the group session expires and
+    // the router must come back from a lost assignment too.
+    tokio::time::sleep(Duration::from_secs(10)).await;
     kafka.script("start");
     for k in 20..40 {
         produce(&producer, &ingress, &batch(k)).await;

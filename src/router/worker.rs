@@ -133,6 +133,8 @@ impl Progress {
 /// librdkafka's statistics.
 struct RouterContext {
     revoked: Arc<AtomicBool>,
+    /// Set when the group took the assignment away because the session expired.
+    lost: Arc<AtomicBool>,
     progress: Arc<Progress>,
     ingress: String,
 }
@@ -186,8 +188,16 @@ impl ClientContext for RouterContext {
 
 impl ConsumerContext for RouterContext {
     // Runs inside poll(): only set a flag, the loop does the work.
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
+            if consumer.assignment_lost() {
+                // The session expired (a broker away for longer than
+                // session.timeout.ms). A consumer rejoining from here was
+                // seen to be fenced, or assigned and never fetch again:
+                // the worker restarts with fresh clients instead.
+                warn!("ingress assignment lost (session expired); restarting the router with new clients");
+                self.lost.store(true, Ordering::Release);
+            }
             info!(
                 partitions = partitions.count(),
                 "ingress partitions revoked"
@@ -257,18 +267,21 @@ impl Router {
 /// each change with its reason. It runs beside the worker thread, so a
 /// worker stuck in a Kafka call still shows as not ready.
 async fn watch(progress: Arc<Progress>, readiness: Readiness) {
-    let mut was: Option<bool> = None;
+    // The last state logged: None while ready, else the reason's kind
+    // ("worker stalled", without its duration), so that a change of
+    // reason is logged too and a long stall is not logged every tick.
+    let mut logged: Option<Option<String>> = None;
     loop {
         let ready = progress.ready();
         readiness.set("router", ready.is_ok());
-        if was != Some(ready.is_ok()) {
+        let state = ready.as_ref().err().map(|r| r.split(" for ").next().unwrap_or(r).to_string());
+        if logged.as_ref() != Some(&state) {
             match &ready {
-                Ok(()) if was.is_some() => info!("router ready again"),
-                Ok(()) => {}
-                Err(reason) if was.is_some() => warn!(reason = %reason, "router not ready"),
-                Err(_) => {}
+                Ok(()) if logged.is_some() => info!("router ready again"),
+                Err(reason) if logged.is_some() => warn!(reason = %reason, "router not ready"),
+                _ => {}
             }
-            was = Some(ready.is_ok());
+            logged = Some(state);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -304,6 +317,7 @@ struct Worker {
     /// True between a successful begin_transaction and its commit or abort.
     open: Cell<bool>,
     revoked: Arc<AtomicBool>,
+    lost: Arc<AtomicBool>,
     progress: Arc<Progress>,
     limits: Limits,
 }
@@ -371,8 +385,10 @@ impl Worker {
         progress: Arc<Progress>,
     ) -> Result<Worker, RouterError> {
         let revoked = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicBool::new(false));
         let context = RouterContext {
             revoked: revoked.clone(),
+            lost: lost.clone(),
             progress: progress.clone(),
             ingress: config.topics.ingress.clone(),
         };
@@ -394,6 +410,7 @@ impl Worker {
             initialized: false,
             open: Cell::new(false),
             revoked,
+            lost,
             progress,
         })
     }
@@ -415,6 +432,7 @@ impl Worker {
     fn run(&mut self, shutdown: &CancellationToken) -> Result<(), RouterError> {
         // Kafka may not be there yet: keep trying, stay not ready.
         while !shutdown.is_cancelled() {
+            self.progress.beat("starting");
             match self.start() {
                 Ok(()) => break,
                 Err(e) => {
@@ -449,6 +467,9 @@ impl Worker {
                     if let Some((code, reason)) = self.consumer.client().fatal_error() {
                         error!(?code, reason = %reason, "ingress consumer failed fatally; restarting the router");
                         return Err(RouterError::ConsumerFailed(reason));
+                    }
+                    if self.lost.load(Ordering::Acquire) {
+                        return Err(RouterError::ConsumerFailed("the ingress assignment was lost (session expired)".into()));
                     }
                     // Back off while Kafka is unwell, at most 5 s.
                     sleep_unless(
@@ -532,6 +553,10 @@ impl Worker {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
+            }
+            if self.lost.load(Ordering::Acquire) {
+                // Ends this transaction; `run` then restarts the worker.
+                return Err(KafkaError::Canceled);
             }
             self.progress.beat("polling the ingress topic");
             let polled = self.consumer.poll(left.min(Duration::from_millis(100)));
