@@ -26,7 +26,7 @@ fn route(rules: &str) -> Route {
         partition_labels: vec![],
         relabel_configs,
         relabel_file: None,
-    })
+    }, streamroute::remote_write::NameValidation::default())
     .expect("route")
 }
 

@@ -19,3 +19,4 @@ mod relabel_cli;
 mod router;
 mod scaleout;
 mod topics_apply;
+mod utf8_names;

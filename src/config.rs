@@ -249,7 +249,7 @@ impl Config {
         for (key, reason) in self.gateway.problems() {
             problem(&format!("gateway.{key}"), reason);
         }
-        for (key, reason) in self.router.problems() {
+        for (key, reason) in self.router.problems(self.gateway.limits.name_validation) {
             problem(&format!("router.{key}"), reason);
         }
         if self

@@ -17,6 +17,7 @@ use crate::router::route::Route;
 use crate::router::task_id::{inject_task_label, jump_hash, labels_hash, partition_for_task, task_id, TaskIdConfig};
 
 use super::{load_configs, Rules};
+use crate::remote_write::NameValidation;
 
 /// Errors of `streamroute relabel`.
 #[derive(Debug, thiserror::Error)]
@@ -56,13 +57,14 @@ impl Pipeline {
                 let names: Vec<&str> = config.router.routes.iter().map(|r| r.name.as_str()).collect();
                 return Err(RelabelCliError::Usage(format!("no route {name:?} in the config (routes: {})", names.join(", "))));
             };
-            let route = Route::compile(route).map_err(RelabelCliError::Usage)?;
+            let route = Route::compile(route, config.gateway.limits.name_validation).map_err(RelabelCliError::Usage)?;
             return Ok(Pipeline { rules: Rules::compile(&[])?, task: None, partitions: args.partitions, route: Some(route) });
         }
         let Some(path) = &args.rules else {
             return Err(RelabelCliError::Usage("give --rules FILE, or --config FILE --route NAME".into()));
         };
-        let rules = Rules::compile(&load_configs(path)?)?;
+        // Without a config, names are validated as the router does by default.
+        let rules = Rules::compile_with(&load_configs(path)?, NameValidation::default())?;
         let task = match args.task_count {
             Some(0) => return Err(RelabelCliError::Usage("--task-count must be at least 1".into())),
             Some(n) => Some(TaskIdConfig {

@@ -3,7 +3,11 @@
 //!
 //! Compilation validates each [`RelabelConfig`] like Prometheus does when it
 //! loads YAML (source label names, action name, regex) and then like
-//! `Config.Validate()` (legacy label-name validation). Regexes are compiled
+//! `Config.Validate()`, under a [`NameValidation`] scheme: legacy label
+//! names (Prometheus 2, and [`Rules::compile`]) or any non-empty UTF-8 name
+//! (Prometheus 3's default, where a `$` template target or a `labelmap`
+//! replacement need only be non-empty). A `replace` whose expanded target
+//! is invalid under the scheme is skipped, as in Prometheus. Regexes are compiled
 //! once, anchored as `^(?s:…)$` like Prometheus' `NewRegexp`.
 //!
 //! Processing: rules run in order on a [`Builder`]; `keep`/`drop`/
@@ -19,7 +23,8 @@ use super::config::{
     parse_configs, Action, RelabelConfig, DEFAULT_REGEX, DEFAULT_REPLACEMENT, DEFAULT_SEPARATOR,
 };
 use super::goregex;
-use super::template::{expand, is_valid_label_name, is_valid_target_template, replace_all};
+use super::template::{expand, is_valid_target_template, replace_all};
+use crate::remote_write::NameValidation;
 use super::RelabelError;
 
 /// Compiled-size limit per regex (the `regex` default is 10 MiB).
@@ -46,6 +51,8 @@ pub struct Rule {
     modulus: u64,
     target_label: String,
     replacement: String,
+    /// Which expanded `replace` targets are valid label names.
+    names: NameValidation,
 }
 
 /// An ordered list of compiled relabel rules.
@@ -55,14 +62,23 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// Compiles and validates `configs`. The error names the first bad
-    /// rule's 0-based position.
+    /// Compiles and validates `configs` with legacy label names
+    /// (Prometheus 2). The error names the first bad rule's 0-based position.
     pub fn compile(configs: &[RelabelConfig]) -> Result<Rules, RelabelError> {
+        Rules::compile_with(configs, NameValidation::Legacy)
+    }
+
+    /// [`Rules::compile`] with label names validated under `names`.
+    pub fn compile_with(
+        configs: &[RelabelConfig],
+        names: NameValidation,
+    ) -> Result<Rules, RelabelError> {
         let rules = configs
             .iter()
             .enumerate()
             .map(|(index, cfg)| {
-                Rule::compile(cfg).map_err(|message| RelabelError::InvalidRule { index, message })
+                Rule::compile(cfg, names)
+                    .map_err(|message| RelabelError::InvalidRule { index, message })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Rules { rules })
@@ -119,10 +135,10 @@ impl Rules {
 
 impl Rule {
     /// Compiles and validates one config; the error is Prometheus' message.
-    fn compile(cfg: &RelabelConfig) -> Result<Rule, String> {
+    fn compile(cfg: &RelabelConfig, names: NameValidation) -> Result<Rule, String> {
         // Checks Prometheus makes while unmarshalling the YAML.
         for name in cfg.source_labels.iter().flatten() {
-            if !is_valid_label_name(name) {
+            if !names.is_valid(name) {
                 return Err(format!("{name:?} is not a valid label name"));
             }
         }
@@ -134,7 +150,7 @@ impl Rule {
         let pattern = cfg.regex.as_deref().unwrap_or(DEFAULT_REGEX);
         let regex =
             compile_regex(pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
-        validate(cfg, action)?;
+        validate(cfg, action, names)?;
 
         Ok(Rule {
             action,
@@ -148,6 +164,7 @@ impl Rule {
             modulus: cfg.modulus,
             target_label: cfg.target_label.clone(),
             replacement: cfg.replacement.clone(),
+            names,
         })
     }
 
@@ -242,7 +259,7 @@ impl Rule {
             self.target_label.as_str()
         };
         // An invalid expanded target name skips the rule.
-        if !is_valid_label_name(target) {
+        if !self.names.is_valid(target) {
             return;
         }
         let mut value = String::new();
@@ -293,7 +310,7 @@ fn hashmod(val: &str, modulus: u64) -> Option<u64> {
 }
 
 /// Prometheus' `Config.Validate()`, in its order and with its messages.
-fn validate(cfg: &RelabelConfig, action: Action) -> Result<(), String> {
+fn validate(cfg: &RelabelConfig, action: Action, names: NameValidation) -> Result<(), String> {
     use Action::*;
     let target = cfg.target_label.as_str();
     let invalid_target = || format!("{target:?} is invalid 'target_label' for {action} action");
@@ -310,30 +327,36 @@ fn validate(cfg: &RelabelConfig, action: Action) -> Result<(), String> {
             "relabel configuration for {action} action requires 'target_label' value"
         ));
     }
+    // A name in which `$` references may appear: under UTF-8 `$` is just
+    // another character, so any valid name will do.
+    let valid_template = |s: &str| match names {
+        NameValidation::Utf8 => names.is_valid(s),
+        NameValidation::Legacy => is_valid_target_template(s),
+    };
     if action == Replace {
         let valid = if target.contains('$') {
-            is_valid_target_template(target)
+            valid_template(target)
         } else {
-            is_valid_label_name(target)
+            names.is_valid(target)
         };
         if !valid {
             return Err(invalid_target());
         }
     }
     let case_or_equal = matches!(action, Lowercase | Uppercase | KeepEqual | DropEqual);
-    if case_or_equal && !is_valid_label_name(target) {
+    if case_or_equal && !names.is_valid(target) {
         return Err(invalid_target());
     }
     if case_or_equal && cfg.replacement != DEFAULT_REPLACEMENT {
         return Err(format!("'replacement' can not be set for {action} action"));
     }
-    if action == LabelMap && !is_valid_target_template(&cfg.replacement) {
+    if action == LabelMap && !valid_template(&cfg.replacement) {
         return Err(format!(
             "{:?} is invalid 'replacement' for {action} action",
             cfg.replacement
         ));
     }
-    if action == HashMod && !is_valid_label_name(target) {
+    if action == HashMod && !names.is_valid(target) {
         return Err(invalid_target());
     }
     if matches!(action, KeepEqual | DropEqual)

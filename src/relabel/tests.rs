@@ -364,6 +364,51 @@ fn upstream_utf8_names_are_rejected_under_legacy_validation() {
     );
 }
 
+/// Prometheus 3 with UTF-8 validation (the router's default) takes UTF-8
+/// names wherever legacy validation refused them, and a replace whose
+/// expanded target is UTF-8 sets it; only empty names stay invalid.
+#[test]
+fn utf8_names_are_accepted_under_utf8_validation() {
+    use crate::remote_write::NameValidation;
+    let compile = |yaml: &str, names| Rules::compile_with(&config::parse_configs(yaml).unwrap(), names);
+    let yaml = "\
+- {source_labels: [service.name], regex: '(.+)', target_label: 'svc.${1}', replacement: yes}
+- {source_labels: [service.name], target_label: otel.service}
+- {action: labelmap, regex: 'k8s\\.(.+)', replacement: 'kube.$1'}
+- {action: lowercase, source_labels: [Up.Name], target_label: low.name}
+- {action: hashmod, source_labels: [service.name], modulus: 4, target_label: shard.id}
+";
+    assert!(compile(yaml, NameValidation::Legacy).is_err());
+    let rules = compile(yaml, NameValidation::Utf8).unwrap();
+    let mut labels = ls(&[("__name__", "up"), ("service.name", "checkout"), ("k8s.pod", "p1"), ("Up.Name", "ÀB")]);
+    assert!(rules.process(&mut labels));
+    let get = |name: &str| labels.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    assert_eq!(get("svc.checkout"), Some("yes"));
+    assert_eq!(get("otel.service"), Some("checkout"));
+    assert_eq!(get("kube.pod"), Some("p1"));
+    assert_eq!(get("low.name"), Some("àb"));
+    assert!(get("shard.id").is_some());
+    for bad in [
+        "- {source_labels: [''], target_label: x}\n",
+        "- {source_labels: [a], target_label: ''}\n",
+        "- {action: labelmap, regex: x, replacement: ''}\n",
+    ] {
+        assert!(compile(bad, NameValidation::Utf8).is_err(), "{bad}");
+    }
+    // A template expanding to an empty name is skipped, as in Prometheus.
+    let rules = compile("- {source_labels: [a], regex: '(.*)', target_label: '${1}', replacement: v}\n", NameValidation::Utf8).unwrap();
+    let mut labels = ls(&[("a", ""), ("b", "1")]);
+    assert!(rules.process(&mut labels));
+    assert_eq!(labels, ls(&[("b", "1")]));
+    // Under legacy validation a UTF-8 expansion is skipped.
+    let yaml = "- {source_labels: [a], regex: '(.*)', target_label: 'x${1}', replacement: v}\n";
+    let mut labels = ls(&[("a", ".b")]);
+    assert!(compile(yaml, NameValidation::Legacy).unwrap().process(&mut labels));
+    assert_eq!(labels, ls(&[("a", ".b")]));
+    assert!(compile(yaml, NameValidation::Utf8).unwrap().process(&mut labels));
+    assert_eq!(labels, ls(&[("a", ".b"), ("x.b", "v")]));
+}
+
 /// Prometheus BenchmarkRelabel "example" config (from conf.good.yml).
 #[test]
 fn upstream_benchmark_example_config() {

@@ -11,9 +11,10 @@
 //! prost re-encoding the series: well-formed, valid UTF-8, every series
 //! written as all its labels, then its samples, exemplars and histograms in
 //! that order, each sample, exemplar and histogram exactly as prost encodes
-//! it, no metadata, and valid under the [`Limits`]. Anything else returns
-//! `None` and the caller takes the prost path, which then produces the very
-//! same result or error as before. Prometheus and the generator write this
+//! it, no metadata, and valid under the [`Limits`] and the other rules of
+//! `validate_v1` (a non-empty `__name__`, histogram counts that add up).
+//! Anything else returns `None` and the caller takes the prost path, which
+//! then produces the very same result or error as before. Prometheus and the generator write this
 //! canonical form, so the fallback is rare.
 
 use std::ops::Range;
@@ -21,7 +22,7 @@ use std::ops::Range;
 use prost::Message;
 
 use super::proto::v1::{Exemplar, Histogram};
-use super::validate::{is_valid_label_name, Limits};
+use super::validate::{histogram_count_mismatch, Limits, METRIC_NAME};
 
 /// Wire types.
 const VARINT: u8 = 0;
@@ -102,9 +103,16 @@ fn parse_series<'a>(
                 canonical_sample(msg)?;
                 samples += 1;
             }
-            3 => round_trips::<Exemplar>(msg, scratch)?,
+            3 => {
+                round_trips::<Exemplar>(msg, scratch)?;
+            }
             _ => {
-                round_trips::<Histogram>(msg, scratch)?;
+                // Counts that do not add up fall back, so prost's path
+                // reports them.
+                let h = round_trips::<Histogram>(msg, scratch)?;
+                if histogram_count_mismatch(&h).is_some() {
+                    return None;
+                }
                 histograms += 1;
             }
         }
@@ -162,12 +170,13 @@ fn canonical_sample(body: &[u8]) -> Option<()> {
     r.is_empty().then_some(())
 }
 
-/// Whether prost decodes `body` as an `M` and re-encodes it to the same bytes.
-fn round_trips<M: Message + Default>(body: &[u8], scratch: &mut Vec<u8>) -> Option<()> {
+/// `body` decoded as an `M`, if prost decodes it and re-encodes it to the
+/// same bytes.
+fn round_trips<M: Message + Default>(body: &[u8], scratch: &mut Vec<u8>) -> Option<M> {
     let msg = M::decode(body).ok()?;
     scratch.clear();
     msg.encode(scratch).ok()?;
-    (scratch.as_slice() == body).then_some(())
+    (scratch.as_slice() == body).then_some(msg)
 }
 
 /// The checks of [`super::validate_v1`], without building errors: an
@@ -180,9 +189,10 @@ fn valid(req: &FastRequest<'_>, limits: &Limits) -> bool {
                 && labels.len() <= limits.max_labels_per_series
                 && labels.iter().all(|(name, value)| {
                     name.len() <= limits.max_label_name_len
-                        && is_valid_label_name(name.as_bytes())
+                        && limits.name_validation.is_valid(name)
                         && value.len() <= limits.max_label_value_len
                 })
+                && labels.iter().any(|(name, value)| *name == METRIC_NAME && !value.is_empty())
                 // Strictly ascending bytes: sorted and unique.
                 && labels.windows(2).all(|w| w[0].0.as_bytes() < w[1].0.as_bytes())
         })

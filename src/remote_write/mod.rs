@@ -14,8 +14,9 @@
 //!   bounded `reason()` suitable as a metrics label, and messages quote at
 //!   most a few hundred bytes of client data.
 //! - Downstream code only sees 1.0 [`WriteRequest`]s; a request that passed
-//!   [`validate_v1`] has, per series, at least one label and label names that
-//!   are legacy-valid and strictly ascending (sorted and unique).
+//!   [`validate_v1`] has, per series, a non-empty `__name__` and label names
+//!   that are valid under [`Limits::name_validation`] and strictly ascending
+//!   (sorted and unique), and integer histograms whose counts add up.
 
 pub mod bounds;
 pub mod codec;
@@ -28,7 +29,7 @@ use thiserror::Error;
 
 pub use codec::{claimed_size, compress, decompress, sniff, Encoding};
 pub use proto::v1::{Label, TimeSeries, WriteRequest};
-pub use validate::{is_valid_label_name, validate_v1, Limits, Stats};
+pub use validate::{is_valid_label_name, validate_v1, Limits, NameValidation, Stats};
 
 /// Rendered label sets in error messages stop after about this many bytes.
 const MAX_RENDERED_LABELS: usize = 200;
@@ -184,7 +185,8 @@ pub enum ValidationError {
         /// Limit.
         max: usize,
     },
-    /// A label name not matching `^[a-zA-Z_][a-zA-Z0-9_]*$`.
+    /// A label name invalid under [`Limits::name_validation`]: empty, or
+    /// not matching `^[a-zA-Z_][a-zA-Z0-9_]*$` in legacy mode.
     #[error("series {series} {labels}: invalid label name {name:?}")]
     InvalidLabelName {
         /// Series index.
@@ -193,6 +195,30 @@ pub enum ValidationError {
         labels: String,
         /// The name (truncated).
         name: String,
+    },
+    /// A series without a `__name__` label, or with an empty one (both
+    /// remote-write specs require the metric name).
+    #[error("series {series} {labels}: no metric name (__name__ missing or empty)")]
+    MissingMetricName {
+        /// Series index.
+        series: usize,
+        /// Rendered labels.
+        labels: String,
+    },
+    /// An integer native histogram whose count is not its zero bucket count
+    /// plus its bucket counts.
+    #[error("series {series} {labels}: histogram {histogram} has count {count} but its zero bucket and buckets hold {buckets}")]
+    HistogramCountMismatch {
+        /// Series index.
+        series: usize,
+        /// Rendered labels.
+        labels: String,
+        /// Index of the histogram in the series.
+        histogram: usize,
+        /// The histogram's count.
+        count: u64,
+        /// Observations in its zero bucket and buckets.
+        buckets: i128,
     },
     /// A label value longer than `max_label_value_len`.
     #[error("series {series} {labels}: value of label {name:?} is {len} bytes, limit is {max}")]
@@ -244,6 +270,8 @@ impl ValidationError {
             ValidationError::LabelValueTooLong { .. } => "label_value_too_long",
             ValidationError::DuplicateLabel { .. } => "duplicate_label",
             ValidationError::UnsortedLabels { .. } => "unsorted_labels",
+            ValidationError::MissingMetricName { .. } => "missing_metric_name",
+            ValidationError::HistogramCountMismatch { .. } => "histogram_count_mismatch",
         }
     }
 }

@@ -25,12 +25,14 @@ fn config(cases: u32) -> Config {
     }
 }
 
-/// A legacy-valid label name.
+/// A label name valid under the default (UTF-8) rule: legacy-looking
+/// ones, OpenTelemetry-style dotted ones and any non-empty text.
 fn label_name() -> impl Strategy<Value = String> {
     prop_oneof![
         3 => "[a-zA-Z_][a-zA-Z0-9_]{0,10}",
-        1 => prop::sample::select(vec!["__name__", "job", "instance", "le", "_", "a", "A", "Z9"])
+        1 => prop::sample::select(vec!["__name__", "job", "instance", "le", "_", "a", "A", "Z9", "service.name", "é"])
             .prop_map(str::to_owned),
+        1 => ".{1,8}",
     ]
 }
 
@@ -52,9 +54,19 @@ fn value() -> impl Strategy<Value = f64> {
     any::<f64>().prop_filter("NaN", |v| !v.is_nan())
 }
 
+/// [`labels`] of a series: always with a non-empty `__name__`.
+fn series_labels(max: usize) -> impl Strategy<Value = Vec<Label>> {
+    (prop::collection::btree_map(label_name(), label_value(), 0..max), ".{1,16}").prop_map(
+        |(mut m, name): (BTreeMap<_, _>, String)| {
+            m.insert("__name__".to_owned(), name);
+            m.into_iter().map(|(n, v)| Label::new(n, v)).collect()
+        },
+    )
+}
+
 fn series() -> impl Strategy<Value = TimeSeries> {
     (
-        labels(8),
+        series_labels(8),
         prop::collection::vec((value(), any::<i64>()), 0..4),
         prop::collection::vec((labels(2), value(), any::<i64>()), 0..2),
     )

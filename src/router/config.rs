@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::relabel::{load_configs, RelabelConfig, Rules};
+use crate::remote_write::NameValidation;
 use crate::router::task_id::{TaskIdConfig, DEFAULT_TASK_LABEL};
 
 /// The router role: ingress topic in, per-task partitioned topics out.
@@ -57,7 +58,9 @@ pub struct RouteConfig {
     /// Labels the task id is computed from; empty means all labels.
     #[serde(default)]
     pub task_labels: Vec<String>,
-    /// Name of the injected task label.
+    /// Name of the injected task label: a legacy Prometheus name
+    /// (`^[a-zA-Z_][a-zA-Z0-9_]*$`) even when `gateway.limits.name_validation`
+    /// is `"utf8"`, so that every receiver takes it.
     #[serde(default = "default_task_label")]
     pub task_label_name: String,
     /// Labels whose hash picks the partition (so every series of one
@@ -102,13 +105,14 @@ impl Default for RouterConfig {
 }
 
 impl RouteConfig {
-    /// All of this route's rules: inline ones, then the file's.
-    pub fn rules(&self) -> Result<Rules, String> {
+    /// All of this route's rules: inline ones, then the file's, validated
+    /// under `names`.
+    pub fn rules(&self, names: NameValidation) -> Result<Rules, String> {
         let mut configs = self.relabel_configs.clone();
         if let Some(path) = &self.relabel_file {
             configs.extend(load_configs(path).map_err(|e| e.to_string())?);
         }
-        Rules::compile(&configs).map_err(|e| e.to_string())
+        Rules::compile_with(&configs, names).map_err(|e| e.to_string())
     }
 
     /// The task settings of this route.
@@ -122,8 +126,9 @@ impl RouteConfig {
 }
 
 impl RouterConfig {
-    /// Problems as (key relative to `router.`, reason).
-    pub fn problems(&self) -> Vec<(String, String)> {
+    /// Problems as (key relative to `router.`, reason); relabel rules are
+    /// checked under `name_validation` (the gateway's).
+    pub fn problems(&self, name_validation: NameValidation) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
         let mut check = |ok: bool, key: String, reason: String| {
             if !ok {
@@ -194,12 +199,15 @@ impl RouterConfig {
                 key("task_count"),
                 "must be at least 1".into(),
             );
+            // Legacy even in UTF-8 mode: the operator picks this name, not a
+            // sender, and every series egress sends carries it, so it must
+            // suit any receiver (VictoriaMetrics, Prometheus 2).
             check(
                 crate::relabel::is_valid_label_name(&route.task_label_name),
                 key("task_label_name"),
                 format!("{:?} is not a valid label name", route.task_label_name),
             );
-            let rules = route.rules();
+            let rules = route.rules(name_validation);
             check(
                 rules.is_ok(),
                 format!("routes[{i}] ({})", route.name),

@@ -83,7 +83,7 @@ fn compile(spec: &RouteSpec) -> Route {
         partition_labels: spec.partition_labels.clone(),
         relabel_configs,
         relabel_file: None,
-    })
+    }, crate::remote_write::NameValidation::default())
     .unwrap()
 }
 
@@ -91,6 +91,7 @@ fn label_name() -> impl Strategy<Value = String> {
     prop_oneof![
         2 => prop::sample::select(vec![
             "__name__", "instance", "job", "env", "stream_task_id", "shard_task", "a", "zz",
+            "service.name", "é",
         ])
         .prop_map(str::to_owned),
         1 => "[a-zA-Z_][a-zA-Z0-9_]{0,6}",
@@ -101,10 +102,15 @@ fn label_value() -> impl Strategy<Value = String> {
     prop_oneof![3 => ".{0,10}", 1 => Just(String::new()), 1 => "a[0-9]"]
 }
 
-/// Sorted, unique, valid labels, possibly bringing a task label of their own.
+/// Sorted, unique, valid labels with a non-empty `__name__`, possibly
+/// UTF-8 ones, possibly bringing a task label of their own.
 fn labels() -> impl Strategy<Value = Vec<Label>> {
-    prop::collection::btree_map(label_name(), label_value(), 1..7)
-        .prop_map(|m: BTreeMap<_, _>| m.into_iter().map(|(n, v)| Label::new(n, v)).collect())
+    (prop::collection::btree_map(label_name(), label_value(), 0..6), "[a-z.é]{1,8}").prop_map(
+        |(mut m, name): (BTreeMap<_, _>, String)| {
+            m.insert("__name__".to_owned(), name);
+            m.into_iter().map(|(n, v)| Label::new(n, v)).collect()
+        },
+    )
 }
 
 fn series() -> impl Strategy<Value = TimeSeries> {

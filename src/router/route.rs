@@ -12,6 +12,7 @@ use super::config::RouteConfig;
 use super::task_id::{inject_task_label_any, jump_hash, labels_hash_iter, partition_for_task, task_id, TaskIdConfig};
 use crate::relabel::{LabelPair, Rules};
 use crate::remote_write::fast::FastRequest;
+use crate::remote_write::NameValidation;
 use crate::remote_write::proto::v1::{Label, TimeSeries, WriteRequest};
 
 /// A compiled route.
@@ -26,12 +27,12 @@ pub struct Route {
 }
 
 impl Route {
-    /// Compiles a route's rules.
-    pub fn compile(config: &RouteConfig) -> Result<Route, String> {
+    /// Compiles a route's rules, validating label names under `names`.
+    pub fn compile(config: &RouteConfig, names: NameValidation) -> Result<Route, String> {
         Ok(Route {
             name: config.name.clone(),
             topic: config.topic.clone(),
-            rules: config.rules()?,
+            rules: config.rules(names)?,
             task: config.task(),
             partition_labels: config.partition_labels.clone(),
         })
@@ -335,7 +336,7 @@ mod tests {
             partition_labels: vec![],
             relabel_configs,
             relabel_file: None,
-        })
+        }, NameValidation::default())
         .unwrap()
     }
 
@@ -469,7 +470,8 @@ mod tests {
                     count: Some(histogram::Count::CountInt(3)),
                     schema: -1,
                     positive_spans: vec![BucketSpan { offset: -2, length: 2 }],
-                    positive_deltas: vec![1, -1],
+                    // Buckets 1 and 2: the count of 3 adds up.
+                    positive_deltas: vec![1, 1],
                     timestamp: 7,
                     ..Default::default()
                 });
@@ -530,6 +532,28 @@ mod tests {
         assert!(fast::parse(&ok, &small).is_none());
     }
 
+    /// The fast reader applies the same name rules as `validate_v1`: UTF-8
+    /// names by default, legacy ones when configured, a non-empty
+    /// `__name__`, and histogram counts that add up.
+    #[test]
+    fn fast_reader_follows_name_validation_metric_name_and_histogram_rules() {
+        use crate::remote_write::proto::v1::{histogram, Histogram};
+        use crate::remote_write::NameValidation;
+        let one = |labels: Vec<Label>, histograms: Vec<Histogram>| {
+            WriteRequest { timeseries: vec![TimeSeries { labels, histograms, ..series("a") }], metadata: vec![] }.encode_to_vec()
+        };
+        let utf8 = one(vec![Label::new("__name__", "http.server.duration"), Label::new("service.name", "checkout")], vec![]);
+        assert!(same_on_both_paths(&utf8, &[route("[]", 4)], &[2]));
+        let legacy = Limits { name_validation: NameValidation::Legacy, ..Limits::default() };
+        assert!(fast::parse(&utf8, &legacy).is_none());
+        assert!(fast::parse(&one(vec![Label::new("job", "a")], vec![]), &Limits::default()).is_none());
+        assert!(fast::parse(&one(vec![Label::new("__name__", ""), Label::new("job", "a")], vec![]), &Limits::default()).is_none());
+        let hist = |count| Histogram { count: Some(histogram::Count::CountInt(count)), positive_deltas: vec![1, 1], sum: 1.0, ..Default::default() };
+        let up = || vec![Label::new("__name__", "up")];
+        assert!(same_on_both_paths(&one(up(), vec![hist(3)]), &[route("[]", 4)], &[2]));
+        assert!(fast::parse(&one(up(), vec![hist(4)]), &Limits::default()).is_none());
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config { cases: 200, failure_persistence: None, ..Default::default() })]
 
@@ -538,13 +562,19 @@ mod tests {
         /// wrote them), and then routes them exactly like prost.
         #[test]
         fn fast_path_agrees_with_prost(
-            labels in proptest::collection::vec(("[a-c_][a-c0-9]{0,2}|__name__|job|instance|container", "[a-z:0-9]{0,6}|go_memstats_x|h:80"), 0..6),
+            labels in proptest::collection::vec(("[a-c_][a-c0-9]{0,2}|__name__|job|instance|container|service\\.name|é|", "[a-z:0-9]{0,6}|go_memstats_x|h:80"), 0..6),
             samples in proptest::collection::vec((proptest::prelude::any::<f64>(), proptest::prelude::any::<i64>()), 0..3),
+            histogram in proptest::option::of((0u64..4, proptest::collection::vec(-1i64..3, 0..3))),
             rules in 0usize..3,
         ) {
+            use crate::remote_write::proto::v1::{histogram as h, Histogram};
             let ts = TimeSeries {
                 labels: labels.into_iter().map(|(n, v)| Label::new(n, v)).collect(),
                 samples: samples.into_iter().map(|(value, timestamp)| Sample { value, timestamp }).collect(),
+                histograms: histogram
+                    .map(|(count, positive_deltas)| Histogram { count: Some(h::Count::CountInt(count)), positive_deltas, sum: 1.0, ..Default::default() })
+                    .into_iter()
+                    .collect(),
                 ..Default::default()
             };
             let request = WriteRequest { timeseries: vec![ts.clone(), series("a"), ts], metadata: vec![] };

@@ -233,7 +233,7 @@ impl Router {
             .routes
             .iter()
             .map(|r| {
-                Route::compile(r).map_err(|reason| RouterError::Route {
+                Route::compile(r, config.gateway.limits.name_validation).map_err(|reason| RouterError::Route {
                     route: r.name.clone(),
                     reason,
                 })
