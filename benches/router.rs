@@ -9,24 +9,31 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message;
 use streamroute::produce::generate;
 use streamroute::relabel::RelabelConfig;
-use streamroute::remote_write::{compress, decode_request, decompress, fast, validate_v1, Encoding, Limits, Protocol};
+use streamroute::remote_write::{
+    compress, decode_request, decompress, fast, validate_v1, Encoding, Limits, Protocol,
+};
 use streamroute::router::config::RouteConfig;
-use streamroute::router::route::{append_series, route_fast, route_request, Output, Route, RouteStats};
+use streamroute::router::route::{
+    append_series, route_fast, route_request, Output, Route, RouteStats,
+};
 
 const SERIES: u64 = 2_000;
 
 fn route(rules: &str) -> Route {
     let relabel_configs: Vec<RelabelConfig> = serde_yaml::from_str(rules).expect("rules");
-    Route::compile(&RouteConfig {
-        name: "bench".into(),
-        topic: "t".into(),
-        task_count: 64,
-        task_labels: vec![],
-        task_label_name: "stream_task_id".into(),
-        partition_labels: vec![],
-        relabel_configs,
-        relabel_file: None,
-    }, streamroute::remote_write::NameValidation::default())
+    Route::compile(
+        &RouteConfig {
+            name: "bench".into(),
+            topic: "t".into(),
+            task_count: 64,
+            task_labels: vec![],
+            task_label_name: "stream_task_id".into(),
+            partition_labels: vec![],
+            relabel_configs,
+            relabel_file: None,
+        },
+        streamroute::remote_write::NameValidation::default(),
+    )
     .expect("route")
 }
 
@@ -58,16 +65,26 @@ fn hot_path(body: &[u8], routes: &[Route], batches: &mut HashMap<(usize, u32), O
 }
 
 /// The prost path (2.0, and 1.0 the fast reader declines), for comparison.
-fn hot_path_prost(body: &[u8], routes: &[Route], batches: &mut HashMap<(usize, u32), Output>) -> usize {
+fn hot_path_prost(
+    body: &[u8],
+    routes: &[Route],
+    batches: &mut HashMap<(usize, u32), Output>,
+) -> usize {
     let decoded = decode_request(body, Encoding::Snappy, Protocol::V1, 64 << 20).expect("decode");
     validate_v1(&decoded.request, &Limits::default()).expect("valid");
     let mut stats = vec![RouteStats::default(); routes.len()];
     let mut written = 0;
-    route_request(decoded.request, routes, &[8], &mut stats, |r, p, _, series| {
-        let batch = batches.entry((r, p)).or_default();
-        append_series(batch, series);
-        written += series.samples.len();
-    });
+    route_request(
+        decoded.request,
+        routes,
+        &[8],
+        &mut stats,
+        |r, p, _, series| {
+            let batch = batches.entry((r, p)).or_default();
+            append_series(batch, series);
+            written += series.samples.len();
+        },
+    );
     written
 }
 
@@ -82,10 +99,20 @@ fn bench(c: &mut Criterion) {
     let mut prost_batches = HashMap::new();
     assert_eq!(hot_path_prost(&body, &routes, &mut prost_batches), samples);
     for (key, batch) in &batches {
-        assert_eq!(batch.encoded, prost_batches[key].encoded, "the two paths disagree");
+        assert_eq!(
+            batch.encoded, prost_batches[key].encoded,
+            "the two paths disagree"
+        );
     }
     let bytes: usize = batches.values().map(|b| b.encoded.len()).sum();
-    let zstd: usize = batches.values().map(|b| zstd::encode_all(b.encoded.as_slice(), 3).expect("zstd").len()).sum();
+    let zstd: usize = batches
+        .values()
+        .map(|b| {
+            zstd::encode_all(b.encoded.as_slice(), 3)
+                .expect("zstd")
+                .len()
+        })
+        .sum();
     eprintln!(
         "task records: {samples} samples, {:.1} bytes/sample plain, {:.1} bytes/sample with zstd per record",
         bytes as f64 / samples as f64,
@@ -112,7 +139,9 @@ fn bench(c: &mut Criterion) {
             |request| {
                 let mut stats = vec![RouteStats::default(); 1];
                 let mut out = Output::default();
-                route_request(request, &routes, &[8], &mut stats, |_, _, _, s| append_series(&mut out, s));
+                route_request(request, &routes, &[8], &mut stats, |_, _, _, s| {
+                    append_series(&mut out, s)
+                });
                 black_box(out.encoded.len())
             },
             criterion::BatchSize::LargeInput,

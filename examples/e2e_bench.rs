@@ -87,7 +87,10 @@ struct Args {
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// What the capture receiver has seen.
@@ -110,7 +113,10 @@ fn lock(c: &Shared) -> std::sync::MutexGuard<'_, Capture> {
 }
 
 fn label<'a>(labels: &'a [Label], name: &str) -> Option<&'a str> {
-    labels.iter().find(|l| l.name == name).map(|l| l.value.as_str())
+    labels
+        .iter()
+        .find(|l| l.name == name)
+        .map(|l| l.value.as_str())
 }
 
 /// Decodes one captured request and books its samples as arrived at `at_ms`.
@@ -137,7 +143,10 @@ fn book(
         if run != Some(run_id) {
             continue;
         }
-        let Some(id) = label(&series.labels, "series_id").and_then(|v| v.parse::<u64>().ok()) else { continue };
+        let Some(id) = label(&series.labels, "series_id").and_then(|v| v.parse::<u64>().ok())
+        else {
+            continue;
+        };
         for sample in &series.samples {
             // The sample's value is its step (see `payload`).
             if c.seen.insert((id, sample.value as u64)) {
@@ -151,61 +160,91 @@ fn book(
 }
 
 /// The capture receiver: decode, optionally forward, book on success.
-async fn serve_capture(listener: tokio::net::TcpListener, capture: Shared, client: HttpClient, args: Arc<Args>) {
+async fn serve_capture(
+    listener: tokio::net::TcpListener,
+    capture: Shared,
+    client: HttpClient,
+    args: Arc<Args>,
+) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { return };
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
         let (capture, client, args) = (capture.clone(), client.clone(), args.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                let (capture, client, args) = (capture.clone(), client.clone(), args.clone());
-                async move {
-                    let headers = request.headers().clone();
-                    let body = match request.into_body().collect().await {
-                        Ok(b) => b.to_bytes(),
-                        Err(e) => return Ok::<_, std::convert::Infallible>(answer(400, e.to_string())),
-                    };
-                    let encoding_header =
-                        headers.get("content-encoding").and_then(|v| v.to_str().ok()).unwrap_or("snappy");
-                    let Ok(encoding) = Encoding::parse(encoding_header) else {
-                        return Ok(answer(415, format!("unknown encoding {encoding_header}")));
-                    };
-                    if let Some(url) = &args.forward {
-                        let mut forward = hyper::Request::post(url.as_str());
-                        for name in
-                            ["content-encoding", "content-type", "x-prometheus-remote-write-version", "user-agent"]
-                        {
-                            if let Some(v) = headers.get(name) {
-                                forward = forward.header(name, v);
+            let service = hyper::service::service_fn(
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let (capture, client, args) = (capture.clone(), client.clone(), args.clone());
+                    async move {
+                        let headers = request.headers().clone();
+                        let body = match request.into_body().collect().await {
+                            Ok(b) => b.to_bytes(),
+                            Err(e) => {
+                                return Ok::<_, std::convert::Infallible>(answer(
+                                    400,
+                                    e.to_string(),
+                                ))
                             }
-                        }
-                        let Ok(forward) = forward.body(Full::new(body.clone())) else {
-                            return Ok(answer(500, "bad forward request".into()));
                         };
-                        match client.request(forward).await {
-                            Ok(r) if r.status().is_success() => {}
-                            Ok(r) => {
-                                let status = r.status().as_u16();
-                                let text = r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                                return Ok(answer(status, String::from_utf8_lossy(&text).into_owned()));
+                        let encoding_header = headers
+                            .get("content-encoding")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("snappy");
+                        let Ok(encoding) = Encoding::parse(encoding_header) else {
+                            return Ok(answer(415, format!("unknown encoding {encoding_header}")));
+                        };
+                        if let Some(url) = &args.forward {
+                            let mut forward = hyper::Request::post(url.as_str());
+                            for name in [
+                                "content-encoding",
+                                "content-type",
+                                "x-prometheus-remote-write-version",
+                                "user-agent",
+                            ] {
+                                if let Some(v) = headers.get(name) {
+                                    forward = forward.header(name, v);
+                                }
                             }
-                            Err(e) => return Ok(answer(503, format!("forward: {e}"))),
+                            let Ok(forward) = forward.body(Full::new(body.clone())) else {
+                                return Ok(answer(500, "bad forward request".into()));
+                            };
+                            match client.request(forward).await {
+                                Ok(r) if r.status().is_success() => {}
+                                Ok(r) => {
+                                    let status = r.status().as_u16();
+                                    let text = r
+                                        .into_body()
+                                        .collect()
+                                        .await
+                                        .map(|b| b.to_bytes())
+                                        .unwrap_or_default();
+                                    return Ok(answer(
+                                        status,
+                                        String::from_utf8_lossy(&text).into_owned(),
+                                    ));
+                                }
+                                Err(e) => return Ok(answer(503, format!("forward: {e}"))),
+                            }
+                        }
+                        let (at, at_ms) = (Instant::now(), now_ms());
+                        match book(&capture, &args.run_id, &body, encoding, at, at_ms) {
+                            Ok(()) => Ok(answer(204, String::new())),
+                            Err(e) => Ok(answer(400, e)),
                         }
                     }
-                    let (at, at_ms) = (Instant::now(), now_ms());
-                    match book(&capture, &args.run_id, &body, encoding, at, at_ms) {
-                        Ok(()) => Ok(answer(204, String::new())),
-                        Err(e) => Ok(answer(400, e)),
-                    }
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                },
+            );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
 
 fn answer(status: u16, text: String) -> hyper::Response<Full<Bytes>> {
     let mut response = hyper::Response::new(Full::new(Bytes::from(text)));
-    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     response
 }
 
@@ -214,12 +253,26 @@ fn payload(run_id: &str, first: u64, count: u64, step: u64, ts: i64) -> Bytes {
     let timeseries = (first..first + count)
         .map(|id| {
             let mut labels = series_labels(id);
-            labels.push(Label { name: "bench_run".into(), value: run_id.into() });
+            labels.push(Label {
+                name: "bench_run".into(),
+                value: run_id.into(),
+            });
             labels.sort_by(|a, b| a.name.cmp(&b.name));
-            TimeSeries { labels, samples: vec![Sample { value: step as f64, timestamp: ts }], ..Default::default() }
+            TimeSeries {
+                labels,
+                samples: vec![Sample {
+                    value: step as f64,
+                    timestamp: ts,
+                }],
+                ..Default::default()
+            }
         })
         .collect();
-    let raw = WriteRequest { timeseries, metadata: Vec::new() }.encode_to_vec();
+    let raw = WriteRequest {
+        timeseries,
+        metadata: Vec::new(),
+    }
+    .encode_to_vec();
     Bytes::from(compress(&raw, Encoding::Snappy).unwrap_or_default())
 }
 
@@ -236,11 +289,21 @@ async fn post(client: &HttpClient, url: &str, body: Bytes) -> Result<u64, String
             .map_err(|e| e.to_string())?;
         let retry = match client.request(request).await {
             Ok(r) if r.status().is_success() => return Ok(retries),
-            Ok(r) if r.status().as_u16() == 503 || r.status().as_u16() == 429 => format!("{}", r.status()),
+            Ok(r) if r.status().as_u16() == 503 || r.status().as_u16() == 429 => {
+                format!("{}", r.status())
+            }
             Ok(r) => {
                 let status = r.status();
-                let text = r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                return Err(format!("gateway answered {status}: {}", String::from_utf8_lossy(&text)));
+                let text = r
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                return Err(format!(
+                    "gateway answered {status}: {}",
+                    String::from_utf8_lossy(&text)
+                ));
             }
             Err(e) => e.to_string(),
         };
@@ -302,7 +365,12 @@ async fn vm_count(client: &HttpClient, base: &str, run_id: &str, want: u64) -> (
     while started.elapsed() < Duration::from_secs(60) {
         if let Ok(request) = hyper::Request::get(url.as_str()).body(Full::new(Bytes::new())) {
             if let Ok(response) = client.request(request).await {
-                let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
                 if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) {
                     got = json["data"]["result"][0]["value"][1]
                         .as_str()
@@ -329,21 +397,40 @@ async fn main() {
 }
 
 async fn run(args: Arc<Args>) -> Result<(), String> {
-    if args.rate == 0 || args.batch == 0 || args.series == 0 || args.samples_per_series == 0 || args.concurrency == 0 {
-        return Err("--rate, --batch, --series, --samples-per-series and --concurrency must be > 0".into());
+    if args.rate == 0
+        || args.batch == 0
+        || args.series == 0
+        || args.samples_per_series == 0
+        || args.concurrency == 0
+    {
+        return Err(
+            "--rate, --batch, --series, --samples-per-series and --concurrency must be > 0".into(),
+        );
     }
     let client: HttpClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let capture: Shared = Arc::default();
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("listen {}: {e}", args.listen))?;
-    tokio::spawn(serve_capture(listener, capture.clone(), client.clone(), args.clone()));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("listen {}: {e}", args.listen))?;
+    tokio::spawn(serve_capture(
+        listener,
+        capture.clone(),
+        client.clone(),
+        args.clone(),
+    ));
 
     // Warm-up: one series, sent until it comes out the other end, so the
     // measured load does not include consumer-group joins and connection set-up.
     let warm_started = Instant::now();
     let mut warm_labels = vec![
-        Label { name: "__name__".into(), value: "bench_e2e_warmup".into() },
-        Label { name: "bench_run".into(), value: format!("{}-warmup", args.run_id) },
+        Label {
+            name: "__name__".into(),
+            value: "bench_e2e_warmup".into(),
+        },
+        Label {
+            name: "bench_run".into(),
+            value: format!("{}-warmup", args.run_id),
+        },
     ];
     warm_labels.sort_by(|a, b| a.name.cmp(&b.name));
     let mut warm_sent = false;
@@ -354,24 +441,44 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
         if !warm_sent {
             let ts = TimeSeries {
                 labels: warm_labels.clone(),
-                samples: vec![Sample { value: 1.0, timestamp: now_ms() }],
+                samples: vec![Sample {
+                    value: 1.0,
+                    timestamp: now_ms(),
+                }],
                 ..Default::default()
             };
-            let raw = WriteRequest { timeseries: vec![ts], metadata: Vec::new() }.encode_to_vec();
+            let raw = WriteRequest {
+                timeseries: vec![ts],
+                metadata: Vec::new(),
+            }
+            .encode_to_vec();
             let body = Bytes::from(compress(&raw, Encoding::Snappy).map_err(|e| e.to_string())?);
             warm_sent = post(&client, &args.gateway, body).await.is_ok();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("warm-up sample arrived after {:.1} s; sending the load", warm_started.elapsed().as_secs_f64());
+    eprintln!(
+        "warm-up sample arrived after {:.1} s; sending the load",
+        warm_started.elapsed().as_secs_f64()
+    );
 
     // Processes to watch, CPU counted from here.
     let mut watched = Vec::new();
     for spec in &args.watch {
-        let (name, pid) = spec.split_once('=').ok_or_else(|| format!("--watch {spec}: want name=pid"))?;
-        let pid: u32 = pid.parse().map_err(|_| format!("--watch {spec}: bad pid"))?;
-        let ticks = proc_cpu_ticks(pid).ok_or_else(|| format!("--watch {spec}: no such process"))?;
-        watched.push(Watched { name: name.into(), pid, ticks_at_start: ticks, peak_rss_kb: Arc::default() });
+        let (name, pid) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--watch {spec}: want name=pid"))?;
+        let pid: u32 = pid
+            .parse()
+            .map_err(|_| format!("--watch {spec}: bad pid"))?;
+        let ticks =
+            proc_cpu_ticks(pid).ok_or_else(|| format!("--watch {spec}: no such process"))?;
+        watched.push(Watched {
+            name: name.into(),
+            pid,
+            ticks_at_start: ticks,
+            peak_rss_kb: Arc::default(),
+        });
     }
     let self_pid = std::process::id();
     watched.push(Watched {
@@ -410,18 +517,29 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
             let count = args.batch.min(args.series - first);
             let due = Duration::from_secs_f64(handed as f64 / args.rate as f64);
             tokio::time::sleep_until(tokio::time::Instant::from_std(started + due)).await;
-            let permit = semaphore.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+            let permit = semaphore
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| e.to_string())?;
             let ts = now_ms().max(step_floor);
             last_ts = last_ts.max(ts);
             let body = payload(&args.run_id, first, count, step, ts);
-            let (client, url, acks, retries) = (client.clone(), args.gateway.clone(), acks.clone(), retries.clone());
+            let (client, url, acks, retries) = (
+                client.clone(),
+                args.gateway.clone(),
+                acks.clone(),
+                retries.clone(),
+            );
             requests.spawn(async move {
                 let sent = Instant::now();
                 let result = post(&client, &url, body).await;
                 drop(permit);
                 let r = result?;
                 retries.fetch_add(r, std::sync::atomic::Ordering::Relaxed);
-                acks.lock().unwrap_or_else(|e| e.into_inner()).push(sent.elapsed().as_micros() as u64);
+                acks.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(sent.elapsed().as_micros() as u64);
                 Ok::<(), String>(())
             });
             handed += count;
@@ -444,16 +562,32 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     }
     let (arrived, duplicates, captured_requests, last_arrival, mut latencies) = {
         let mut c = lock(&capture);
-        (c.seen.len() as u64, c.duplicates, c.requests, c.last_arrival, std::mem::take(&mut c.latencies_ms))
+        (
+            c.seen.len() as u64,
+            c.duplicates,
+            c.requests,
+            c.last_arrival,
+            std::mem::take(&mut c.latencies_ms),
+        )
     };
-    let window = last_arrival.map(|t| t.saturating_duration_since(started)).unwrap_or_default().max(sent_for);
+    let window = last_arrival
+        .map(|t| t.saturating_duration_since(started))
+        .unwrap_or_default()
+        .max(sent_for);
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let cpu: Vec<(String, f64, u64, u64)> = watched
         .iter()
         .map(|w| {
-            let ticks = proc_cpu_ticks(w.pid).unwrap_or(w.ticks_at_start).saturating_sub(w.ticks_at_start);
+            let ticks = proc_cpu_ticks(w.pid)
+                .unwrap_or(w.ticks_at_start)
+                .saturating_sub(w.ticks_at_start);
             let peak = *w.peak_rss_kb.lock().unwrap_or_else(|e| e.into_inner());
-            (w.name.clone(), ticks as f64 / args.clk_tck as f64, peak, proc_status_kb(w.pid, "VmHWM:").unwrap_or(0))
+            (
+                w.name.clone(),
+                ticks as f64 / args.clk_tck as f64,
+                peak,
+                proc_status_kb(w.pid, "VmHWM:").unwrap_or(0),
+            )
         })
         .collect();
 
@@ -480,10 +614,17 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
         retries.load(std::sync::atomic::Ordering::Relaxed)
     );
     println!("arrived    {arrived} of {total} distinct samples ({duplicates} duplicates) in {captured_requests} egress requests");
-    println!("sustained  {:.0} samples/s end to end (first send to last arrival: {secs:.2} s)", arrived as f64 / secs);
+    println!(
+        "sustained  {:.0} samples/s end to end (first send to last arrival: {secs:.2} s)",
+        arrived as f64 / secs
+    );
     println!(
         "latency    send -> arrival{}: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
-        if args.forward.is_some() { " (vmagent accepted)" } else { " (capture)" },
+        if args.forward.is_some() {
+            " (vmagent accepted)"
+        } else {
+            " (capture)"
+        },
         percentile(&latencies, 50.0),
         percentile(&latencies, 90.0),
         percentile(&latencies, 99.0),
@@ -497,10 +638,16 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
         acks_ms.last().copied().unwrap_or(0)
     );
     if let Some((got, waited)) = vm {
-        println!("victoria   {got} of {total} samples queryable {:.1} s after the last arrival", waited.as_secs_f64());
+        println!(
+            "victoria   {got} of {total} samples queryable {:.1} s after the last arrival",
+            waited.as_secs_f64()
+        );
     }
     println!();
-    println!("{:<28} {:>8} {:>14} {:>14} {:>10}", "process", "CPU s", "% of 1 core", "peak RSS MB", "VmHWM MB");
+    println!(
+        "{:<28} {:>8} {:>14} {:>14} {:>10}",
+        "process", "CPU s", "% of 1 core", "peak RSS MB", "VmHWM MB"
+    );
     for (name, cpu_s, peak, hwm) in &cpu {
         println!(
             "{:<28} {:>8.2} {:>14.0} {:>14.0} {:>10.0}",
@@ -514,7 +661,10 @@ async fn run(args: Arc<Args>) -> Result<(), String> {
     println!("(CPU and peak RSS over the {secs:.2} s from the first send to the last arrival; VmHWM is the process' lifetime peak)");
 
     if arrived < total {
-        return Err(format!("only {arrived} of {total} samples arrived within {} s", args.drain_timeout));
+        return Err(format!(
+            "only {arrived} of {total} samples arrived within {} s",
+            args.drain_timeout
+        ));
     }
     if let Some((got, _)) = vm {
         if got < total {

@@ -32,11 +32,16 @@ pub fn streamroute(args: &[&str], env: &[(&str, &str)]) -> Output {
             command.env_remove(key);
         }
     }
-    command.env("STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS", bootstrap()).env("RUST_LOG", "warn");
+    command
+        .env("STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS", bootstrap())
+        .env("RUST_LOG", "warn");
     for (key, value) in env {
         command.env(key, value);
     }
-    command.args(args).output().expect("the streamroute binary runs")
+    command
+        .args(args)
+        .output()
+        .expect("the streamroute binary runs")
 }
 
 /// stdout and stderr of an output, for assertion messages.
@@ -51,7 +56,10 @@ pub fn show(output: &Output) -> String {
 
 /// An admin client on the test broker.
 pub fn admin() -> AdminClient<DefaultClientContext> {
-    ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("admin client")
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client")
 }
 
 /// Creates a topic and waits until metadata shows it.
@@ -61,16 +69,28 @@ pub async fn create_topic(name: &str, partitions: i32) {
 
 /// Creates a topic on the cluster at `bootstrap`.
 pub async fn create_topic_on(bootstrap: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let results = admin.create_topics([&topic], &AdminOptions::new()).await.expect("create_topics");
+    let results = admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .expect("create_topics");
     for r in results {
         r.expect("topic created");
     }
     for _ in 0..100 {
-        if let Ok(md) = admin.inner().fetch_metadata(Some(name), Duration::from_secs(5)) {
-            if md.topics().first().is_some_and(|t| t.error().is_none() && t.partitions().len() == partitions as usize) {
+        if let Ok(md) = admin
+            .inner()
+            .fetch_metadata(Some(name), Duration::from_secs(5))
+        {
+            if md
+                .topics()
+                .first()
+                .is_some_and(|t| t.error().is_none() && t.partitions().len() == partitions as usize)
+            {
                 return;
             }
         }
@@ -83,8 +103,15 @@ pub async fn create_topic_on(bootstrap: &str, name: &str, partitions: i32) {
 pub async fn wait_for_partitions(topic: &str, partitions: usize) {
     let admin = admin();
     for _ in 0..100 {
-        if let Ok(md) = admin.inner().fetch_metadata(Some(topic), Duration::from_secs(5)) {
-            if md.topics().first().is_some_and(|t| t.error().is_none() && t.partitions().len() == partitions) {
+        if let Ok(md) = admin
+            .inner()
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+        {
+            if md
+                .topics()
+                .first()
+                .is_some_and(|t| t.error().is_none() && t.partitions().len() == partitions)
+            {
                 return;
             }
         }
@@ -102,7 +129,11 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A streamroute process started for one test; killed when dropped.
@@ -123,7 +154,8 @@ impl Process {
     pub async fn start(args: &[&str], listen_env: &str, env: &[(&str, String)]) -> Process {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("streamroute.log");
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let addr: std::net::SocketAddr =
+            format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut command = Command::new(binary());
         for (key, _) in std::env::vars() {
             if key.starts_with("STREAMROUTE_") {
@@ -135,13 +167,27 @@ impl Process {
             .env(listen_env, addr.to_string())
             .env("RUST_LOG", "info,librdkafka=warn")
             .stdout(std::fs::File::create(&log).expect("log file"))
-            .stderr(std::fs::File::options().append(true).open(&log).expect("log file"));
+            .stderr(
+                std::fs::File::options()
+                    .append(true)
+                    .open(&log)
+                    .expect("log file"),
+            );
         for (key, value) in env {
             command.env(key, value);
         }
         let child = command.args(args).spawn().expect("spawn streamroute");
-        let tls_cert = env.iter().find(|(key, _)| key.ends_with("__TLS__CERT_FILE")).map(|(_, v)| PathBuf::from(v));
-        let mut process = Process { child, addr, tls_cert, log, _dir: dir };
+        let tls_cert = env
+            .iter()
+            .find(|(key, _)| key.ends_with("__TLS__CERT_FILE"))
+            .map(|(_, v)| PathBuf::from(v));
+        let mut process = Process {
+            child,
+            addr,
+            tls_cert,
+            log,
+            _dir: dir,
+        };
         process.wait_ready(Duration::from_secs(30)).await;
         process
     }
@@ -160,9 +206,16 @@ impl Process {
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("streamroute exited with {status} before it was ready:\n{}", self.log());
+                panic!(
+                    "streamroute exited with {status} before it was ready:\n{}",
+                    self.log()
+                );
             }
-            assert!(std::time::Instant::now() < deadline, "streamroute not ready within {within:?}:\n{}", self.log());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "streamroute not ready within {within:?}:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -174,7 +227,10 @@ impl Process {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         self.child.wait().expect("wait for streamroute")
     }
 }
@@ -197,23 +253,34 @@ pub struct HttpResponse {
 }
 
 /// POSTs `body` with `headers`.
-pub async fn http_post(url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Result<HttpResponse, String> {
+pub async fn http_post(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<HttpResponse, String> {
     let mut request = hyper::Request::post(url);
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
-    let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body))).map_err(|e| e.to_string())?;
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
     send(request).await
 }
 
 /// GETs `url`.
 pub async fn http_get(url: &str) -> Result<HttpResponse, String> {
-    let request = hyper::Request::get(url).body(http_body_util::Full::new(bytes::Bytes::new())).map_err(|e| e.to_string())?;
+    let request = hyper::Request::get(url)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .map_err(|e| e.to_string())?;
     send(request).await
 }
 
-async fn send(request: hyper::Request<http_body_util::Full<bytes::Bytes>>) -> Result<HttpResponse, String> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+async fn send(
+    request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Result<HttpResponse, String> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
     let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
         .await
         .map_err(|_| "timed out".to_string())?
@@ -222,8 +289,14 @@ async fn send(request: hyper::Request<http_body_util::Full<bytes::Bytes>>) -> Re
 }
 
 /// GETs `path` over HTTPS from `addr`, trusting only the certificate in `cert`.
-pub async fn https_get(addr: std::net::SocketAddr, cert: &Path, path: &str) -> Result<HttpResponse, String> {
-    let request = hyper::Request::get(path).body(http_body_util::Full::new(bytes::Bytes::new())).map_err(|e| e.to_string())?;
+pub async fn https_get(
+    addr: std::net::SocketAddr,
+    cert: &Path,
+    path: &str,
+) -> Result<HttpResponse, String> {
+    let request = hyper::Request::get(path)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .map_err(|e| e.to_string())?;
     https_send(addr, cert, request).await
 }
 
@@ -239,7 +312,9 @@ pub async fn https_post(
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
-    let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body))).map_err(|e| e.to_string())?;
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
     https_send(addr, cert, request).await
 }
 
@@ -253,7 +328,8 @@ async fn https_send(
     use rustls_pki_types::pem::PemObject;
     use tokio_rustls::rustls;
     let mut roots = rustls::RootCertStore::empty();
-    let der = rustls_pki_types::CertificateDer::from_pem_file(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+    let der = rustls_pki_types::CertificateDer::from_pem_file(cert)
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
     roots.add(der).map_err(|e| e.to_string())?;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -264,24 +340,47 @@ async fn https_send(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let exchange = async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
         let name = rustls_pki_types::ServerName::from(addr.ip());
-        let tls = connector.connect(name, tcp).await.map_err(|e| format!("tls handshake: {e}"))?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("tls handshake: {e}"))?;
         let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
         read_response(response).await
     };
-    tokio::time::timeout(Duration::from_secs(30), exchange).await.map_err(|_| "timed out".to_string())?
+    tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .map_err(|_| "timed out".to_string())?
 }
 
-async fn read_response(response: hyper::Response<hyper::body::Incoming>) -> Result<HttpResponse, String> {
+async fn read_response(
+    response: hyper::Response<hyper::body::Incoming>,
+) -> Result<HttpResponse, String> {
     use http_body_util::BodyExt;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(HttpResponse { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 /// Reads every record of `topic` up to its current end (read_committed).
@@ -300,15 +399,20 @@ pub fn read_topic_on(bootstrap: &str, topic: &str) -> Vec<rdkafka::message::Owne
         .set("isolation.level", "read_committed")
         .create()
         .expect("consumer");
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
     let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
     let mut ends = std::collections::HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10)).expect("watermarks");
+        let (low, high) = consumer
+            .fetch_watermarks(topic, *p, Duration::from_secs(10))
+            .expect("watermarks");
         if high > low {
             ends.insert(*p, high);
-            tpl.add_partition_offset(topic, *p, Offset::Offset(low)).expect("tpl");
+            tpl.add_partition_offset(topic, *p, Offset::Offset(low))
+                .expect("tpl");
         }
     }
     let mut out = Vec::new();
@@ -334,7 +438,10 @@ pub fn read_topic_on(bootstrap: &str, topic: &str) -> Vec<rdkafka::message::Owne
         if done {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "could not read {topic} to its end");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "could not read {topic} to its end"
+        );
     }
     out
 }
@@ -370,7 +477,9 @@ impl PrivateKafka {
 
     fn start_with(security: &'static str) -> PrivateKafka {
         // A test that failed while holding the lock must not fail the others.
-        let turn = PRIVATE_KAFKA.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let turn = PRIVATE_KAFKA
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::tempdir().expect("tempdir");
         // Below the ephemeral range, so client sockets do not take the port
         // (or the controller's, port + 1) between this check and the start.
@@ -381,7 +490,13 @@ impl PrivateKafka {
                     && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
             })
             .expect("two free ports between 20000 and 30000");
-        let kafka = PrivateKafka { bootstrap: format!("127.0.0.1:{port}"), port, security, dir, _turn: turn };
+        let kafka = PrivateKafka {
+            bootstrap: format!("127.0.0.1:{port}"),
+            port,
+            security,
+            dir,
+            _turn: turn,
+        };
         kafka.script("start");
         kafka
     }
@@ -398,14 +513,20 @@ impl PrivateKafka {
             .env("SR_RUN_DIR", self.dir.path())
             .output()
             .expect("run kafka-local.sh");
-        assert!(output.status.success(), "kafka-local.sh {action} failed:\n{}", show(&output));
+        assert!(
+            output.status.success(),
+            "kafka-local.sh {action} failed:\n{}",
+            show(&output)
+        );
     }
 }
 
 impl PrivateKafka {
     /// The CA certificate a SASL_SSL broker's clients trust.
     pub fn ca_file(&self) -> PathBuf {
-        self.dir.path().join(format!("kafka-{}/tls/ca.pem", self.port))
+        self.dir
+            .path()
+            .join(format!("kafka-{}/tls/ca.pem", self.port))
     }
 }
 

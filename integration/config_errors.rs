@@ -34,7 +34,10 @@ fn bad_value_is_named() {
 fn owned_librdkafka_property_is_refused() {
     let (code, out) = run_with("[kafka.properties]\nacks = \"1\"\n", &[]);
     assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("kafka.properties.acks: is set by streamroute itself"), "{out}");
+    assert!(
+        out.contains("kafka.properties.acks: is set by streamroute itself"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -44,8 +47,14 @@ fn every_invalid_value_is_reported_at_once_including_from_env() {
         &[("STREAMROUTE_GATEWAY__MAX_IN_FLIGHT", "0")],
     );
     assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("topics.ingress: topic name 'bad topic' holds ' '"), "{out}");
-    assert!(out.contains("gateway.max_in_flight: must be greater than zero"), "{out}");
+    assert!(
+        out.contains("topics.ingress: topic name 'bad topic' holds ' '"),
+        "{out}"
+    );
+    assert!(
+        out.contains("gateway.max_in_flight: must be greater than zero"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -12,14 +12,26 @@ async fn kafka_outage_gives_503_then_204_and_every_acknowledged_payload_is_store
     let kafka = PrivateKafka::start();
     let topic = unique("outage");
     create_topic_on(&kafka.bootstrap, &topic, 1).await;
-    let gateway = start_gateway(&topic, &[("STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS", kafka.bootstrap.clone())]).await;
+    let gateway = start_gateway(
+        &topic,
+        &[(
+            "STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS",
+            kafka.bootstrap.clone(),
+        )],
+    )
+    .await;
     let url = format!("http://{}/api/v1/write", gateway.addr);
     let headers = [("content-encoding", "snappy")];
     let mut acknowledged = BTreeSet::new();
     let mut next = 0usize;
     let send = |tag: usize| {
         let url = url.clone();
-        async move { (tag, http_post(&url, &headers, snappy(&request(5, &format!("p{tag}")))).await) }
+        async move {
+            (
+                tag,
+                http_post(&url, &headers, snappy(&request(5, &format!("p{tag}")))).await,
+            )
+        }
     };
 
     // Kafka up: accepted.
@@ -38,9 +50,16 @@ async fn kafka_outage_gives_503_then_204_and_every_acknowledged_payload_is_store
         let (tag, r) = send(next).await;
         next += 1;
         let r = r.expect("post");
-        assert_ne!(r.status / 100, 2, "payload {tag} acknowledged while kafka was down");
+        assert_ne!(
+            r.status / 100,
+            2,
+            "payload {tag} acknowledged while kafka was down"
+        );
         assert_eq!(r.status, 503, "{}", r.body);
-        assert_eq!(r.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("2"));
+        assert_eq!(
+            r.headers.get("retry-after").and_then(|v| v.to_str().ok()),
+            Some("2")
+        );
         unavailable += 1;
     }
     assert_eq!(unavailable, 3);
@@ -50,7 +69,11 @@ async fn kafka_outage_gives_503_then_204_and_every_acknowledged_payload_is_store
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut recovered = 0;
     while recovered < 5 {
-        assert!(Instant::now() < deadline, "gateway did not recover within 90 s:\n{}", gateway.log());
+        assert!(
+            Instant::now() < deadline,
+            "gateway did not recover within 90 s:\n{}",
+            gateway.log()
+        );
         let (tag, r) = send(next).await;
         next += 1;
         match r.expect("post").status {
@@ -74,5 +97,8 @@ async fn kafka_outage_gives_503_then_204_and_every_acknowledged_payload_is_store
         })
         .collect();
     let missing: Vec<_> = acknowledged.difference(&stored).collect();
-    assert!(missing.is_empty(), "acknowledged but not stored: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not stored: {missing:?}"
+    );
 }

@@ -36,7 +36,10 @@ async fn prometheus_remote_writes_its_own_series_into_the_ingress_topic() {
         Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("prometheus.log")).expect("log"))
             .spawn()
@@ -48,7 +51,12 @@ async fn prometheus_remote_writes_its_own_series_into_the_ingress_topic() {
         let found = read_topic(&topic).iter().any(|m| {
             let (_, req) = decode_record(m);
             req.timeseries.iter().any(|ts| {
-                let label = |n: &str| ts.labels.iter().find(|l| l.name == n).map(|l| l.value.as_str());
+                let label = |n: &str| {
+                    ts.labels
+                        .iter()
+                        .find(|l| l.name == n)
+                        .map(|l| l.value.as_str())
+                };
                 label("__name__") == Some("up")
                     && label("job") == Some("self")
                     && label("test_run") == Some(topic.as_str())

@@ -22,7 +22,12 @@ async fn records_produced_to_the_live_broker_are_consumed_in_order() {
     for i in 0..50 {
         let payload = format!("record-{i}");
         producer
-            .send(FutureRecord::<str, str>::to(&topic).payload(&payload).key("k"), Duration::from_secs(10))
+            .send(
+                FutureRecord::<str, str>::to(&topic)
+                    .payload(&payload)
+                    .key("k"),
+                Duration::from_secs(10),
+            )
             .await
             .expect("kafka acknowledged the record");
     }

@@ -178,8 +178,12 @@ async fn every_acknowledged_sample_survives_repeated_long_broker_outages() {
             kafka.script(fault);
             let outage = Instant::now();
             // Both Kafka-facing roles notice within seconds.
-            let down_after = wait_not_ready(&run, &["router", "egress"], Duration::from_secs(15)).await;
-            eprintln!("round {round} {fault}: not ready after router {:?}, egress {:?}", down_after[0], down_after[1]);
+            let down_after =
+                wait_not_ready(&run, &["router", "egress"], Duration::from_secs(15)).await;
+            eprintln!(
+                "round {round} {fault}: not ready after router {:?}, egress {:?}",
+                down_after[0], down_after[1]
+            );
             tokio::time::sleep(down.saturating_sub(outage.elapsed())).await;
             kafka.script("start");
             let back = Instant::now();
@@ -235,7 +239,8 @@ async fn egress_without_its_state_leaves_the_gateway_accepting_and_recovers() {
     crate::common::create_topic(&dead_letter, 1).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
-    let holder = streamroute::state::State::open(&state, Duration::ZERO).expect("open the state to hold its lock");
+    let holder = streamroute::state::State::open(&state, Duration::ZERO)
+        .expect("open the state to hold its lock");
     let vm = std::env::var("VM_URL").unwrap_or_else(|_| "http://127.0.0.1:8428".into());
     let config = write_file(
         dir.path(),
@@ -255,10 +260,18 @@ async fn egress_without_its_state_leaves_the_gateway_accepting_and_recovers() {
     let mut child = std::process::Command::new(crate::common::binary())
         .env("STREAMROUTE_CONFIG_FILE", &config)
         .env("STREAMROUTE_RUN__LISTEN", format!("127.0.0.1:{port}"))
-        .env("STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS", crate::common::bootstrap())
+        .env(
+            "STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS",
+            crate::common::bootstrap(),
+        )
         .env("RUST_LOG", "info,librdkafka=warn")
         .stdout(std::fs::File::create(&log).expect("log"))
-        .stderr(std::fs::File::options().append(true).open(&log).expect("log"))
+        .stderr(
+            std::fs::File::options()
+                .append(true)
+                .open(&log)
+                .expect("log"),
+        )
         .arg("run")
         .spawn()
         .expect("spawn");
@@ -270,21 +283,31 @@ async fn egress_without_its_state_leaves_the_gateway_accepting_and_recovers() {
         let request = WriteRequest {
             timeseries: vec![TimeSeries {
                 labels: vec![Label::new("__name__", &name), Label::new("id", "0")],
-                samples: vec![Sample { value: k as f64, timestamp: ts + k }],
+                samples: vec![Sample {
+                    value: k as f64,
+                    timestamp: ts + k,
+                }],
                 ..Default::default()
             }],
             metadata: vec![],
         };
         compress(&request.encode_to_vec(), Encoding::Snappy).expect("snappy")
     };
-    let headers = [("content-encoding", "snappy"), ("content-type", "application/x-protobuf")];
+    let headers = [
+        ("content-encoding", "snappy"),
+        ("content-type", "application/x-protobuf"),
+    ];
 
     // The gateway accepts while egress keeps failing.
     let mut want = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut k = 0;
     while want.len() < 5 {
-        assert!(Instant::now() < deadline, "the gateway never accepted:\n{}", read_log());
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never accepted:\n{}",
+            read_log()
+        );
         if let Ok(r) = http_post(&format!("{base}/api/v1/write"), &headers, body(k)).await {
             if r.status == 204 {
                 want.insert(("0".to_string(), ts + k));
@@ -299,21 +322,47 @@ async fn egress_without_its_state_leaves_the_gateway_accepting_and_recovers() {
         if ready.status == 503 && ready.body.trim_end().ends_with("not ready: egress") {
             break;
         }
-        assert!(Instant::now() < deadline, "egress not reported alone ({} {}):\n{}", ready.status, ready.body, read_log());
+        assert!(
+            Instant::now() < deadline,
+            "egress not reported alone ({} {}):\n{}",
+            ready.status,
+            ready.body,
+            read_log()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(child.try_wait().expect("wait").is_none(), "the process exited:\n{}", read_log());
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the process exited:\n{}",
+        read_log()
+    );
 
     // The lock goes away: the next restart works and delivers.
     drop(holder);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while http_get(&format!("{base}/-/ready")).await.map(|r| r.status).unwrap_or(0) != 200 {
-        assert!(Instant::now() < deadline, "egress never came back:\n{}", read_log());
+    while http_get(&format!("{base}/-/ready"))
+        .await
+        .map(|r| r.status)
+        .unwrap_or(0)
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "egress never came back:\n{}",
+            read_log()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let got = vm_samples_within(&name, &want, Duration::from_secs(60), &read_log).await;
-    assert!(want.iter().all(|w| got.contains(w)), "missing samples:\n{}", read_log());
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    assert!(
+        want.iter().all(|w| got.contains(w)),
+        "missing samples:\n{}",
+        read_log()
+    );
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     assert!(child.wait().expect("wait").success(), "{}", read_log());
 }
 
@@ -330,7 +379,13 @@ async fn vm_samples_within(
         if want.is_subset(&got) {
             return got;
         }
-        assert!(Instant::now() < deadline, "{} of {} samples in VictoriaMetrics:\n{}", got.len(), want.len(), log());
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} samples in VictoriaMetrics:\n{}",
+            got.len(),
+            want.len(),
+            log()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -362,7 +417,10 @@ async fn sigterm_delivers_every_acknowledged_sample_before_exit() {
     let mut run = Process::start(
         &["run"],
         "STREAMROUTE_RUN__LISTEN",
-        &[("STREAMROUTE_CONFIG_FILE", config.to_str().expect("utf-8").to_string())],
+        &[(
+            "STREAMROUTE_CONFIG_FILE",
+            config.to_str().expect("utf-8").to_string(),
+        )],
     )
     .await;
     let name = format!("sr_it_drain_{}", uuid::Uuid::new_v4().simple());
@@ -373,15 +431,23 @@ async fn sigterm_delivers_every_acknowledged_sample_before_exit() {
         let request = WriteRequest {
             timeseries: (0..SERIES_PER_REQUEST)
                 .map(|i| TimeSeries {
-                    labels: vec![Label::new("__name__", &name), Label::new("id", i.to_string())],
-                    samples: vec![Sample { value: 1.0, timestamp: ts + k }],
+                    labels: vec![
+                        Label::new("__name__", &name),
+                        Label::new("id", i.to_string()),
+                    ],
+                    samples: vec![Sample {
+                        value: 1.0,
+                        timestamp: ts + k,
+                    }],
                     ..Default::default()
                 })
                 .collect(),
             metadata: vec![],
         };
         let body = compress(&request.encode_to_vec(), Encoding::Snappy).expect("snappy");
-        let r = http_post(&url, &[("content-encoding", "snappy")], body).await.expect("post");
+        let r = http_post(&url, &[("content-encoding", "snappy")], body)
+            .await
+            .expect("post");
         assert_eq!(r.status, 204, "{}", r.body);
         want.extend((0..SERIES_PER_REQUEST).map(|i| (i.to_string(), ts + k)));
     }

@@ -22,8 +22,18 @@ pub struct Setup {
     _dir: tempfile::TempDir,
 }
 
-pub async fn setup(ingress_partitions: i32, task_partitions: i32, task_count: u32, extra: &str) -> Setup {
-    let (ingress, tasks, dead_letter, group) = (unique("ingress"), unique("tasks"), unique("dlq"), unique("router"));
+pub async fn setup(
+    ingress_partitions: i32,
+    task_partitions: i32,
+    task_count: u32,
+    extra: &str,
+) -> Setup {
+    let (ingress, tasks, dead_letter, group) = (
+        unique("ingress"),
+        unique("tasks"),
+        unique("dlq"),
+        unique("router"),
+    );
     create_topic(&ingress, ingress_partitions).await;
     create_topic(&tasks, task_partitions).await;
     create_topic(&dead_letter, 1).await;
@@ -38,14 +48,23 @@ pub async fn setup(ingress_partitions: i32, task_partitions: i32, task_count: u3
              [[router.routes]]\nname = \"main\"\ntopic = \"{tasks}\"\ntask_count = {task_count}\n{extra}"
         ),
     );
-    Setup { ingress, tasks, dead_letter, config, _dir: dir }
+    Setup {
+        ingress,
+        tasks,
+        dead_letter,
+        config,
+        _dir: dir,
+    }
 }
 
 pub async fn start_router(setup: &Setup) -> Process {
     Process::start(
         &["router"],
         "STREAMROUTE_ROUTER__LISTEN",
-        &[("STREAMROUTE_CONFIG_FILE", setup.config.to_str().expect("utf-8").to_string())],
+        &[(
+            "STREAMROUTE_CONFIG_FILE",
+            setup.config.to_str().expect("utf-8").to_string(),
+        )],
     )
     .await
 }
@@ -61,9 +80,17 @@ pub fn producer() -> FutureProducer {
 /// Writes `request` to `topic` as the gateway would (snappy body).
 pub async fn produce(producer: &FutureProducer, topic: &str, request: &WriteRequest) {
     let value = compress(&request.encode_to_vec(), Encoding::Snappy).expect("snappy");
-    let headers = OwnedHeaders::new().insert(Header { key: "content-encoding", value: Some("snappy") });
+    let headers = OwnedHeaders::new().insert(Header {
+        key: "content-encoding",
+        value: Some("snappy"),
+    });
     producer
-        .send(FutureRecord::<(), [u8]>::to(topic).payload(&value).headers(headers), Duration::from_secs(10))
+        .send(
+            FutureRecord::<(), [u8]>::to(topic)
+                .payload(&value)
+                .headers(headers),
+            Duration::from_secs(10),
+        )
         .await
         .expect("produced");
 }
@@ -71,7 +98,10 @@ pub async fn produce(producer: &FutureProducer, topic: &str, request: &WriteRequ
 fn series(labels: &[(&str, &str)], value: f64, ts: i64) -> TimeSeries {
     TimeSeries {
         labels: labels.iter().map(|(n, v)| Label::new(*n, *v)).collect(),
-        samples: vec![Sample { value, timestamp: ts }],
+        samples: vec![Sample {
+            value,
+            timestamp: ts,
+        }],
         ..Default::default()
     }
 }
@@ -81,14 +111,22 @@ pub fn task_series(topic: &str) -> Vec<(i32, TimeSeries)> {
     read_topic(topic)
         .iter()
         .flat_map(|m| {
-            let request = WriteRequest::decode(m.payload().expect("value")).expect("task records are plain protobuf");
-            request.timeseries.into_iter().map(move |s| (m.partition(), s))
+            let request = WriteRequest::decode(m.payload().expect("value"))
+                .expect("task records are plain protobuf");
+            request
+                .timeseries
+                .into_iter()
+                .map(move |s| (m.partition(), s))
         })
         .collect()
 }
 
 /// Waits until the task topic holds `samples` samples.
-pub async fn wait_for_samples(topic: &str, samples: usize, router: &Process) -> Vec<(i32, TimeSeries)> {
+pub async fn wait_for_samples(
+    topic: &str,
+    samples: usize,
+    router: &Process,
+) -> Vec<(i32, TimeSeries)> {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let got = task_series(topic);
@@ -96,7 +134,11 @@ pub async fn wait_for_samples(topic: &str, samples: usize, router: &Process) -> 
         if n >= samples {
             return got;
         }
-        assert!(Instant::now() < deadline, "only {n} of {samples} samples routed after 90 s:\n{}", router.log());
+        assert!(
+            Instant::now() < deadline,
+            "only {n} of {samples} samples routed after 90 s:\n{}",
+            router.log()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -135,15 +177,35 @@ async fn series_land_in_the_right_partition_with_the_right_task_id() {
         let mut timeseries = Vec::new();
         for i in 0..50 {
             let id = (k * 50 + i).to_string();
-            timeseries.push(series(&[("__name__", "m"), ("id", &id), ("job", "j")], f64::from(k * 50 + i), 1000));
+            timeseries.push(series(
+                &[("__name__", "m"), ("id", &id), ("job", "j")],
+                f64::from(k * 50 + i),
+                1000,
+            ));
             want.insert(id, f64::from(k * 50 + i));
         }
         // Dropped by the rules.
         timeseries.push(series(&[("__name__", "drop_me"), ("id", "x")], 0.0, 1000));
         // Brings a stale task id, which must be overwritten.
-        timeseries.push(series(&[("__name__", "m"), ("id", &format!("stale{k}")), ("stream_task_id", "999")], 1.0, 1000));
+        timeseries.push(series(
+            &[
+                ("__name__", "m"),
+                ("id", &format!("stale{k}")),
+                ("stream_task_id", "999"),
+            ],
+            1.0,
+            1000,
+        ));
         want.insert(format!("stale{k}"), 1.0);
-        produce(&producer, &setup.ingress, &WriteRequest { timeseries, metadata: vec![] }).await;
+        produce(
+            &producer,
+            &setup.ingress,
+            &WriteRequest {
+                timeseries,
+                metadata: vec![],
+            },
+        )
+        .await;
     }
     let router = start_router(&setup).await;
     let got = wait_for_samples(&setup.tasks, want.len(), &router).await;
@@ -154,12 +216,33 @@ async fn series_land_in_the_right_partition_with_the_right_task_id() {
         let mut sorted = names.clone();
         sorted.sort_unstable();
         assert_eq!(names, sorted, "labels sorted by name");
-        let label = |n: &str| s.labels.iter().find(|l| l.name == n).map(|l| l.value.clone());
+        let label = |n: &str| {
+            s.labels
+                .iter()
+                .find(|l| l.name == n)
+                .map(|l| l.value.clone())
+        };
         assert_ne!(label("__name__").as_deref(), Some("drop_me"));
-        assert_eq!(label("env").as_deref(), Some("test"), "relabel rules applied");
-        let task: u64 = label("stream_task_id").expect("task label").parse().expect("decimal");
-        assert_eq!(task, independent_task(&s.labels, 16), "stream_task_id of {:?}", s.labels);
-        assert_eq!(i64::from(*partition), independent_jump(task, 3), "partition of task {task}");
+        assert_eq!(
+            label("env").as_deref(),
+            Some("test"),
+            "relabel rules applied"
+        );
+        let task: u64 = label("stream_task_id")
+            .expect("task label")
+            .parse()
+            .expect("decimal");
+        assert_eq!(
+            task,
+            independent_task(&s.labels, 16),
+            "stream_task_id of {:?}",
+            s.labels
+        );
+        assert_eq!(
+            i64::from(*partition),
+            independent_jump(task, 3),
+            "partition of task {task}"
+        );
         seen.insert(label("id").expect("id"), s.samples[0].value);
     }
     assert_eq!(seen, want, "every kept series exactly once");
@@ -170,32 +253,66 @@ async fn series_land_in_the_right_partition_with_the_right_task_id() {
 async fn an_undecodable_record_is_dead_lettered_and_the_partition_moves_on() {
     let setup = setup(1, 1, 4, "").await;
     let producer = producer();
-    let headers = OwnedHeaders::new().insert(Header { key: "content-encoding", value: Some("snappy") });
+    let headers = OwnedHeaders::new().insert(Header {
+        key: "content-encoding",
+        value: Some("snappy"),
+    });
     producer
         .send(
-            FutureRecord::<str, [u8]>::to(&setup.ingress).key("sender-1").payload(&b"\x0anot snappy at all"[..]).headers(headers),
+            FutureRecord::<str, [u8]>::to(&setup.ingress)
+                .key("sender-1")
+                .payload(&b"\x0anot snappy at all"[..])
+                .headers(headers),
             Duration::from_secs(10),
         )
         .await
         .expect("produced");
-    produce(&producer, &setup.ingress, &WriteRequest { timeseries: vec![series(&[("__name__", "after")], 1.0, 1)], metadata: vec![] }).await;
+    produce(
+        &producer,
+        &setup.ingress,
+        &WriteRequest {
+            timeseries: vec![series(&[("__name__", "after")], 1.0, 1)],
+            metadata: vec![],
+        },
+    )
+    .await;
     let router = start_router(&setup).await;
     let got = wait_for_samples(&setup.tasks, 1, &router).await;
-    assert_eq!(got[0].1.labels[0].value, "after", "the record after the poison one was routed");
+    assert_eq!(
+        got[0].1.labels[0].value, "after",
+        "the record after the poison one was routed"
+    );
 
     let dead = read_topic(&setup.dead_letter);
     assert_eq!(dead.len(), 1);
     let header = |n: &str| {
-        dead[0].headers().expect("headers").iter().find(|h| h.key == n).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
+        dead[0]
+            .headers()
+            .expect("headers")
+            .iter()
+            .find(|h| h.key == n)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     };
     assert_eq!(header("dead-letter-reason").as_deref(), Some("bad_snappy"));
-    assert_eq!(header("source-topic").as_deref(), Some(setup.ingress.as_str()));
+    assert_eq!(
+        header("source-topic").as_deref(),
+        Some(setup.ingress.as_str())
+    );
     assert_eq!(header("source-partition").as_deref(), Some("0"));
     assert_eq!(header("source-offset").as_deref(), Some("0"));
     assert_eq!(dead[0].key(), Some(&b"sender-1"[..]));
     assert_eq!(dead[0].payload(), Some(&b"\x0anot snappy at all"[..]));
-    let metrics = crate::common::http_get(&format!("http://{}/metrics", router.addr)).await.expect("metrics");
-    assert!(metrics.body.contains("streamroute_router_dead_letter_records_total{reason=\"bad_snappy\"} 1"), "{}", metrics.body);
+    let metrics = crate::common::http_get(&format!("http://{}/metrics", router.addr))
+        .await
+        .expect("metrics");
+    assert!(
+        metrics
+            .body
+            .contains("streamroute_router_dead_letter_records_total{reason=\"bad_snappy\"} 1"),
+        "{}",
+        metrics.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -207,9 +324,23 @@ async fn kill_9_repeatedly_neither_loses_nor_duplicates_a_sample() {
     let feeder = tokio::spawn(async move {
         for k in 0..300u32 {
             let timeseries = (0..20u32)
-                .map(|i| series(&[("__name__", "eo"), ("i", &i.to_string())], f64::from(k), i64::from(k) * 1000))
+                .map(|i| {
+                    series(
+                        &[("__name__", "eo"), ("i", &i.to_string())],
+                        f64::from(k),
+                        i64::from(k) * 1000,
+                    )
+                })
                 .collect();
-            produce(&producer, &ingress, &WriteRequest { timeseries, metadata: vec![] }).await;
+            produce(
+                &producer,
+                &ingress,
+                &WriteRequest {
+                    timeseries,
+                    metadata: vec![],
+                },
+            )
+            .await;
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
     });
@@ -223,7 +354,13 @@ async fn kill_9_repeatedly_neither_loses_nor_duplicates_a_sample() {
     let got = wait_for_samples(&setup.tasks, 300 * 20, &router).await;
     let mut counts: BTreeMap<(String, i64), usize> = BTreeMap::new();
     for (_, s) in &got {
-        let i = s.labels.iter().find(|l| l.name == "i").expect("i").value.clone();
+        let i = s
+            .labels
+            .iter()
+            .find(|l| l.name == "i")
+            .expect("i")
+            .value
+            .clone();
         for sample in &s.samples {
             *counts.entry((i.clone(), sample.timestamp)).or_default() += 1;
         }
@@ -237,13 +374,25 @@ async fn kill_9_repeatedly_neither_loses_nor_duplicates_a_sample() {
 async fn sigterm_commits_and_exits_zero() {
     let setup = setup(1, 1, 4, "").await;
     let producer = producer();
-    produce(&producer, &setup.ingress, &WriteRequest { timeseries: vec![series(&[("__name__", "t")], 1.0, 1)], metadata: vec![] }).await;
+    produce(
+        &producer,
+        &setup.ingress,
+        &WriteRequest {
+            timeseries: vec![series(&[("__name__", "t")], 1.0, 1)],
+            metadata: vec![],
+        },
+    )
+    .await;
     let mut router = start_router(&setup).await;
     wait_for_samples(&setup.tasks, 1, &router).await;
     let started = Instant::now();
     let status = router.terminate();
     assert!(status.success(), "exit status {status}:\n{}", router.log());
-    assert!(started.elapsed() < Duration::from_secs(12), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -274,15 +423,29 @@ async fn the_router_recovers_from_a_kafka_outage_without_loss_or_duplicates() {
         .create()
         .expect("producer");
     let batch = |k: u32| WriteRequest {
-        timeseries: (0..10u32).map(|i| series(&[("__name__", "outage"), ("i", &i.to_string())], f64::from(k), i64::from(k))).collect(),
+        timeseries: (0..10u32)
+            .map(|i| {
+                series(
+                    &[("__name__", "outage"), ("i", &i.to_string())],
+                    f64::from(k),
+                    i64::from(k),
+                )
+            })
+            .collect(),
         metadata: vec![],
     };
     let router = Process::start(
         &["router"],
         "STREAMROUTE_ROUTER__LISTEN",
         &[
-            ("STREAMROUTE_CONFIG_FILE", config.to_str().expect("utf-8").to_string()),
-            ("STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS", kafka.bootstrap.clone()),
+            (
+                "STREAMROUTE_CONFIG_FILE",
+                config.to_str().expect("utf-8").to_string(),
+            ),
+            (
+                "STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS",
+                kafka.bootstrap.clone(),
+            ),
         ],
     )
     .await;
@@ -304,17 +467,36 @@ async fn the_router_recovers_from_a_kafka_outage_without_loss_or_duplicates() {
         for m in read_topic_on(&kafka.bootstrap, &tasks) {
             let request = WriteRequest::decode(m.payload().expect("value")).expect("protobuf");
             for s in request.timeseries {
-                let i = s.labels.iter().find(|l| l.name == "i").expect("i").value.clone();
+                let i = s
+                    .labels
+                    .iter()
+                    .find(|l| l.name == "i")
+                    .expect("i")
+                    .value
+                    .clone();
                 for sample in s.samples {
                     *counts.entry((i.clone(), sample.timestamp)).or_default() += 1;
                 }
             }
         }
-        assert!(counts.values().all(|n| *n == 1), "duplicates after the outage: {:?}", counts.iter().filter(|(_, n)| **n > 1).take(5).collect::<Vec<_>>());
+        assert!(
+            counts.values().all(|n| *n == 1),
+            "duplicates after the outage: {:?}",
+            counts
+                .iter()
+                .filter(|(_, n)| **n > 1)
+                .take(5)
+                .collect::<Vec<_>>()
+        );
         if counts.len() == 400 {
             break;
         }
-        assert!(Instant::now() < deadline, "only {} of 400 samples after the outage:\n{}", counts.len(), router.log());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 400 samples after the outage:\n{}",
+            counts.len(),
+            router.log()
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

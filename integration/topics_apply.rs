@@ -21,12 +21,23 @@ async fn apply_twice_changes_nothing_the_second_time_and_raises_partitions() {
     let first = streamroute(&["topics", "apply", "--dir", d], &[]);
     assert!(first.status.success(), "{}", show(&first));
     let out = String::from_utf8_lossy(&first.stdout);
-    assert!(out.contains(&format!("create topic {a} (partitions=2")), "{}", show(&first));
-    assert!(out.contains(&format!("create topic {b} (partitions=1")), "{}", show(&first));
+    assert!(
+        out.contains(&format!("create topic {a} (partitions=2")),
+        "{}",
+        show(&first)
+    );
+    assert!(
+        out.contains(&format!("create topic {b} (partitions=1")),
+        "{}",
+        show(&first)
+    );
 
     let second = streamroute(&["topics", "apply", "--dir", d], &[]);
     assert!(second.status.success(), "{}", show(&second));
-    assert_eq!(String::from_utf8_lossy(&second.stdout).trim(), "no change: 2 topic(s) up to date");
+    assert_eq!(
+        String::from_utf8_lossy(&second.stdout).trim(),
+        "no change: 2 topic(s) up to date"
+    );
 
     let check = streamroute(&["topics", "check", "--dir", d], &[]);
     assert_eq!(check.status.code(), Some(0), "{}", show(&check));
@@ -36,7 +47,8 @@ async fn apply_twice_changes_nothing_the_second_time_and_raises_partitions() {
     let raise = streamroute(&["topics", "apply", "--dir", d], &[]);
     assert!(raise.status.success(), "{}", show(&raise));
     assert!(
-        String::from_utf8_lossy(&raise.stdout).contains(&format!("raise partitions of topic {b} from 1 to 3")),
+        String::from_utf8_lossy(&raise.stdout)
+            .contains(&format!("raise partitions of topic {b} from 1 to 3")),
         "{}",
         show(&raise)
     );
@@ -55,7 +67,10 @@ async fn check_fails_after_someone_adds_a_partition_by_hand() {
     assert!(apply.status.success(), "{}", show(&apply));
 
     let partitions = NewPartitions::new(&name, 2);
-    let results = admin().create_partitions([&partitions], &AdminOptions::new()).await.expect("create_partitions");
+    let results = admin()
+        .create_partitions([&partitions], &AdminOptions::new())
+        .await
+        .expect("create_partitions");
     for r in results {
         r.expect("partition added");
     }
@@ -64,12 +79,22 @@ async fn check_fails_after_someone_adds_a_partition_by_hand() {
     let check = streamroute(&["topics", "check", "--dir", d], &[]);
     assert_eq!(check.status.code(), Some(1), "{}", show(&check));
     let out = String::from_utf8_lossy(&check.stdout);
-    assert!(out.contains(&format!("drift: topic {name}: has 2 partitions, the file says 1")), "{}", show(&check));
+    assert!(
+        out.contains(&format!(
+            "drift: topic {name}: has 2 partitions, the file says 1"
+        )),
+        "{}",
+        show(&check)
+    );
 
     // apply never removes anything: it reports the drift and leaves it.
     let apply = streamroute(&["topics", "apply", "--dir", d], &[]);
     assert!(apply.status.success(), "{}", show(&apply));
-    assert!(String::from_utf8_lossy(&apply.stdout).contains("has 2 partitions"), "{}", show(&apply));
+    assert!(
+        String::from_utf8_lossy(&apply.stdout).contains("has 2 partitions"),
+        "{}",
+        show(&apply)
+    );
 }
 
 #[test]
@@ -78,12 +103,19 @@ fn apply_reports_a_config_drift_without_changing_it() {
     let name = unique("config-drift");
     write_file(dir.path(), "t.toml", &topic_file(&name, 1));
     let d = dir.path().to_str().expect("utf-8 path");
-    assert!(streamroute(&["topics", "apply", "--dir", d], &[]).status.success());
-    write_file(dir.path(), "t.toml", &topic_file(&name, 1).replace("3600000", "7200000"));
+    assert!(streamroute(&["topics", "apply", "--dir", d], &[])
+        .status
+        .success());
+    write_file(
+        dir.path(),
+        "t.toml",
+        &topic_file(&name, 1).replace("3600000", "7200000"),
+    );
     let check = streamroute(&["topics", "check", "--dir", d], &[]);
     assert_eq!(check.status.code(), Some(1), "{}", show(&check));
     assert!(
-        String::from_utf8_lossy(&check.stdout).contains("config retention.ms is 3600000, the file says 7200000"),
+        String::from_utf8_lossy(&check.stdout)
+            .contains("config retention.ms is 3600000, the file says 7200000"),
         "{}",
         show(&check)
     );

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use rdkafka::Message as _;
-use streamroute::remote_write::proto::v1::{histogram, Histogram, Label, Sample, TimeSeries, WriteRequest};
+use streamroute::remote_write::proto::v1::{
+    histogram, Histogram, Label, Sample, TimeSeries, WriteRequest,
+};
 use streamroute::remote_write::proto::v2;
 use streamroute::remote_write::{compress, Encoding};
 
@@ -17,10 +19,16 @@ use crate::common::{create_topic, http_get, http_post, read_topic, unique, write
 use crate::egress::recent_ms;
 use crate::gateway::{decode_record, snappy, start_gateway};
 
-const V1: [(&str, &str); 2] = [("content-encoding", "snappy"), ("content-type", "application/x-protobuf")];
+const V1: [(&str, &str); 2] = [
+    ("content-encoding", "snappy"),
+    ("content-type", "application/x-protobuf"),
+];
 const V2: [(&str, &str); 2] = [
     ("content-encoding", "snappy"),
-    ("content-type", "application/x-protobuf;proto=io.prometheus.write.v2.Request"),
+    (
+        "content-type",
+        "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+    ),
 ];
 
 /// One series with a UTF-8 metric name and OpenTelemetry-style labels,
@@ -34,7 +42,10 @@ fn utf8_request(name: &str, ts: i64) -> WriteRequest {
                 Label::new("région", "île-de-France"),
                 Label::new("service.name", "checkout"),
             ],
-            samples: vec![Sample { value: 42.0, timestamp: ts }],
+            samples: vec![Sample {
+                value: 42.0,
+                timestamp: ts,
+            }],
             ..Default::default()
         }],
         metadata: vec![],
@@ -52,13 +63,27 @@ fn to_v2(req: &WriteRequest) -> v2::Request {
         .timeseries
         .iter()
         .map(|ts| v2::TimeSeries {
-            labels_refs: ts.labels.iter().flat_map(|l| [sym(&l.name), sym(&l.value)]).collect(),
-            samples: ts.samples.iter().map(|s| v2::Sample { value: s.value, timestamp: s.timestamp }).collect(),
+            labels_refs: ts
+                .labels
+                .iter()
+                .flat_map(|l| [sym(&l.name), sym(&l.value)])
+                .collect(),
+            samples: ts
+                .samples
+                .iter()
+                .map(|s| v2::Sample {
+                    value: s.value,
+                    timestamp: s.timestamp,
+                })
+                .collect(),
             histograms: ts.histograms.clone(),
             ..Default::default()
         })
         .collect();
-    v2::Request { symbols, timeseries }
+    v2::Request {
+        symbols,
+        timeseries,
+    }
 }
 
 fn snappy_v2(req: &v2::Request) -> Vec<u8> {
@@ -75,17 +100,32 @@ async fn gateway_accepts_utf8_names_over_1_0_and_2_0_and_stores_them_intact() {
 
     let r = http_post(&url, &V1, snappy(&req)).await.expect("post 1.0");
     assert_eq!(r.status, 204, "1.0: {}", r.body);
-    let r = http_post(&url, &V2, snappy_v2(&to_v2(&req))).await.expect("post 2.0");
+    let r = http_post(&url, &V2, snappy_v2(&to_v2(&req)))
+        .await
+        .expect("post 2.0");
     assert_eq!(r.status, 204, "2.0: {}", r.body);
-    assert_eq!(r.headers.get("x-prometheus-remote-write-samples-written").map(|v| v.to_str().unwrap_or_default()), Some("1"));
+    assert_eq!(
+        r.headers
+            .get("x-prometheus-remote-write-samples-written")
+            .map(|v| v.to_str().unwrap_or_default()),
+        Some("1")
+    );
 
     let records = read_topic(&topic);
     assert_eq!(records.len(), 2);
     let (_, got) = decode_record(&records[0]);
     assert_eq!(got, req, "the 1.0 body reaches the topic byte for byte");
     // The 2.0 record is stored as received; its strings are the same.
-    let raw = streamroute::remote_write::decompress(records[1].payload().expect("value"), Encoding::Snappy, 1 << 20).expect("snappy");
-    let got = v2::Request::decode(raw.as_slice()).expect("2.0").into_v1().expect("refs");
+    let raw = streamroute::remote_write::decompress(
+        records[1].payload().expect("value"),
+        Encoding::Snappy,
+        1 << 20,
+    )
+    .expect("snappy");
+    let got = v2::Request::decode(raw.as_slice())
+        .expect("2.0")
+        .into_v1()
+        .expect("refs");
     assert_eq!(got, req);
 }
 
@@ -93,19 +133,36 @@ async fn gateway_accepts_utf8_names_over_1_0_and_2_0_and_stores_them_intact() {
 async fn legacy_name_validation_refuses_service_name_with_400_naming_the_label() {
     let topic = unique("ingress");
     create_topic(&topic, 1).await;
-    let gateway = start_gateway(&topic, &[("STREAMROUTE_GATEWAY__LIMITS__NAME_VALIDATION", "legacy".into())]).await;
+    let gateway = start_gateway(
+        &topic,
+        &[(
+            "STREAMROUTE_GATEWAY__LIMITS__NAME_VALIDATION",
+            "legacy".into(),
+        )],
+    )
+    .await;
     let url = format!("http://{}/api/v1/write", gateway.addr);
     let mut req = utf8_request("checkout_latency", 1_700_000_000_000);
-    req.timeseries[0].labels.retain(|l| l.name == "__name__" || l.name == "service.name");
+    req.timeseries[0]
+        .labels
+        .retain(|l| l.name == "__name__" || l.name == "service.name");
     let r = http_post(&url, &V1, snappy(&req)).await.expect("post");
     assert_eq!(r.status, 400, "{}", r.body);
-    assert!(r.body.contains("invalid label name \"service.name\""), "{}", r.body);
+    assert!(
+        r.body.contains("invalid label name \"service.name\""),
+        "{}",
+        r.body
+    );
     assert!(r.body.contains("series 0"), "{}", r.body);
     // Legacy names still pass.
     let ok = crate::gateway::request(2, "legacy");
     let r = http_post(&url, &V1, snappy(&ok)).await.expect("post");
     assert_eq!(r.status, 204, "{}", r.body);
-    assert_eq!(read_topic(&topic).len(), 1, "only the valid request reached Kafka");
+    assert_eq!(
+        read_topic(&topic).len(),
+        1,
+        "only the valid request reached Kafka"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -116,7 +173,10 @@ async fn series_without_metric_name_or_with_bad_histogram_count_get_400_naming_t
     let url = format!("http://{}/api/v1/write", gateway.addr);
     let good = || TimeSeries {
         labels: vec![Label::new("__name__", "up"), Label::new("job", "a")],
-        samples: vec![Sample { value: 1.0, timestamp: 1_700_000_000_000 }],
+        samples: vec![Sample {
+            value: 1.0,
+            timestamp: 1_700_000_000_000,
+        }],
         ..Default::default()
     };
     // The compliance suite's bad-count histogram: buckets 1,3,4,7,8 hold 23.
@@ -125,33 +185,71 @@ async fn series_without_metric_name_or_with_bad_histogram_count_get_400_naming_t
         sum: 1.0,
         schema: 0,
         positive_spans: vec![
-            streamroute::remote_write::proto::v1::BucketSpan { offset: 0, length: 3 },
-            streamroute::remote_write::proto::v1::BucketSpan { offset: 2, length: 2 },
+            streamroute::remote_write::proto::v1::BucketSpan {
+                offset: 0,
+                length: 3,
+            },
+            streamroute::remote_write::proto::v1::BucketSpan {
+                offset: 2,
+                length: 2,
+            },
         ],
         positive_deltas: vec![1, 2, 1, 3, 1],
         timestamp: 1_700_000_000_000,
         ..Default::default()
     };
-    let no_name = TimeSeries { labels: vec![Label::new("job", "nameless")], ..good() };
-    let empty_name = TimeSeries { labels: vec![Label::new("__name__", ""), Label::new("job", "nameless")], ..good() };
+    let no_name = TimeSeries {
+        labels: vec![Label::new("job", "nameless")],
+        ..good()
+    };
+    let empty_name = TimeSeries {
+        labels: vec![Label::new("__name__", ""), Label::new("job", "nameless")],
+        ..good()
+    };
     let exemplar_only = TimeSeries {
         samples: vec![],
-        exemplars: vec![streamroute::remote_write::proto::v1::Exemplar { labels: vec![Label::new("trace_id", "t")], value: 1.0, timestamp: 1 }],
+        exemplars: vec![streamroute::remote_write::proto::v1::Exemplar {
+            labels: vec![Label::new("trace_id", "t")],
+            value: 1.0,
+            timestamp: 1,
+        }],
         ..no_name.clone()
     };
-    let bad_hist = TimeSeries { samples: vec![], histograms: vec![hist(99)], ..good() };
+    let bad_hist = TimeSeries {
+        samples: vec![],
+        histograms: vec![hist(99)],
+        ..good()
+    };
     let cases = [
         ("no __name__", no_name, "missing or empty"),
         ("empty __name__", empty_name, "missing or empty"),
-        ("exemplar without __name__", exemplar_only, "missing or empty"),
-        ("histogram count 99", bad_hist, "histogram 0 has count 99 but its zero bucket and buckets hold 23"),
+        (
+            "exemplar without __name__",
+            exemplar_only,
+            "missing or empty",
+        ),
+        (
+            "histogram count 99",
+            bad_hist,
+            "histogram 0 has count 99 but its zero bucket and buckets hold 23",
+        ),
     ];
     for (what, bad, reason) in cases {
-        let req = WriteRequest { timeseries: vec![good(), bad], metadata: vec![] };
-        for (proto, body, headers) in [("1.0", snappy(&req), V1), ("2.0", snappy_v2(&to_v2(&req)), V2)] {
+        let req = WriteRequest {
+            timeseries: vec![good(), bad],
+            metadata: vec![],
+        };
+        for (proto, body, headers) in [
+            ("1.0", snappy(&req), V1),
+            ("2.0", snappy_v2(&to_v2(&req)), V2),
+        ] {
             let r = http_post(&url, &headers, body).await.expect("post");
             assert_eq!(r.status, 400, "{what} over {proto}: {}", r.body);
-            assert!(r.body.contains("series 1"), "{what} over {proto}: {}", r.body);
+            assert!(
+                r.body.contains("series 1"),
+                "{what} over {proto}: {}",
+                r.body
+            );
             assert!(r.body.contains(reason), "{what} over {proto}: {}", r.body);
         }
     }
@@ -160,7 +258,11 @@ async fn series_without_metric_name_or_with_bad_histogram_count_get_400_naming_t
         symbols: vec!["".into(), "job".into(), "x".into(), "help".into()],
         timeseries: vec![v2::TimeSeries {
             labels_refs: vec![1, 2],
-            metadata: Some(v2::Metadata { r#type: 1, help_ref: 3, unit_ref: 0 }),
+            metadata: Some(v2::Metadata {
+                r#type: 1,
+                help_ref: 3,
+                unit_ref: 0,
+            }),
             ..Default::default()
         }],
     };
@@ -168,10 +270,23 @@ async fn series_without_metric_name_or_with_bad_histogram_count_get_400_naming_t
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("series 0 {job=\"x\"}"), "{}", r.body);
     // A good histogram passes over 2.0.
-    let req = WriteRequest { timeseries: vec![TimeSeries { samples: vec![], histograms: vec![hist(23)], ..good() }], metadata: vec![] };
-    let r = http_post(&url, &V2, snappy_v2(&to_v2(&req))).await.expect("post");
+    let req = WriteRequest {
+        timeseries: vec![TimeSeries {
+            samples: vec![],
+            histograms: vec![hist(23)],
+            ..good()
+        }],
+        metadata: vec![],
+    };
+    let r = http_post(&url, &V2, snappy_v2(&to_v2(&req)))
+        .await
+        .expect("post");
     assert_eq!(r.status, 204, "{}", r.body);
-    assert_eq!(read_topic(&topic).len(), 1, "refused requests never reach Kafka");
+    assert_eq!(
+        read_topic(&topic).len(),
+        1,
+        "refused requests never reach Kafka"
+    );
 }
 
 /// VictoriaMetrics' export of series whose metric name is `name`, as JSON
@@ -182,13 +297,19 @@ async fn vm_export(name: &str) -> Vec<serde_json::Value> {
     let url = format!("{vm}/api/v1/export?match%5B%5D={}", urlencode(&selector));
     let r = http_get(&url).await.expect("export");
     assert_eq!(r.status, 200, "{}", r.body);
-    r.body.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("json line")).collect()
+    r.body
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
 }
 
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -220,14 +341,21 @@ async fn run_delivers_utf8_names_to_victoriametrics_intact() {
     let run = Process::start(
         &["run"],
         "STREAMROUTE_RUN__LISTEN",
-        &[("STREAMROUTE_CONFIG_FILE", config.to_str().expect("utf-8").to_string())],
+        &[(
+            "STREAMROUTE_CONFIG_FILE",
+            config.to_str().expect("utf-8").to_string(),
+        )],
     )
     .await;
     let name = format!("sr.it.utf8.{}", uuid::Uuid::new_v4().simple());
     let ts = recent_ms();
-    let r = http_post(&format!("http://{}/api/v1/write", run.addr), &V1, snappy(&utf8_request(&name, ts)))
-        .await
-        .expect("post");
+    let r = http_post(
+        &format!("http://{}/api/v1/write", run.addr),
+        &V1,
+        snappy(&utf8_request(&name, ts)),
+    )
+    .await
+    .expect("post");
     assert_eq!(r.status, 204, "{}", r.body);
 
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -236,7 +364,11 @@ async fn run_delivers_utf8_names_to_victoriametrics_intact() {
         if !series.is_empty() {
             break series;
         }
-        assert!(Instant::now() < deadline, "nothing named {name} in VictoriaMetrics after 30 s:\n{}", run.log());
+        assert!(
+            Instant::now() < deadline,
+            "nothing named {name} in VictoriaMetrics after 30 s:\n{}",
+            run.log()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     // VictoriaMetrics 1.79 stores UTF-8 names as they were sent: the

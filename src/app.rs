@@ -27,7 +27,10 @@ pub enum AppError {
     NotImplemented(String),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// The gateway failed.
     #[error(transparent)]
     Gateway(#[from] crate::gateway::GatewayError),
@@ -70,7 +73,9 @@ pub fn main(cli: Cli) -> ExitCode {
             println!("streamroute {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Relabel(args) => crate::relabel::cli::run(&args, cli.config.as_deref()).map_err(AppError::from),
+        Command::Relabel(args) => {
+            crate::relabel::cli::run(&args, cli.config.as_deref()).map_err(AppError::from)
+        }
         command => with_runtime(cli.config.as_deref(), command),
     };
     match result {
@@ -94,16 +99,53 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
         match command {
             Command::Run => {
                 let (roles, listen) = (config.run.roles.clone(), config.run.listen);
-                run_roles(config.clone(), &roles, listen, config.run.tls.as_ref(), shutdown_on_signal()).await
+                run_roles(
+                    config.clone(),
+                    &roles,
+                    listen,
+                    config.run.tls.as_ref(),
+                    shutdown_on_signal(),
+                )
+                .await
             }
             Command::Gateway => {
-                run_roles(config.clone(), &[Role::Gateway], config.gateway.listen, config.gateway.tls.as_ref(), shutdown_on_signal()).await
+                run_roles(
+                    config.clone(),
+                    &[Role::Gateway],
+                    config.gateway.listen,
+                    config.gateway.tls.as_ref(),
+                    shutdown_on_signal(),
+                )
+                .await
             }
-            Command::Router => run_roles(config.clone(), &[Role::Router], config.router.listen, None, shutdown_on_signal()).await,
-            Command::Egress => run_roles(config.clone(), &[Role::Egress], config.egress.listen, None, shutdown_on_signal()).await,
+            Command::Router => {
+                run_roles(
+                    config.clone(),
+                    &[Role::Router],
+                    config.router.listen,
+                    None,
+                    shutdown_on_signal(),
+                )
+                .await
+            }
+            Command::Egress => {
+                run_roles(
+                    config.clone(),
+                    &[Role::Egress],
+                    config.egress.listen,
+                    None,
+                    shutdown_on_signal(),
+                )
+                .await
+            }
             Command::Topics(args) => topics(&config, &args).await,
-            Command::Produce(args) => crate::produce::run(&config, &args).await.map(|_| ()).map_err(AppError::from),
-            Command::Inspect(InspectArgs { what: InspectWhat::Offsets { state } }) => inspect_offsets(&state),
+            Command::Produce(args) => crate::produce::run(&config, &args)
+                .await
+                .map(|_| ())
+                .map_err(AppError::from),
+            Command::Inspect(InspectArgs {
+                what: InspectWhat::Offsets { state },
+            }) => inspect_offsets(&state),
             Command::Version | Command::Relabel(_) => Ok(()),
         }
     });
@@ -121,7 +163,9 @@ pub fn shutdown_on_signal() -> CancellationToken {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            let mut term = match tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::terminate(),
+            ) {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the process");
@@ -187,33 +231,65 @@ pub async fn run_roles(
     }
     let server = Server::bind(listen, metrics, readiness.clone(), handler, acceptor)
         .await
-        .map_err(|source| AppError::Bind { addr: listen, source })?;
+        .map_err(|source| AppError::Bind {
+            addr: listen,
+            source,
+        })?;
     info!(addr = %listen, roles = ?roles, "streamroute started");
 
     // One stop token per stage, cancelled in data-flow order below.
-    let (gateway_stop, router_stop, egress_stop) = (CancellationToken::new(), CancellationToken::new(), CancellationToken::new());
+    let (gateway_stop, router_stop, egress_stop) = (
+        CancellationToken::new(),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
     let server_stop = CancellationToken::new();
     let server_task = tokio::spawn(server.serve(server_stop.clone(), grace));
     let gateway_task = gateway.clone().map(|g| {
         let stop = gateway_stop.clone();
-        tokio::spawn(supervise("gateway", readiness.clone(), stop.clone(), move || {
-            let (g, stop) = (g.clone(), stop.clone());
-            async move { g.run(stop).await.map_err(AppError::from) }
-        }))
+        tokio::spawn(supervise(
+            "gateway",
+            readiness.clone(),
+            stop.clone(),
+            move || {
+                let (g, stop) = (g.clone(), stop.clone());
+                async move { g.run(stop).await.map_err(AppError::from) }
+            },
+        ))
     });
     let router_task = roles.contains(&Role::Router).then(|| {
         let (config, ready, stop) = (config.clone(), readiness.clone(), router_stop.clone());
-        tokio::spawn(supervise("router", readiness.clone(), stop.clone(), move || {
-            let (config, ready, stop) = (config.clone(), ready.clone(), stop.clone());
-            async move { crate::router::Router::new(config, ready)?.run(stop).await.map_err(AppError::from) }
-        }))
+        tokio::spawn(supervise(
+            "router",
+            readiness.clone(),
+            stop.clone(),
+            move || {
+                let (config, ready, stop) = (config.clone(), ready.clone(), stop.clone());
+                async move {
+                    crate::router::Router::new(config, ready)?
+                        .run(stop)
+                        .await
+                        .map_err(AppError::from)
+                }
+            },
+        ))
     });
     let egress_task = roles.contains(&Role::Egress).then(|| {
         let (config, ready, stop) = (config.clone(), readiness.clone(), egress_stop.clone());
-        tokio::spawn(supervise("egress", readiness.clone(), stop.clone(), move || {
-            let (config, ready, stop) = (config.clone(), ready.clone(), stop.clone());
-            async move { crate::egress::Egress::new(config, ready).run(stop).await.map_err(AppError::from) }
-        }))
+        tokio::spawn(supervise(
+            "egress",
+            readiness.clone(),
+            stop.clone(),
+            move || {
+                let (config, ready, stop) = (config.clone(), ready.clone(), stop.clone());
+                async move {
+                    crate::egress::Egress::new(config, ready)
+                        .run(stop)
+                        .await
+                        .map_err(AppError::from)
+                }
+            },
+        ))
     });
 
     shutdown.cancelled().await;
@@ -237,7 +313,13 @@ pub async fn run_roles(
         tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + settle)).await;
     }
     egress_stop.cancel();
-    drain("egress", egress_task, deadline + Duration::from_secs(1), &mut first_error).await;
+    drain(
+        "egress",
+        egress_task,
+        deadline + Duration::from_secs(1),
+        &mut first_error,
+    )
+    .await;
     info!("streamroute stopped");
     first_error.map_or(Ok(()), Err)
 }
@@ -245,7 +327,12 @@ pub async fn run_roles(
 /// Runs a role until `stop`, starting it again after a failure with a
 /// backoff from 1 s doubling to 60 s (reset after a minute of good run).
 /// Returns the role's last error only when it failed during shutdown.
-async fn supervise<F, Fut>(role: &'static str, readiness: Readiness, stop: CancellationToken, mut start: F) -> Result<(), AppError>
+async fn supervise<F, Fut>(
+    role: &'static str,
+    readiness: Readiness,
+    stop: CancellationToken,
+    mut start: F,
+) -> Result<(), AppError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), AppError>>,
@@ -302,10 +389,14 @@ fn flatten(done: Result<Result<(), AppError>, tokio::task::JoinError>) -> Option
 fn inspect_offsets(dir: &std::path::Path) -> Result<(), AppError> {
     // Opening creates a database: refuse folders that do not hold one.
     if !dir.join("db").is_file() {
-        return Err(AppError::Other(format!("{} holds no egress state (egress.state_dir)", dir.display())));
+        return Err(AppError::Other(format!(
+            "{} holds no egress state (egress.state_dir)",
+            dir.display()
+        )));
     }
     // sled locks the folder: this fails while an egress worker has it open.
-    let state = crate::state::State::open(dir, Duration::ZERO).map_err(|e| AppError::Other(e.to_string()))?;
+    let state = crate::state::State::open(dir, Duration::ZERO)
+        .map_err(|e| AppError::Other(e.to_string()))?;
     println!("topic\tpartition\tnext_offset");
     for p in state.all().map_err(|e| AppError::Other(e.to_string()))? {
         println!("{}\t{}\t{}", p.topic, p.partition, p.next_offset);
@@ -314,14 +405,23 @@ fn inspect_offsets(dir: &std::path::Path) -> Result<(), AppError> {
 }
 
 fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 async fn topics(config: &Config, args: &TopicsArgs) -> Result<(), AppError> {
-    let dir = args.dir.clone().unwrap_or_else(|| config.topics.dir.clone());
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| config.topics.dir.clone());
     let specs = crate::topics::load_dir(&dir)?;
     if specs.is_empty() {
-        return Err(AppError::Other(format!("no topic files (*.toml) in {}", dir.display())));
+        return Err(AppError::Other(format!(
+            "no topic files (*.toml) in {}",
+            dir.display()
+        )));
     }
     let admin = crate::topics::admin::TopicAdmin::new(&config.kafka)?;
     let plan = admin.plan(&specs).await?;

@@ -13,9 +13,19 @@ pub const ROLE_RESTARTS: &str = "streamroute_role_restarts_total";
 
 /// Registers the descriptions of every metric.
 pub fn describe() {
-    describe_gauge!(PROCESS_START, Unit::Seconds, "unix time the process started");
-    describe_gauge!(ROLE_READY, "1 when the role (label role) is ready to serve, else 0");
-    describe_counter!(ROLE_RESTARTS, "times a role failed and was started again in this process");
+    describe_gauge!(
+        PROCESS_START,
+        Unit::Seconds,
+        "unix time the process started"
+    );
+    describe_gauge!(
+        ROLE_READY,
+        "1 when the role (label role) is ready to serve, else 0"
+    );
+    describe_counter!(
+        ROLE_RESTARTS,
+        "times a role failed and was started again in this process"
+    );
     crate::gateway::metrics::describe();
     crate::router::metrics::describe();
     crate::egress::metrics::describe();

@@ -80,7 +80,9 @@ impl TlsError {
         match self {
             TlsError::Read { field, .. } | TlsError::Pem { field, .. } => field,
             TlsError::NoCertificate(_) => "cert_file",
-            TlsError::NoPrivateKey(_) | TlsError::KeyMismatch { .. } | TlsError::Unusable { .. } => "key_file",
+            TlsError::NoPrivateKey(_)
+            | TlsError::KeyMismatch { .. }
+            | TlsError::Unusable { .. } => "key_file",
         }
     }
 }
@@ -93,7 +95,10 @@ impl TlsConfig {
             (Ok(certs), Ok(key)) => server_config(self, certs, key).err().into_iter().collect(),
             (certs, key) => certs.err().into_iter().chain(key.err()).collect(),
         };
-        errors.into_iter().map(|e| (e.field().to_string(), e.to_string())).collect()
+        errors
+            .into_iter()
+            .map(|e| (e.field().to_string(), e.to_string()))
+            .collect()
     }
 }
 
@@ -102,7 +107,9 @@ impl TlsConfig {
 pub fn load_acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     let certs = load_certs(&config.cert_file)?;
     let key = load_key(&config.key_file)?;
-    Ok(TlsAcceptor::from(Arc::new(server_config(config, certs, key)?)))
+    Ok(TlsAcceptor::from(Arc::new(server_config(
+        config, certs, key,
+    )?)))
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -126,8 +133,16 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 fn pem_error(field: &'static str, path: &Path, error: pem::Error) -> TlsError {
     match error {
-        pem::Error::Io(source) => TlsError::Read { field, path: path.to_path_buf(), source },
-        e => TlsError::Pem { field, path: path.to_path_buf(), reason: e.to_string() },
+        pem::Error::Io(source) => TlsError::Read {
+            field,
+            path: path.to_path_buf(),
+            source,
+        },
+        e => TlsError::Pem {
+            field,
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -151,7 +166,10 @@ fn server_config(
         .with_single_cert(certs, key)
         .map_err(|e| match e {
             rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
-                TlsError::KeyMismatch { key: config.key_file.clone(), cert: config.cert_file.clone() }
+                TlsError::KeyMismatch {
+                    key: config.key_file.clone(),
+                    cert: config.cert_file.clone(),
+                }
             }
             e => unusable(e.to_string()),
         })?;
@@ -170,7 +188,10 @@ mod tests {
         let key_file = dir.join(format!("{prefix}.key"));
         std::fs::write(&cert_file, generated.cert.pem()).unwrap();
         std::fs::write(&key_file, generated.signing_key.serialize_pem()).unwrap();
-        TlsConfig { cert_file, key_file }
+        TlsConfig {
+            cert_file,
+            key_file,
+        }
     }
 
     #[test]
@@ -189,7 +210,11 @@ mod tests {
         let e = load_acceptor(&config).err().unwrap();
         assert!(matches!(e, TlsError::Read { .. }), "{e:?}");
         assert_eq!(e.field(), "cert_file");
-        assert!(e.to_string().starts_with(&format!("cannot read {}: ", config.cert_file.display())), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot read {}: ", config.cert_file.display())),
+            "{e}"
+        );
     }
 
     #[test]
@@ -232,12 +257,29 @@ mod tests {
         let good = write_pair(dir.path(), "server");
         let absent = dir.path().join("absent.crt");
         let mut config = Config::default();
-        config.run.tls = Some(TlsConfig { cert_file: absent.clone(), key_file: good.key_file.clone() });
-        config.gateway.tls = Some(TlsConfig { cert_file: good.cert_file.clone(), key_file: good.cert_file.clone() });
-        let Err(ConfigError::Invalid(problems)) = config.validate() else { panic!("expected problems") };
+        config.run.tls = Some(TlsConfig {
+            cert_file: absent.clone(),
+            key_file: good.key_file.clone(),
+        });
+        config.gateway.tls = Some(TlsConfig {
+            cert_file: good.cert_file.clone(),
+            key_file: good.cert_file.clone(),
+        });
+        let Err(ConfigError::Invalid(problems)) = config.validate() else {
+            panic!("expected problems")
+        };
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["run.tls.cert_file", "gateway.tls.key_file"], "{problems:?}");
-        assert!(problems[0].reason.starts_with(&format!("cannot read {}: ", absent.display())), "{problems:?}");
+        assert_eq!(
+            keys,
+            ["run.tls.cert_file", "gateway.tls.key_file"],
+            "{problems:?}"
+        );
+        assert!(
+            problems[0]
+                .reason
+                .starts_with(&format!("cannot read {}: ", absent.display())),
+            "{problems:?}"
+        );
 
         config.run.tls = Some(good.clone());
         config.gateway.tls = Some(good);
@@ -249,11 +291,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let garbage = dir.path().join("garbage.pem");
         std::fs::write(&garbage, "not pem at all\n").unwrap();
-        let config = TlsConfig { cert_file: garbage, key_file: dir.path().join("absent.key") };
+        let config = TlsConfig {
+            cert_file: garbage,
+            key_file: dir.path().join("absent.key"),
+        };
         let problems = config.problems();
         let keys: Vec<_> = problems.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["cert_file", "key_file"], "{problems:?}");
-        assert!(problems[0].1.contains("holds no certificate"), "{problems:?}");
+        assert!(
+            problems[0].1.contains("holds no certificate"),
+            "{problems:?}"
+        );
         assert!(problems[1].1.starts_with("cannot read "), "{problems:?}");
     }
 }

@@ -123,23 +123,43 @@ pub fn count(request: &[u8]) -> Result<Counts, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote_write::proto::v1::{Histogram, Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
+    use crate::remote_write::proto::v1::{
+        Histogram, Label, MetricMetadata, Sample, TimeSeries, WriteRequest,
+    };
     use prost::Message;
 
     #[test]
     fn counts_match_a_decoded_request() {
         let series = |n: i64| TimeSeries {
             labels: vec![Label::new("__name__", "m"), Label::new("i", n.to_string())],
-            samples: (0..n).map(|t| Sample { value: 1.5, timestamp: 1_000 + t }).collect(),
-            histograms: vec![Histogram { timestamp: 5_000 + n, ..Default::default() }],
+            samples: (0..n)
+                .map(|t| Sample {
+                    value: 1.5,
+                    timestamp: 1_000 + t,
+                })
+                .collect(),
+            histograms: vec![Histogram {
+                timestamp: 5_000 + n,
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let request = WriteRequest {
             timeseries: vec![series(1), series(3), series(0)],
-            metadata: vec![MetricMetadata { metric_family_name: "m".into(), ..Default::default() }],
+            metadata: vec![MetricMetadata {
+                metric_family_name: "m".into(),
+                ..Default::default()
+            }],
         };
         let counts = count(&request.encode_to_vec()).expect("valid");
-        assert_eq!(counts, Counts { series: 3, samples: 4 + 3, max_timestamp: Some(5_003) });
+        assert_eq!(
+            counts,
+            Counts {
+                series: 3,
+                samples: 4 + 3,
+                max_timestamp: Some(5_003)
+            }
+        );
         // Concatenated records count as the sum.
         let mut two = request.encode_to_vec();
         two.extend(request.encode_to_vec());

@@ -33,7 +33,11 @@ pub enum Outcome {
     /// 2xx: the receiver has every sample.
     Delivered,
     /// Try again later; `after` is the receiver's Retry-After.
-    Retry { reason: &'static str, after: Option<Duration>, detail: String },
+    Retry {
+        reason: &'static str,
+        after: Option<Duration>,
+        detail: String,
+    },
     /// The receiver refused the body's encoding (zstd); resend as snappy.
     EncodingRefused { status: u16, body: String },
     /// A 4xx other than 429: it will never be accepted.
@@ -53,7 +57,11 @@ pub struct Sender {
 /// snappy and answers 400 "cannot decompress … snappy: corrupt input".
 pub fn refuses_encoding(status: u16, body: &str) -> bool {
     let body = body.to_ascii_lowercase();
-    status == 415 || (status == 400 && ["encoding", "snappy", "zstd", "decompress"].iter().any(|w| body.contains(w)))
+    status == 415
+        || (status == 400
+            && ["encoding", "snappy", "zstd", "decompress"]
+                .iter()
+                .any(|w| body.contains(w)))
 }
 
 impl Sender {
@@ -71,9 +79,13 @@ impl Sender {
         }
         put("content-type", "application/x-protobuf")?;
         put("x-prometheus-remote-write-version", "0.1.0")?;
-        put("user-agent", concat!("streamroute/", env!("CARGO_PKG_VERSION")))?;
+        put(
+            "user-agent",
+            concat!("streamroute/", env!("CARGO_PKG_VERSION")),
+        )?;
         if let Some(auth) = &config.basic_auth {
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", auth.username, auth.password));
+            let token = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", auth.username, auth.password));
             put("authorization", &format!("Basic {token}"))?;
         }
         if let Some(token) = &config.bearer_token {
@@ -94,16 +106,32 @@ impl Sender {
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
-        Ok(Sender { client, headers, tenant_header, timeout: config.request_timeout })
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Ok(Sender {
+            client,
+            headers,
+            tenant_header,
+            timeout: config.request_timeout,
+        })
     }
 
     /// POSTs `body` (already compressed with `encoding`) to `url`.
-    pub async fn send(&self, url: &str, body: Bytes, encoding: SendEncoding, tenant: Option<&str>) -> Outcome {
+    pub async fn send(
+        &self,
+        url: &str,
+        body: Bytes,
+        encoding: SendEncoding,
+        tenant: Option<&str>,
+    ) -> Outcome {
         let mut request = hyper::Request::post(url);
         if let Some(h) = request.headers_mut() {
             h.extend(self.headers.clone());
-            h.insert("content-encoding", HeaderValue::from_static(encoding_name(encoding)));
+            h.insert(
+                "content-encoding",
+                HeaderValue::from_static(encoding_name(encoding)),
+            );
             if let (Some(name), Some(tenant)) = (&self.tenant_header, tenant) {
                 if let Ok(v) = HeaderValue::try_from(tenant) {
                     h.insert(name.clone(), v);
@@ -113,10 +141,19 @@ impl Sender {
         let request = match request.body(Full::new(body)) {
             Ok(r) => r,
             // Only a bad URL gets here; config validation checks them.
-            Err(e) => return Outcome::Rejected { status: 0, body: format!("cannot build the request: {e}") },
+            Err(e) => {
+                return Outcome::Rejected {
+                    status: 0,
+                    body: format!("cannot build the request: {e}"),
+                }
+            }
         };
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| ("connect", error_chain(&e)))?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| ("connect", error_chain(&e)))?;
             let status = response.status().as_u16();
             let retry_after = response
                 .headers()
@@ -131,18 +168,44 @@ impl Sender {
             Ok::<_, (&'static str, String)>((status, retry_after, body))
         };
         let (status, retry_after, body) = match tokio::time::timeout(self.timeout, exchange).await {
-            Err(_) => return Outcome::Retry { reason: "timeout", after: None, detail: format!("no answer within {:?}", self.timeout) },
-            Ok(Err((reason, detail))) => return Outcome::Retry { reason, after: None, detail },
+            Err(_) => {
+                return Outcome::Retry {
+                    reason: "timeout",
+                    after: None,
+                    detail: format!("no answer within {:?}", self.timeout),
+                }
+            }
+            Ok(Err((reason, detail))) => {
+                return Outcome::Retry {
+                    reason,
+                    after: None,
+                    detail,
+                }
+            }
             Ok(Ok(answer)) => answer,
         };
         match status {
             200..=299 => Outcome::Delivered,
-            429 => Outcome::Retry { reason: "429", after: retry_after, detail: body },
-            500..=599 => Outcome::Retry { reason: "5xx", after: retry_after, detail: format!("{status}: {body}") },
-            s if encoding == SendEncoding::Zstd && refuses_encoding(s, &body) => Outcome::EncodingRefused { status: s, body },
+            429 => Outcome::Retry {
+                reason: "429",
+                after: retry_after,
+                detail: body,
+            },
+            500..=599 => Outcome::Retry {
+                reason: "5xx",
+                after: retry_after,
+                detail: format!("{status}: {body}"),
+            },
+            s if encoding == SendEncoding::Zstd && refuses_encoding(s, &body) => {
+                Outcome::EncodingRefused { status: s, body }
+            }
             400..=499 => Outcome::Rejected { status, body },
             // 1xx/3xx: not a remote-write answer; the receiver may be misconfigured for now.
-            _ => Outcome::Retry { reason: "unexpected_status", after: retry_after, detail: format!("{status}: {body}") },
+            _ => Outcome::Retry {
+                reason: "unexpected_status",
+                after: retry_after,
+                detail: format!("{status}: {body}"),
+            },
         }
     }
 }
@@ -154,11 +217,15 @@ fn tls_config(config: &EgressConfig) -> Result<ClientConfig, String> {
     use hyper_rustls::ConfigBuilderExt as _;
     // ring explicitly, as the listener (src/tls.rs) does.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().map_err(|e| format!("tls: {e}"))?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?;
     let builder = if let Some(path) = &config.tls_ca_file {
         let mut roots = RootCertStore::empty();
         for cert in load_ca_file(path).map_err(|e| format!("tls_ca_file: {e}"))? {
-            roots.add(cert).map_err(|e| format!("tls_ca_file: {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("tls_ca_file: {}: {e}", path.display()))?;
         }
         builder.with_root_certificates(roots)
     } else if config.target.uses_https() {
@@ -235,12 +302,27 @@ mod tests {
         let wait = |v: &str| parse_retry_after(v, now);
         assert_eq!(wait("120"), Some(Duration::from_secs(120)));
         assert_eq!(wait(" 0 "), Some(Duration::ZERO));
-        assert_eq!(wait("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::from_secs(90)));
+        assert_eq!(
+            wait("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::from_secs(90))
+        );
         // The obsolete forms a recipient must still accept.
-        assert_eq!(wait("Wednesday, 21-Oct-15 07:28:00 GMT"), Some(Duration::from_secs(90)));
-        assert_eq!(wait("Wed Oct 21 07:28:00 2015"), Some(Duration::from_secs(90)));
+        assert_eq!(
+            wait("Wednesday, 21-Oct-15 07:28:00 GMT"),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            wait("Wed Oct 21 07:28:00 2015"),
+            Some(Duration::from_secs(90))
+        );
         // A date already past is no wait, never a negative one.
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", date + Duration::from_secs(5)), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after(
+                "Wed, 21 Oct 2015 07:28:00 GMT",
+                date + Duration::from_secs(5)
+            ),
+            Some(Duration::ZERO)
+        );
         // Far ahead, in either form: capped.
         assert_eq!(wait("Fri, 21 Oct 2016 07:28:00 GMT"), Some(MAX_RETRY_AFTER));
         assert_eq!(wait("99999999"), Some(MAX_RETRY_AFTER));

@@ -27,13 +27,21 @@ pub const IN_FLIGHT: &str = "streamroute_gateway_in_flight_requests";
 /// Registers the gateway's metric descriptions.
 pub fn describe() {
     describe_counter!(REQUESTS, "remote-write requests answered, by status code");
-    describe_counter!(RECEIVED_BYTES, Unit::Bytes, "request body bytes, by stage (compressed, decoded)");
+    describe_counter!(
+        RECEIVED_BYTES,
+        Unit::Bytes,
+        "request body bytes, by stage (compressed, decoded)"
+    );
     describe_counter!(SAMPLES, "float samples acknowledged by kafka");
     describe_counter!(SERIES, "series acknowledged by kafka");
     describe_counter!(HISTOGRAMS, "native histogram samples acknowledged by kafka");
     describe_counter!(EXEMPLARS, "exemplars acknowledged by kafka");
     describe_counter!(METADATA, "metadata entries acknowledged by kafka");
     describe_counter!(REJECTED, "requests refused, by reason");
-    describe_histogram!(PRODUCE_DURATION, Unit::Seconds, "kafka produce latency of one payload, until acks=all");
+    describe_histogram!(
+        PRODUCE_DURATION,
+        Unit::Seconds,
+        "kafka produce latency of one payload, until acks=all"
+    );
     describe_gauge!(IN_FLIGHT, "remote-write requests being handled");
 }

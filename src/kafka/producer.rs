@@ -38,7 +38,12 @@ pub struct DurableProducer {
 impl DurableProducer {
     /// Builds the producer. `timeout` bounds the wait for an acknowledgement;
     /// `max_record_bytes` is the largest value the caller will send.
-    pub fn new(kafka: &KafkaConfig, role: &str, timeout: Duration, max_record_bytes: usize) -> Result<Self, KafkaError> {
+    pub fn new(
+        kafka: &KafkaConfig,
+        role: &str,
+        timeout: Duration,
+        max_record_bytes: usize,
+    ) -> Result<Self, KafkaError> {
         let mut config = kafka.client_config(role);
         config
             // Internal retries must not duplicate or reorder records.
@@ -48,7 +53,10 @@ impl DurableProducer {
             // Give up (and answer "retry") after the caller's timeout.
             .set("message.timeout.ms", timeout.as_millis().to_string())
             // Allow the largest payload plus record overhead.
-            .set("message.max.bytes", (max_record_bytes + (1 << 20)).to_string());
+            .set(
+                "message.max.bytes",
+                (max_record_bytes + (1 << 20)).to_string(),
+            );
         // Tuning defaults that users may override through kafka.properties.
         for (key, value) in [
             // zstd over a batch of records shrinks them most, also when the
@@ -62,7 +70,11 @@ impl DurableProducer {
             }
         }
         let producer: FutureProducer = config.create()?;
-        Ok(DurableProducer { config, inner: RwLock::new(Arc::new(producer)), timeout })
+        Ok(DurableProducer {
+            config,
+            inner: RwLock::new(Arc::new(producer)),
+            timeout,
+        })
     }
 
     fn current(&self) -> Arc<FutureProducer> {
@@ -74,7 +86,9 @@ impl DurableProducer {
 
     /// Replaces a producer librdkafka declared fatally failed.
     fn replace_if_fatal(&self, failed: &Arc<FutureProducer>) {
-        let Some((code, reason)) = failed.client().fatal_error() else { return };
+        let Some((code, reason)) = failed.client().fatal_error() else {
+            return;
+        };
         error!(?code, %reason, "kafka producer failed fatally; creating a new one");
         match self.config.create::<FutureProducer>() {
             Ok(fresh) => {
@@ -91,9 +105,17 @@ impl DurableProducer {
     }
 
     /// Sends one record and waits until Kafka acknowledged it.
-    pub async fn send(&self, topic: &str, key: Option<&[u8]>, value: &[u8], headers: OwnedHeaders) -> Result<(), SendError> {
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<(), SendError> {
         let producer = self.current();
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(value).headers(headers);
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+            .payload(value)
+            .headers(headers);
         if let Some(key) = key {
             record = record.key(key);
         }
@@ -111,7 +133,10 @@ impl DurableProducer {
     /// Whether the cluster answers a metadata request for `topic` within `timeout`.
     pub fn topic_reachable(&self, topic: &str, timeout: Duration) -> Result<(), String> {
         let producer = self.current();
-        let metadata = producer.client().fetch_metadata(Some(topic), timeout).map_err(|e| e.to_string())?;
+        let metadata = producer
+            .client()
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| e.to_string())?;
         match metadata.topics().first() {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
             Some(t) => Err(format!("topic {topic} is not available: {:?}", t.error())),

@@ -56,14 +56,26 @@ impl IngressMeta {
         let received_at = self.received_at_ms.map(|t| t.to_string());
         let mut headers = OwnedHeaders::new_with_capacity(4);
         if let Some(encoding) = self.encoding {
-            headers = headers.insert(Header { key: HEADER_ENCODING, value: Some(encoding.as_str()) });
+            headers = headers.insert(Header {
+                key: HEADER_ENCODING,
+                value: Some(encoding.as_str()),
+            });
         }
-        headers = headers.insert(Header { key: HEADER_PROTOCOL, value: Some(protocol_name(self.protocol)) });
+        headers = headers.insert(Header {
+            key: HEADER_PROTOCOL,
+            value: Some(protocol_name(self.protocol)),
+        });
         if let Some(tenant) = &self.tenant {
-            headers = headers.insert(Header { key: HEADER_TENANT, value: Some(tenant.as_str()) });
+            headers = headers.insert(Header {
+                key: HEADER_TENANT,
+                value: Some(tenant.as_str()),
+            });
         }
         if let Some(t) = &received_at {
-            headers = headers.insert(Header { key: HEADER_RECEIVED_AT, value: Some(t.as_str()) });
+            headers = headers.insert(Header {
+                key: HEADER_RECEIVED_AT,
+                value: Some(t.as_str()),
+            });
         }
         headers
     }
@@ -71,26 +83,45 @@ impl IngressMeta {
     /// Reads metadata from record headers; unknown headers are ignored and
     /// unreadable values are reported.
     pub fn from_headers<H: Headers>(headers: Option<&H>) -> Result<IngressMeta, String> {
-        let mut meta = IngressMeta { encoding: None, protocol: Protocol::V1, tenant: None, received_at_ms: None };
-        let Some(headers) = headers else { return Ok(meta) };
+        let mut meta = IngressMeta {
+            encoding: None,
+            protocol: Protocol::V1,
+            tenant: None,
+            received_at_ms: None,
+        };
+        let Some(headers) = headers else {
+            return Ok(meta);
+        };
         for header in headers.iter() {
             let Some(raw) = header.value else { continue };
-            let value = std::str::from_utf8(raw).map_err(|_| format!("header {} is not UTF-8", header.key))?;
+            let value = std::str::from_utf8(raw)
+                .map_err(|_| format!("header {} is not UTF-8", header.key))?;
             match header.key {
                 HEADER_ENCODING => {
-                    meta.encoding = Some(value.parse().map_err(|e| format!("header {HEADER_ENCODING}: {e}"))?);
+                    meta.encoding = Some(
+                        value
+                            .parse()
+                            .map_err(|e| format!("header {HEADER_ENCODING}: {e}"))?,
+                    );
                 }
                 HEADER_PROTOCOL => {
                     meta.protocol = match value {
                         "prometheus.WriteRequest" | "v1" => Protocol::V1,
                         "io.prometheus.write.v2.Request" | "v2" => Protocol::V2,
-                        other => return Err(format!("header {HEADER_PROTOCOL}: unknown protocol {other:?}")),
+                        other => {
+                            return Err(format!(
+                                "header {HEADER_PROTOCOL}: unknown protocol {other:?}"
+                            ))
+                        }
                     }
                 }
                 HEADER_TENANT => meta.tenant = Some(value.to_string()),
                 HEADER_RECEIVED_AT => {
-                    meta.received_at_ms =
-                        Some(value.parse().map_err(|_| format!("header {HEADER_RECEIVED_AT}: not a number"))?);
+                    meta.received_at_ms = Some(
+                        value
+                            .parse()
+                            .map_err(|_| format!("header {HEADER_RECEIVED_AT}: not a number"))?,
+                    );
                 }
                 _ => {}
             }
@@ -104,11 +135,16 @@ impl IngressMeta {
 /// producer may write such a key, so that case becomes an error the caller
 /// dead-letters instead of a crashed consumer thread.
 pub fn copy_headers<H: Headers>(headers: Option<&H>) -> Result<Option<OwnedHeaders>, String> {
-    let Some(headers) = headers else { return Ok(None) };
+    let Some(headers) = headers else {
+        return Ok(None);
+    };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut copy = OwnedHeaders::new_with_capacity(headers.count());
         for header in headers.iter() {
-            copy = copy.insert(Header { key: header.key, value: header.value });
+            copy = copy.insert(Header {
+                key: header.key,
+                value: header.value,
+            });
         }
         copy
     }))
@@ -135,11 +171,20 @@ mod tests {
     #[test]
     fn copied_headers_keep_keys_and_values() {
         let headers = OwnedHeaders::new()
-            .insert(Header { key: HEADER_TENANT, value: Some("a") })
-            .insert(Header::<&str> { key: "empty", value: None });
+            .insert(Header {
+                key: HEADER_TENANT,
+                value: Some("a"),
+            })
+            .insert(Header::<&str> {
+                key: "empty",
+                value: None,
+            });
         let copy = copy_headers(Some(&headers)).unwrap().unwrap();
         let pairs: Vec<(&str, Option<&[u8]>)> = copy.iter().map(|h| (h.key, h.value)).collect();
-        assert_eq!(pairs, vec![(HEADER_TENANT, Some(&b"a"[..])), ("empty", None)]);
+        assert_eq!(
+            pairs,
+            vec![(HEADER_TENANT, Some(&b"a"[..])), ("empty", None)]
+        );
         assert!(copy_headers::<OwnedHeaders>(None).unwrap().is_none());
     }
 
@@ -152,7 +197,12 @@ mod tests {
 
     #[test]
     fn bad_protocol_header_is_reported() {
-        let headers = OwnedHeaders::new().insert(Header { key: HEADER_PROTOCOL, value: Some("json") });
-        assert!(IngressMeta::from_headers(Some(&headers)).unwrap_err().contains("unknown protocol"));
+        let headers = OwnedHeaders::new().insert(Header {
+            key: HEADER_PROTOCOL,
+            value: Some("json"),
+        });
+        assert!(IngressMeta::from_headers(Some(&headers))
+            .unwrap_err()
+            .contains("unknown protocol"));
     }
 }

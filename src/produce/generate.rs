@@ -25,20 +25,32 @@ pub fn series_labels(id: u64) -> Vec<Label> {
         ("app", format!("app-{}", pod % 50)),
         ("cluster", "eu-west-1".to_string()),
         ("container", format!("c-{}", id % 3)),
-        ("instance", format!("10.0.{}.{}:9100", (pod / 250) % 256, pod % 250)),
+        (
+            "instance",
+            format!("10.0.{}.{}:9100", (pod / 250) % 256, pod % 250),
+        ),
         ("job", format!("job-{}", pod % 20)),
         ("namespace", format!("ns-{}", pod % 10)),
         ("node", format!("node-{}", pod % 64)),
-        ("pod", format!("pod-{pod}-{:x}", pod.wrapping_mul(2_654_435_761) % 0xfffff)),
+        (
+            "pod",
+            format!("pod-{pod}-{:x}", pod.wrapping_mul(2_654_435_761) % 0xfffff),
+        ),
         ("series_id", id.to_string()),
     ];
     match metric {
         "http_request_duration_seconds_bucket" => {
-            labels.push(("le", BUCKETS[(id / 8 % BUCKETS.len() as u64) as usize].to_string()));
+            labels.push((
+                "le",
+                BUCKETS[(id / 8 % BUCKETS.len() as u64) as usize].to_string(),
+            ));
             labels.push(("method", "GET".to_string()));
             labels.push(("path", format!("/api/v1/items/{}", id % 7)));
         }
-        "rpc_latency_seconds" => labels.push(("quantile", ["0.5", "0.9", "0.99"][(id % 3) as usize].to_string())),
+        "rpc_latency_seconds" => labels.push((
+            "quantile",
+            ["0.5", "0.9", "0.99"][(id % 3) as usize].to_string(),
+        )),
         "http_requests_total" => {
             labels.push(("code", ["200", "404", "500"][(id % 3) as usize].to_string()));
             labels.push(("method", "POST".to_string()));
@@ -46,7 +58,13 @@ pub fn series_labels(id: u64) -> Vec<Label> {
         _ => {}
     }
     labels.sort_by(|a, b| a.0.cmp(b.0));
-    labels.into_iter().map(|(name, value)| Label { name: name.to_string(), value }).collect()
+    labels
+        .into_iter()
+        .map(|(name, value)| Label {
+            name: name.to_string(),
+            value,
+        })
+        .collect()
 }
 
 /// A deterministic sample value for series `id` at step `step`.
@@ -59,11 +77,17 @@ pub fn payload(first: u64, count: u64, step: u64, timestamp_ms: i64) -> WriteReq
     let timeseries = (first..first + count)
         .map(|id| TimeSeries {
             labels: series_labels(id),
-            samples: vec![Sample { value: sample_value(id, step), timestamp: timestamp_ms }],
+            samples: vec![Sample {
+                value: sample_value(id, step),
+                timestamp: timestamp_ms,
+            }],
             ..Default::default()
         })
         .collect();
-    WriteRequest { timeseries, metadata: Vec::new() }
+    WriteRequest {
+        timeseries,
+        metadata: Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -77,7 +101,11 @@ mod tests {
         let stats = validate_v1(&request, &Limits::default()).expect("valid");
         assert_eq!(stats.series, 2000);
         for ts in &request.timeseries {
-            assert!((10..=15).contains(&ts.labels.len()), "{} labels", ts.labels.len());
+            assert!(
+                (10..=15).contains(&ts.labels.len()),
+                "{} labels",
+                ts.labels.len()
+            );
         }
     }
 

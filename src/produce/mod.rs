@@ -89,13 +89,26 @@ pub struct Summary {
 /// Runs `streamroute produce`.
 pub async fn run(config: &Config, args: &ProduceArgs) -> Result<Summary, ProduceError> {
     if args.concurrency == 0 || (args.generate && (args.batch == 0 || args.series == 0)) {
-        return Err(ProduceError::Usage("--concurrency, --batch and --series must be greater than zero".into()));
+        return Err(ProduceError::Usage(
+            "--concurrency, --batch and --series must be greater than zero".into(),
+        ));
     }
-    let topic = args.topic.clone().unwrap_or_else(|| config.topics.ingress.clone());
-    let producer =
-        DurableProducer::new(&config.kafka, "produce", Duration::from_secs(30), config.gateway.max_decoded_bytes)?;
+    let topic = args
+        .topic
+        .clone()
+        .unwrap_or_else(|| config.topics.ingress.clone());
+    let producer = DurableProducer::new(
+        &config.kafka,
+        "produce",
+        Duration::from_secs(30),
+        config.gateway.max_decoded_bytes,
+    )?;
     let started = Instant::now();
-    let summary = if args.generate { generate(&producer, &topic, args).await? } else { files(&producer, &topic, args).await? };
+    let summary = if args.generate {
+        generate(&producer, &topic, args).await?
+    } else {
+        files(&producer, &topic, args).await?
+    };
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
         "produced {} payloads, {} samples, {} bytes to {topic} in {secs:.1} s: {:.0} samples/s, {:.1} bytes/sample",
@@ -110,7 +123,8 @@ pub async fn run(config: &Config, args: &ProduceArgs) -> Result<Summary, Produce
 
 fn progress(total: u64, unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
-    let template = format!("{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}) {{msg}}");
+    let template =
+        format!("{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}) {{msg}}");
     if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style.progress_chars("=> "));
     }
@@ -118,23 +132,39 @@ fn progress(total: u64, unit: &str) -> ProgressBar {
 }
 
 fn meta(protocol: Protocol, encoding: Encoding) -> IngressMeta {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).ok();
-    IngressMeta { encoding: Some(encoding), protocol, tenant: None, received_at_ms: now }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .ok();
+    IngressMeta {
+        encoding: Some(encoding),
+        protocol,
+        tenant: None,
+        received_at_ms: now,
+    }
 }
 
 /// Encodes a record value as asked.
 fn encode(raw: Vec<u8>, encoding: Encoding) -> Result<Vec<u8>, ProduceError> {
     match encoding {
         Encoding::Identity => Ok(raw),
-        other => crate::remote_write::compress(&raw, other).map_err(|e| ProduceError::Usage(e.to_string())),
+        other => crate::remote_write::compress(&raw, other)
+            .map_err(|e| ProduceError::Usage(e.to_string())),
     }
 }
 
-async fn generate(producer: &DurableProducer, topic: &str, args: &ProduceArgs) -> Result<Summary, ProduceError> {
+async fn generate(
+    producer: &DurableProducer,
+    topic: &str,
+    args: &ProduceArgs,
+) -> Result<Summary, ProduceError> {
     let total_samples = args.series * args.samples_per_series;
     let bar = progress(total_samples, "samples");
     let interval_ms = args.interval.as_millis() as i64;
-    let encoding: Encoding = args.value_encoding.parse().map_err(|e| ProduceError::Usage(format!("{e}")))?;
+    let encoding: Encoding = args
+        .value_encoding
+        .parse()
+        .map_err(|e| ProduceError::Usage(format!("{e}")))?;
     let now_ms = meta(Protocol::V1, encoding).received_at_ms.unwrap_or(0);
     let first_ts = now_ms - interval_ms * (args.samples_per_series as i64 - 1);
     let started = Instant::now();
@@ -144,12 +174,14 @@ async fn generate(producer: &DurableProducer, topic: &str, args: &ProduceArgs) -
         let mut first = 0;
         while first < args.series {
             let count = args.batch.min(args.series - first);
-            let raw = generate::payload(first, count, step, first_ts + interval_ms * step as i64).encode_to_vec();
+            let raw = generate::payload(first, count, step, first_ts + interval_ms * step as i64)
+                .encode_to_vec();
             let value = encode(raw, encoding)?;
             first += count;
             if args.rate > 0 {
                 // Pace by samples handed over so far.
-                let due = Duration::from_secs_f64((summary.samples + count) as f64 / args.rate as f64);
+                let due =
+                    Duration::from_secs_f64((summary.samples + count) as f64 / args.rate as f64);
                 if let Some(wait) = due.checked_sub(started.elapsed()) {
                     tokio::time::sleep(wait).await;
                 }
@@ -158,7 +190,15 @@ async fn generate(producer: &DurableProducer, topic: &str, args: &ProduceArgs) -
             summary.samples += count;
             summary.bytes += value.len() as u64;
             pending.push(async move {
-                producer.send(topic, None, &value, meta(Protocol::V1, encoding).to_headers()).await.map(|()| count)
+                producer
+                    .send(
+                        topic,
+                        None,
+                        &value,
+                        meta(Protocol::V1, encoding).to_headers(),
+                    )
+                    .await
+                    .map(|()| count)
             });
             while pending.len() >= args.concurrency {
                 if let Some(done) = pending.next().await {
@@ -177,7 +217,10 @@ async fn generate(producer: &DurableProducer, topic: &str, args: &ProduceArgs) -
 fn list_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ProduceError> {
     let mut files = Vec::new();
     for path in paths {
-        let bad = |reason: String| ProduceError::BadFile { path: path.clone(), reason };
+        let bad = |reason: String| ProduceError::BadFile {
+            path: path.clone(),
+            reason,
+        };
         if path.is_dir() {
             let mut inner: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(|e| bad(e.to_string()))?
@@ -195,17 +238,37 @@ fn list_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ProduceError> {
     Ok(files)
 }
 
-fn read_payload(path: &Path, protocol: Protocol, max: usize) -> Result<(Vec<u8>, u64), ProduceError> {
-    let bad = |reason: String| ProduceError::BadFile { path: path.to_path_buf(), reason };
+fn read_payload(
+    path: &Path,
+    protocol: Protocol,
+    max: usize,
+) -> Result<(Vec<u8>, u64), ProduceError> {
+    let bad = |reason: String| ProduceError::BadFile {
+        path: path.to_path_buf(),
+        reason,
+    };
     let body = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let decoded = decode_request(&body, sniff(&body), protocol, max).map_err(|e| bad(e.to_string()))?;
-    let stats = validate_v1(&decoded.request, &crate::remote_write::Limits::default()).map_err(|e| bad(e.to_string()))?;
+    let decoded =
+        decode_request(&body, sniff(&body), protocol, max).map_err(|e| bad(e.to_string()))?;
+    let stats = validate_v1(&decoded.request, &crate::remote_write::Limits::default())
+        .map_err(|e| bad(e.to_string()))?;
     Ok((decoded.raw, stats.samples as u64))
 }
 
-async fn files(producer: &DurableProducer, topic: &str, args: &ProduceArgs) -> Result<Summary, ProduceError> {
-    let protocol = if args.protocol == "v2" { Protocol::V2 } else { Protocol::V1 };
-    let encoding: Encoding = args.value_encoding.parse().map_err(|e| ProduceError::Usage(format!("{e}")))?;
+async fn files(
+    producer: &DurableProducer,
+    topic: &str,
+    args: &ProduceArgs,
+) -> Result<Summary, ProduceError> {
+    let protocol = if args.protocol == "v2" {
+        Protocol::V2
+    } else {
+        Protocol::V1
+    };
+    let encoding: Encoding = args
+        .value_encoding
+        .parse()
+        .map_err(|e| ProduceError::Usage(format!("{e}")))?;
     let files = list_files(&args.paths)?;
     if files.is_empty() {
         return Err(ProduceError::Usage("no payload files found".into()));
@@ -216,7 +279,9 @@ async fn files(producer: &DurableProducer, topic: &str, args: &ProduceArgs) -> R
     for path in files {
         let (raw, samples) = read_payload(&path, protocol, 256 << 20)?;
         let value = encode(raw, encoding)?;
-        producer.send(topic, None, &value, meta(protocol, encoding).to_headers()).await?;
+        producer
+            .send(topic, None, &value, meta(protocol, encoding).to_headers())
+            .await?;
         summary.payloads += 1;
         summary.samples += samples;
         summary.bytes += value.len() as u64;

@@ -121,7 +121,11 @@ impl<L: LabelPair> Builder<L> {
     /// semantics.
     pub(crate) fn range(&self) -> impl Iterator<Item = (&str, &str)> {
         let untouched = self.base.iter().map(|label| (label.name(), label.value()));
-        untouched.chain(self.add.iter().map(|(name, value)| (name.as_str(), value.as_str())))
+        untouched.chain(
+            self.add
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+        )
     }
 
     /// The final label set, sorted by name.

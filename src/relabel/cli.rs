@@ -14,7 +14,9 @@ use std::path::Path;
 use crate::cli::RelabelArgs;
 use crate::config::Config;
 use crate::router::route::Route;
-use crate::router::task_id::{inject_task_label, jump_hash, labels_hash, partition_for_task, task_id, TaskIdConfig};
+use crate::router::task_id::{
+    inject_task_label, jump_hash, labels_hash, partition_for_task, task_id, TaskIdConfig,
+};
 
 use super::{load_configs, Rules};
 use crate::remote_write::NameValidation;
@@ -47,26 +49,51 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Builds the pipeline from `--rules` and the task options.
-    pub fn from_args(args: &RelabelArgs, config: Option<&Path>) -> Result<Pipeline, RelabelCliError> {
+    pub fn from_args(
+        args: &RelabelArgs,
+        config: Option<&Path>,
+    ) -> Result<Pipeline, RelabelCliError> {
         if args.partitions == Some(0) {
-            return Err(RelabelCliError::Usage("--partitions must be at least 1".into()));
+            return Err(RelabelCliError::Usage(
+                "--partitions must be at least 1".into(),
+            ));
         }
         if let Some(name) = &args.route {
             let config = Config::load(config).map_err(|e| RelabelCliError::Usage(e.to_string()))?;
             let Some(route) = config.router.routes.iter().find(|r| &r.name == name) else {
-                let names: Vec<&str> = config.router.routes.iter().map(|r| r.name.as_str()).collect();
-                return Err(RelabelCliError::Usage(format!("no route {name:?} in the config (routes: {})", names.join(", "))));
+                let names: Vec<&str> = config
+                    .router
+                    .routes
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect();
+                return Err(RelabelCliError::Usage(format!(
+                    "no route {name:?} in the config (routes: {})",
+                    names.join(", ")
+                )));
             };
-            let route = Route::compile(route, config.gateway.limits.name_validation).map_err(RelabelCliError::Usage)?;
-            return Ok(Pipeline { rules: Rules::compile(&[])?, task: None, partitions: args.partitions, route: Some(route) });
+            let route = Route::compile(route, config.gateway.limits.name_validation)
+                .map_err(RelabelCliError::Usage)?;
+            return Ok(Pipeline {
+                rules: Rules::compile(&[])?,
+                task: None,
+                partitions: args.partitions,
+                route: Some(route),
+            });
         }
         let Some(path) = &args.rules else {
-            return Err(RelabelCliError::Usage("give --rules FILE, or --config FILE --route NAME".into()));
+            return Err(RelabelCliError::Usage(
+                "give --rules FILE, or --config FILE --route NAME".into(),
+            ));
         };
         // Without a config, names are validated as the router does by default.
         let rules = Rules::compile_with(&load_configs(path)?, NameValidation::default())?;
         let task = match args.task_count {
-            Some(0) => return Err(RelabelCliError::Usage("--task-count must be at least 1".into())),
+            Some(0) => {
+                return Err(RelabelCliError::Usage(
+                    "--task-count must be at least 1".into(),
+                ))
+            }
             Some(n) => Some(TaskIdConfig {
                 task_count: n,
                 task_labels: args.task_labels.clone(),
@@ -74,7 +101,12 @@ impl Pipeline {
             }),
             None => None,
         };
-        Ok(Pipeline { rules, task, partitions: args.partitions, route: None })
+        Ok(Pipeline {
+            rules,
+            task,
+            partitions: args.partitions,
+            route: None,
+        })
     }
 
     /// Injects the task label when asked; returns the partition when asked.
@@ -114,7 +146,9 @@ impl Pipeline {
         let object: BTreeMap<String, String> = labels.into_iter().collect();
         let out = match partition_key {
             None => serde_json::to_string(&object),
-            Some(partition) => serde_json::to_string(&serde_json::json!({ "labels": object, "partition": partition })),
+            Some(partition) => serde_json::to_string(
+                &serde_json::json!({ "labels": object, "partition": partition }),
+            ),
         };
         out.map_err(|e| e.to_string())
     }
@@ -127,7 +161,12 @@ pub fn run(args: &RelabelArgs, config: Option<&Path>) -> Result<(), RelabelCliEr
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     for (i, line) in stdin.lines().enumerate() {
         let line = line?;
-        let out = pipeline.apply_line(&line).map_err(|reason| RelabelCliError::Input { line: i + 1, reason })?;
+        let out = pipeline
+            .apply_line(&line)
+            .map_err(|reason| RelabelCliError::Input {
+                line: i + 1,
+                reason,
+            })?;
         writeln!(stdout, "{out}")?;
     }
     stdout.flush()?;
@@ -150,27 +189,37 @@ mod tests {
     #[test]
     fn relabels_and_drops() {
         let p = pipeline("- action: drop\n  source_labels: [job]\n  regex: skip\n- target_label: env\n  replacement: prod\n", None, None);
-        assert_eq!(p.apply_line(r#"{"job":"api","__name__":"up"}"#).unwrap(), r#"{"__name__":"up","env":"prod","job":"api"}"#);
+        assert_eq!(
+            p.apply_line(r#"{"job":"api","__name__":"up"}"#).unwrap(),
+            r#"{"__name__":"up","env":"prod","job":"api"}"#
+        );
         assert_eq!(p.apply_line(r#"{"job":"skip"}"#).unwrap(), "null");
     }
 
     #[test]
     fn injects_the_task_label_and_partition() {
         let p = pipeline("[]", Some(8), Some(3));
-        let labels = vec![("__name__".to_string(), "up".to_string()), ("job".to_string(), "a".to_string())];
+        let labels = vec![
+            ("__name__".to_string(), "up".to_string()),
+            ("job".to_string(), "a".to_string()),
+        ];
         let id = task_id(&labels, &TaskIdConfig::new(8));
         let want = serde_json::json!({
             "labels": {"__name__": "up", "job": "a", "stream_task_id": id.to_string()},
             "partition": partition_for_task(id, 3),
         });
-        let got: serde_json::Value = serde_json::from_str(&p.apply_line(r#"{"job":"a","__name__":"up"}"#).unwrap()).unwrap();
+        let got: serde_json::Value =
+            serde_json::from_str(&p.apply_line(r#"{"job":"a","__name__":"up"}"#).unwrap()).unwrap();
         assert_eq!(got, want);
     }
 
     #[test]
     fn non_string_values_are_refused() {
         let p = pipeline("[]", None, None);
-        assert!(p.apply_line(r#"{"a":1}"#).unwrap_err().contains("want a string"));
+        assert!(p
+            .apply_line(r#"{"a":1}"#)
+            .unwrap_err()
+            .contains("want a string"));
         assert!(p.apply_line("[").unwrap_err().contains("not a JSON object"));
     }
 }

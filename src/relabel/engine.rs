@@ -24,8 +24,8 @@ use super::config::{
 };
 use super::goregex;
 use super::template::{expand, is_valid_target_template, replace_all};
-use crate::remote_write::NameValidation;
 use super::RelabelError;
+use crate::remote_write::NameValidation;
 
 /// Compiled-size limit per regex (the `regex` default is 10 MiB).
 const REGEX_SIZE_LIMIT: usize = 128 << 20;

@@ -29,8 +29,8 @@ mod proptests;
 
 use std::path::PathBuf;
 
-pub use config::{load_configs, parse_configs, Action, RelabelConfig};
 pub use builder::LabelPair;
+pub use config::{load_configs, parse_configs, Action, RelabelConfig};
 pub use engine::{Rule, Rules};
 pub use template::is_valid_label_name;
 

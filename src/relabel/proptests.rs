@@ -172,8 +172,23 @@ fn compiled() -> &'static [Rules] {
 /// Names from a small alphabet so that rules match, with some invalid ones.
 fn name() -> impl Strategy<Value = String> {
     prop::sample::select(vec![
-        "__name__", "job", "instance", "a", "b", "c", "env", "le", "shard", "__meta_pod",
-        "__meta_", "JOB", "1bad", "bad-name", "", "ä", "stream_task_id",
+        "__name__",
+        "job",
+        "instance",
+        "a",
+        "b",
+        "c",
+        "env",
+        "le",
+        "shard",
+        "__meta_pod",
+        "__meta_",
+        "JOB",
+        "1bad",
+        "bad-name",
+        "",
+        "ä",
+        "stream_task_id",
     ])
     .prop_map(str::to_owned)
 }
@@ -207,7 +222,10 @@ fn check_output(kept: bool, out: &Labels) -> Result<(), TestCaseError> {
         out.windows(2).all(|w| w[0].0 < w[1].0),
         "names not sorted and unique: {out:?}"
     );
-    prop_assert!(out.iter().all(|(_, v)| !v.is_empty()), "empty value in {out:?}");
+    prop_assert!(
+        out.iter().all(|(_, v)| !v.is_empty()),
+        "empty value in {out:?}"
+    );
     Ok(())
 }
 
@@ -314,29 +332,31 @@ fn rule_yaml() -> impl Strategy<Value = String> {
         prop::option::weighted(0.8, template.clone()),
         prop::option::weighted(0.3, template),
     )
-        .prop_map(|(action, sources, separator, regex, modulus, target, replacement)| {
-            let mut out = format!("- action: {}\n", quoted(action));
-            if let Some(sources) = sources {
-                let list: Vec<String> = sources.iter().map(|s| quoted(s)).collect();
-                out += &format!("  source_labels: [{}]\n", list.join(", "));
-            }
-            if let Some(s) = separator {
-                out += &format!("  separator: {}\n", quoted(&s));
-            }
-            if let Some(r) = regex {
-                out += &format!("  regex: {}\n", quoted(&r));
-            }
-            if let Some(m) = modulus {
-                out += &format!("  modulus: {m}\n");
-            }
-            if let Some(t) = target {
-                out += &format!("  target_label: {}\n", quoted(&t));
-            }
-            if let Some(r) = replacement {
-                out += &format!("  replacement: {}\n", quoted(&r));
-            }
-            out
-        })
+        .prop_map(
+            |(action, sources, separator, regex, modulus, target, replacement)| {
+                let mut out = format!("- action: {}\n", quoted(action));
+                if let Some(sources) = sources {
+                    let list: Vec<String> = sources.iter().map(|s| quoted(s)).collect();
+                    out += &format!("  source_labels: [{}]\n", list.join(", "));
+                }
+                if let Some(s) = separator {
+                    out += &format!("  separator: {}\n", quoted(&s));
+                }
+                if let Some(r) = regex {
+                    out += &format!("  regex: {}\n", quoted(&r));
+                }
+                if let Some(m) = modulus {
+                    out += &format!("  modulus: {m}\n");
+                }
+                if let Some(t) = target {
+                    out += &format!("  target_label: {}\n", quoted(&t));
+                }
+                if let Some(r) = replacement {
+                    out += &format!("  replacement: {}\n", quoted(&r));
+                }
+                out
+            },
+        )
 }
 
 /// Guard against the fixed rule sets silently failing to compile or never
@@ -346,7 +366,10 @@ fn rule_sets_compile_and_cover_every_action() {
     let rules = compiled();
     for action in Action::ALL {
         assert!(
-            rules.iter().flat_map(|r| r.rules()).any(|r| r.action() == action),
+            rules
+                .iter()
+                .flat_map(|r| r.rules())
+                .any(|r| r.action() == action),
             "no rule set uses {action}"
         );
     }

@@ -370,7 +370,8 @@ fn upstream_utf8_names_are_rejected_under_legacy_validation() {
 #[test]
 fn utf8_names_are_accepted_under_utf8_validation() {
     use crate::remote_write::NameValidation;
-    let compile = |yaml: &str, names| Rules::compile_with(&config::parse_configs(yaml).unwrap(), names);
+    let compile =
+        |yaml: &str, names| Rules::compile_with(&config::parse_configs(yaml).unwrap(), names);
     let yaml = "\
 - {source_labels: [service.name], regex: '(.+)', target_label: 'svc.${1}', replacement: yes}
 - {source_labels: [service.name], target_label: otel.service}
@@ -380,9 +381,19 @@ fn utf8_names_are_accepted_under_utf8_validation() {
 ";
     assert!(compile(yaml, NameValidation::Legacy).is_err());
     let rules = compile(yaml, NameValidation::Utf8).unwrap();
-    let mut labels = ls(&[("__name__", "up"), ("service.name", "checkout"), ("k8s.pod", "p1"), ("Up.Name", "ÀB")]);
+    let mut labels = ls(&[
+        ("__name__", "up"),
+        ("service.name", "checkout"),
+        ("k8s.pod", "p1"),
+        ("Up.Name", "ÀB"),
+    ]);
     assert!(rules.process(&mut labels));
-    let get = |name: &str| labels.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let get = |name: &str| {
+        labels
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
     assert_eq!(get("svc.checkout"), Some("yes"));
     assert_eq!(get("otel.service"), Some("checkout"));
     assert_eq!(get("kube.pod"), Some("p1"));
@@ -396,16 +407,24 @@ fn utf8_names_are_accepted_under_utf8_validation() {
         assert!(compile(bad, NameValidation::Utf8).is_err(), "{bad}");
     }
     // A template expanding to an empty name is skipped, as in Prometheus.
-    let rules = compile("- {source_labels: [a], regex: '(.*)', target_label: '${1}', replacement: v}\n", NameValidation::Utf8).unwrap();
+    let rules = compile(
+        "- {source_labels: [a], regex: '(.*)', target_label: '${1}', replacement: v}\n",
+        NameValidation::Utf8,
+    )
+    .unwrap();
     let mut labels = ls(&[("a", ""), ("b", "1")]);
     assert!(rules.process(&mut labels));
     assert_eq!(labels, ls(&[("b", "1")]));
     // Under legacy validation a UTF-8 expansion is skipped.
     let yaml = "- {source_labels: [a], regex: '(.*)', target_label: 'x${1}', replacement: v}\n";
     let mut labels = ls(&[("a", ".b")]);
-    assert!(compile(yaml, NameValidation::Legacy).unwrap().process(&mut labels));
+    assert!(compile(yaml, NameValidation::Legacy)
+        .unwrap()
+        .process(&mut labels));
     assert_eq!(labels, ls(&[("a", ".b")]));
-    assert!(compile(yaml, NameValidation::Utf8).unwrap().process(&mut labels));
+    assert!(compile(yaml, NameValidation::Utf8)
+        .unwrap()
+        .process(&mut labels));
     assert_eq!(labels, ls(&[("a", ".b"), ("x.b", "v")]));
 }
 
@@ -1020,19 +1039,36 @@ fn action_names_are_case_insensitive() {
 /// wrapping them in a group forces the regex engine, which must agree.
 #[test]
 fn plain_word_patterns_match_like_the_regex() {
-    let input = [("a", "x"), ("ab", "x"), ("b", "x"), ("c_1", "x"), ("job", "a")];
+    let input = [
+        ("a", "x"),
+        ("ab", "x"),
+        ("b", "x"),
+        ("c_1", "x"),
+        ("job", "a"),
+    ];
     for pattern in ["a", "a|b", "a|", "c_1|ab", "abc", ""] {
         for action in ["labeldrop", "labelkeep"] {
             let plain = format!("- action: {action}\n  regex: '{pattern}'\n");
             let grouped = format!("- action: {action}\n  regex: '(?:{pattern})'\n");
-            assert_eq!(run(&plain, &input), run(&grouped, &input), "{action} {pattern:?}");
+            assert_eq!(
+                run(&plain, &input),
+                run(&grouped, &input),
+                "{action} {pattern:?}"
+            );
         }
         for action in ["keep", "drop"] {
             for value in ["a", "b", "", "ab", "a|b"] {
                 let input = [("job", value)];
-                let plain = format!("- action: {action}\n  source_labels: [job]\n  regex: '{pattern}'\n");
-                let grouped = format!("- action: {action}\n  source_labels: [job]\n  regex: '(?:{pattern})'\n");
-                assert_eq!(run(&plain, &input), run(&grouped, &input), "{action} {pattern:?} {value:?}");
+                let plain =
+                    format!("- action: {action}\n  source_labels: [job]\n  regex: '{pattern}'\n");
+                let grouped = format!(
+                    "- action: {action}\n  source_labels: [job]\n  regex: '(?:{pattern})'\n"
+                );
+                assert_eq!(
+                    run(&plain, &input),
+                    run(&grouped, &input),
+                    "{action} {pattern:?} {value:?}"
+                );
             }
         }
     }
@@ -1044,11 +1080,19 @@ fn plain_word_patterns_match_like_the_regex() {
 fn replace_with_and_without_references() {
     let input = [("instance", "host-1:9100")];
     let literal = "- source_labels: [instance]\n  regex: '.+:(\\d+)'\n  target_label: scraped\n  replacement: 'yes'\n";
-    assert_eq!(run(literal, &input), Some(ls(&[("instance", "host-1:9100"), ("scraped", "yes")])));
+    assert_eq!(
+        run(literal, &input),
+        Some(ls(&[("instance", "host-1:9100"), ("scraped", "yes")]))
+    );
     let no_match = "- source_labels: [instance]\n  regex: 'nope'\n  target_label: scraped\n  replacement: 'yes'\n";
     assert_eq!(run(no_match, &input), Some(ls(&input)));
-    let empty = "- source_labels: [instance]\n  regex: '.*'\n  target_label: instance\n  replacement: ''\n";
-    assert_eq!(run(empty, &input), None, "an empty replacement deletes the target");
+    let empty =
+        "- source_labels: [instance]\n  regex: '.*'\n  target_label: instance\n  replacement: ''\n";
+    assert_eq!(
+        run(empty, &input),
+        None,
+        "an empty replacement deletes the target"
+    );
     let captures = "- source_labels: [instance]\n  regex: '([^:]+):(\\d+)'\n  target_label: 'port_$2'\n  replacement: '$1'\n";
     assert_eq!(
         run(captures, &input),
@@ -1074,7 +1118,13 @@ fn remote_write_labels_relabel_like_pairs() {
   replacement: 'copy_$1'
 ";
     let rules = Rules::from_yaml(yaml).unwrap();
-    let input = [("container", "c"), ("empty", ""), ("env", "prod"), ("instance", "h:1"), ("job", "j")];
+    let input = [
+        ("container", "c"),
+        ("empty", ""),
+        ("env", "prod"),
+        ("instance", "h:1"),
+        ("job", "j"),
+    ];
     let mut pairs = ls(&input);
     let mut labels: Vec<Label> = input.iter().map(|(n, v)| Label::new(*n, *v)).collect();
     assert!(rules.process(&mut pairs));
@@ -1083,6 +1133,12 @@ fn remote_write_labels_relabel_like_pairs() {
     assert_eq!(labels, pairs);
     assert_eq!(
         pairs,
-        ls(&[("copy_nv", "prod"), ("env", "prod"), ("host", "h"), ("instance", "h:1"), ("job", "changed")])
+        ls(&[
+            ("copy_nv", "prod"),
+            ("env", "prod"),
+            ("host", "h"),
+            ("instance", "h:1"),
+            ("job", "changed")
+        ])
     );
 }

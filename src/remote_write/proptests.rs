@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use prost::Message;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::Config;
+use prost::Message;
 
 use super::proto::v1::{Exemplar, Sample};
 use super::proto::v2;
@@ -44,9 +44,8 @@ fn label_value() -> impl Strategy<Value = String> {
 /// Sorted, unique, valid labels (a BTreeMap orders names by bytes, as the
 /// spec requires).
 fn labels(max: usize) -> impl Strategy<Value = Vec<Label>> {
-    prop::collection::btree_map(label_name(), label_value(), 1..=max).prop_map(|m: BTreeMap<_, _>| {
-        m.into_iter().map(|(n, v)| Label::new(n, v)).collect()
-    })
+    prop::collection::btree_map(label_name(), label_value(), 1..=max)
+        .prop_map(|m: BTreeMap<_, _>| m.into_iter().map(|(n, v)| Label::new(n, v)).collect())
 }
 
 /// Any non-NaN float (NaN != NaN would break the equality checks, not the code).
@@ -56,12 +55,14 @@ fn value() -> impl Strategy<Value = f64> {
 
 /// [`labels`] of a series: always with a non-empty `__name__`.
 fn series_labels(max: usize) -> impl Strategy<Value = Vec<Label>> {
-    (prop::collection::btree_map(label_name(), label_value(), 0..max), ".{1,16}").prop_map(
-        |(mut m, name): (BTreeMap<_, _>, String)| {
+    (
+        prop::collection::btree_map(label_name(), label_value(), 0..max),
+        ".{1,16}",
+    )
+        .prop_map(|(mut m, name): (BTreeMap<_, _>, String)| {
             m.insert("__name__".to_owned(), name);
             m.into_iter().map(|(n, v)| Label::new(n, v)).collect()
-        },
-    )
+        })
 }
 
 fn series() -> impl Strategy<Value = TimeSeries> {
@@ -78,7 +79,11 @@ fn series() -> impl Strategy<Value = TimeSeries> {
                 .collect(),
             exemplars: exemplars
                 .into_iter()
-                .map(|(labels, value, timestamp)| Exemplar { labels, value, timestamp })
+                .map(|(labels, value, timestamp)| Exemplar {
+                    labels,
+                    value,
+                    timestamp,
+                })
                 .collect(),
             histograms: vec![],
         })
@@ -117,7 +122,10 @@ fn to_v2(req: &WriteRequest) -> v2::Request {
             samples: ts
                 .samples
                 .iter()
-                .map(|s| v2::Sample { value: s.value, timestamp: s.timestamp })
+                .map(|s| v2::Sample {
+                    value: s.value,
+                    timestamp: s.timestamp,
+                })
                 .collect(),
             exemplars: ts
                 .exemplars
@@ -131,7 +139,10 @@ fn to_v2(req: &WriteRequest) -> v2::Request {
             ..Default::default()
         })
         .collect();
-    v2::Request { symbols, timeseries }
+    v2::Request {
+        symbols,
+        timeseries,
+    }
 }
 
 /// Arbitrary bytes, some dressed up to get past the first checks: the zstd
@@ -229,7 +240,13 @@ fn sniff_agrees_with_snap(body: &[u8]) -> Result<(), TestCaseError> {
     let plausible = snap::raw::decompress_len(body).is_ok_and(|n| n <= 64 * body.len() + 64);
     let snap_ok =
         plausible && !body.is_empty() && snap::raw::Decoder::new().decompress_vec(body).is_ok();
-    prop_assert_eq!(sniffed == Encoding::Snappy, snap_ok, "sniff {} on {:?}", sniffed, body);
+    prop_assert_eq!(
+        sniffed == Encoding::Snappy,
+        snap_ok,
+        "sniff {} on {:?}",
+        sniffed,
+        body
+    );
     Ok(())
 }
 

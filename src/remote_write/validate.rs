@@ -397,7 +397,11 @@ mod tests {
             }
         }
         // Labels sorting before `__name__` do not hide it.
-        assert!(validate_v1(&request(vec![series(&[("A", "1"), ("__name__", "x")])]), &LEGACY).is_ok());
+        assert!(validate_v1(
+            &request(vec![series(&[("A", "1"), ("__name__", "x")])]),
+            &LEGACY
+        )
+        .is_ok());
     }
 
     fn histogram(count: Option<u64>, zero: u64, pos: &[i64], neg: &[i64], sum: f64) -> Histogram {
@@ -438,7 +442,14 @@ mod tests {
         assert!(check(histogram(Some(5), 0, &[1], &[], f64::NAN)).is_ok());
         assert!(check(histogram(Some(0), 0, &[1], &[], f64::NAN)).is_err());
         // Extreme deltas neither panic nor pass.
-        assert!(check(histogram(Some(u64::MAX), 0, &[i64::MAX, i64::MAX, i64::MIN], &[], 1.0)).is_err());
+        assert!(check(histogram(
+            Some(u64::MAX),
+            0,
+            &[i64::MAX, i64::MAX, i64::MIN],
+            &[],
+            1.0
+        ))
+        .is_err());
         // Float histograms are not checked.
         let mut float = histogram(None, 0, &[], &[], 1.0);
         float.count = Some(Count::CountFloat(7.5));

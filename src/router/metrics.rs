@@ -26,14 +26,37 @@ pub const OUTPUT_BYTES: &str = "streamroute_router_output_bytes_total";
 
 /// Registers the router's metric descriptions.
 pub fn describe() {
-    describe_counter!(SERIES, "series by route and outcome (in, out, dropped by relabeling)");
-    describe_counter!(SAMPLES, "samples by route and outcome (in, out, dropped by relabeling)");
+    describe_counter!(
+        SERIES,
+        "series by route and outcome (in, out, dropped by relabeling)"
+    );
+    describe_counter!(
+        SAMPLES,
+        "samples by route and outcome (in, out, dropped by relabeling)"
+    );
     describe_counter!(TASK_SAMPLES, "samples written per route and stream_task_id");
-    describe_histogram!(DISTRIBUTION_LATENCY, Unit::Seconds, "ingress record timestamp to committed output");
-    describe_gauge!(BUFFERED, "series buffered in the open transaction, per route");
-    describe_gauge!(CONSUMER_LAG, "records behind the ingress partition's end, per partition");
+    describe_histogram!(
+        DISTRIBUTION_LATENCY,
+        Unit::Seconds,
+        "ingress record timestamp to committed output"
+    );
+    describe_gauge!(
+        BUFFERED,
+        "series buffered in the open transaction, per route"
+    );
+    describe_gauge!(
+        CONSUMER_LAG,
+        "records behind the ingress partition's end, per partition"
+    );
     describe_counter!(TRANSACTIONS, "kafka transactions by outcome");
-    describe_counter!(DEAD_LETTERED, "ingress records sent to the dead-letter topic, by reason");
+    describe_counter!(
+        DEAD_LETTERED,
+        "ingress records sent to the dead-letter topic, by reason"
+    );
     describe_counter!(OUTPUT_RECORDS, "task-topic records written, per route");
-    describe_counter!(OUTPUT_BYTES, Unit::Bytes, "task-topic record value bytes written, per route");
+    describe_counter!(
+        OUTPUT_BYTES,
+        Unit::Bytes,
+        "task-topic record value bytes written, per route"
+    );
 }

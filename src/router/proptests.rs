@@ -5,15 +5,17 @@
 
 use std::collections::BTreeMap;
 
-use prost::Message;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
+use prost::Message;
 use rdkafka::message::{Header, OwnedHeaders};
 
 use super::config::RouteConfig;
 use super::route::{append_series, entry_len, route_request, Output, Route, RouteStats};
 use super::task_id::{task_id, TaskIdConfig};
-use crate::kafka::record::{IngressMeta, HEADER_ENCODING, HEADER_PROTOCOL, HEADER_RECEIVED_AT, HEADER_TENANT};
+use crate::kafka::record::{
+    IngressMeta, HEADER_ENCODING, HEADER_PROTOCOL, HEADER_RECEIVED_AT, HEADER_TENANT,
+};
 use crate::relabel::RelabelConfig;
 use crate::remote_write::proto::v1::{Exemplar, Sample};
 use crate::remote_write::{validate_v1, Label, Limits, TimeSeries, WriteRequest};
@@ -62,28 +64,35 @@ fn route_spec() -> impl Strategy<Value = RouteSpec> {
         subset(),
         prop_oneof![Just(1u32), 1u32..64],
     )
-        .prop_map(|(rules, task_count, task_labels, label_name, partition_labels, partitions)| RouteSpec {
-            rules,
-            task_count,
-            task_labels,
-            label_name,
-            partition_labels,
-            partitions,
-        })
+        .prop_map(
+            |(rules, task_count, task_labels, label_name, partition_labels, partitions)| {
+                RouteSpec {
+                    rules,
+                    task_count,
+                    task_labels,
+                    label_name,
+                    partition_labels,
+                    partitions,
+                }
+            },
+        )
 }
 
 fn compile(spec: &RouteSpec) -> Route {
     let relabel_configs: Vec<RelabelConfig> = serde_yaml::from_str(RULES[spec.rules]).unwrap();
-    Route::compile(&RouteConfig {
-        name: "r".into(),
-        topic: "t".into(),
-        task_count: spec.task_count,
-        task_labels: spec.task_labels.clone(),
-        task_label_name: spec.label_name.clone(),
-        partition_labels: spec.partition_labels.clone(),
-        relabel_configs,
-        relabel_file: None,
-    }, crate::remote_write::NameValidation::default())
+    Route::compile(
+        &RouteConfig {
+            name: "r".into(),
+            topic: "t".into(),
+            task_count: spec.task_count,
+            task_labels: spec.task_labels.clone(),
+            task_label_name: spec.label_name.clone(),
+            partition_labels: spec.partition_labels.clone(),
+            relabel_configs,
+            relabel_file: None,
+        },
+        crate::remote_write::NameValidation::default(),
+    )
     .unwrap()
 }
 
@@ -105,12 +114,14 @@ fn label_value() -> impl Strategy<Value = String> {
 /// Sorted, unique, valid labels with a non-empty `__name__`, possibly
 /// UTF-8 ones, possibly bringing a task label of their own.
 fn labels() -> impl Strategy<Value = Vec<Label>> {
-    (prop::collection::btree_map(label_name(), label_value(), 0..6), "[a-z.é]{1,8}").prop_map(
-        |(mut m, name): (BTreeMap<_, _>, String)| {
+    (
+        prop::collection::btree_map(label_name(), label_value(), 0..6),
+        "[a-z.é]{1,8}",
+    )
+        .prop_map(|(mut m, name): (BTreeMap<_, _>, String)| {
             m.insert("__name__".to_owned(), name);
             m.into_iter().map(|(n, v)| Label::new(n, v)).collect()
-        },
-    )
+        })
 }
 
 fn series() -> impl Strategy<Value = TimeSeries> {
@@ -279,8 +290,20 @@ fn header_key() -> impl Strategy<Value = String> {
 /// A header value: good ones, near misses, arbitrary bytes, or none.
 fn header_value() -> impl Strategy<Value = Option<Vec<u8>>> {
     let good = prop::sample::select(vec![
-        "snappy", "zstd", "identity", "ZSTD ", "gzip", "v1", "v2", "prometheus.WriteRequest",
-        "io.prometheus.write.v2.Request", "1700000000000", "-1", "9223372036854775808", "team-a", "",
+        "snappy",
+        "zstd",
+        "identity",
+        "ZSTD ",
+        "gzip",
+        "v1",
+        "v2",
+        "prometheus.WriteRequest",
+        "io.prometheus.write.v2.Request",
+        "1700000000000",
+        "-1",
+        "9223372036854775808",
+        "team-a",
+        "",
     ])
     .prop_map(|s| s.as_bytes().to_vec());
     prop::option::weighted(
@@ -291,14 +314,23 @@ fn header_value() -> impl Strategy<Value = Option<Vec<u8>>> {
 
 fn owned_headers(list: &[(String, Option<Vec<u8>>)]) -> OwnedHeaders {
     list.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
-        h.insert(Header { key, value: value.as_deref() })
+        h.insert(Header {
+            key,
+            value: value.as_deref(),
+        })
     })
 }
 
 fn is_known(key: &str) -> bool {
     // librdkafka stores keys NUL-terminated: "tenant\0x" reads back as "tenant".
     let key = key.split('\0').next().unwrap_or_default();
-    [HEADER_ENCODING, HEADER_PROTOCOL, HEADER_TENANT, HEADER_RECEIVED_AT].contains(&key)
+    [
+        HEADER_ENCODING,
+        HEADER_PROTOCOL,
+        HEADER_TENANT,
+        HEADER_RECEIVED_AT,
+    ]
+    .contains(&key)
 }
 
 proptest! {

@@ -9,11 +9,13 @@
 use std::borrow::Cow;
 
 use super::config::RouteConfig;
-use super::task_id::{inject_task_label_any, jump_hash, labels_hash_iter, partition_for_task, task_id, TaskIdConfig};
+use super::task_id::{
+    inject_task_label_any, jump_hash, labels_hash_iter, partition_for_task, task_id, TaskIdConfig,
+};
 use crate::relabel::{LabelPair, Rules};
 use crate::remote_write::fast::FastRequest;
-use crate::remote_write::NameValidation;
 use crate::remote_write::proto::v1::{Label, TimeSeries, WriteRequest};
+use crate::remote_write::NameValidation;
 
 /// A compiled route.
 pub struct Route {
@@ -205,15 +207,27 @@ pub fn route_fast<'a>(
     let mut labels: Vec<CowLabel<'a>> = Vec::new();
     for series in &request.series {
         let samples = (series.samples + series.histograms) as u64;
-        let original = request.labels.get(series.labels.clone()).unwrap_or_default();
+        let original = request
+            .labels
+            .get(series.labels.clone())
+            .unwrap_or_default();
         for (i, route) in routes.iter().enumerate() {
             labels.clear();
-            labels.extend(original.iter().map(|&(n, v)| (Cow::Borrowed(n), Cow::Borrowed(v))));
+            labels.extend(
+                original
+                    .iter()
+                    .map(|&(n, v)| (Cow::Borrowed(n), Cow::Borrowed(v))),
+            );
             stats[i].series_in += 1;
             stats[i].samples_in += samples;
             match route.apply(&mut labels, partitions[i]) {
                 Some((task, partition)) => {
-                    let entry = FastEntry { labels: &labels, rest: series.rest, samples: series.samples, histograms: series.histograms };
+                    let entry = FastEntry {
+                        labels: &labels,
+                        rest: series.rest,
+                        samples: series.samples,
+                        histograms: series.histograms,
+                    };
                     emit(i, partition, task, &entry);
                 }
                 None => {
@@ -327,23 +341,29 @@ mod tests {
 
     fn route(rules: &str, task_count: u32) -> Route {
         let relabel_configs: Vec<RelabelConfig> = serde_yaml::from_str(rules).unwrap();
-        Route::compile(&RouteConfig {
-            name: "r".into(),
-            topic: "t".into(),
-            task_count,
-            task_labels: vec![],
-            task_label_name: "stream_task_id".into(),
-            partition_labels: vec![],
-            relabel_configs,
-            relabel_file: None,
-        }, NameValidation::default())
+        Route::compile(
+            &RouteConfig {
+                name: "r".into(),
+                topic: "t".into(),
+                task_count,
+                task_labels: vec![],
+                task_label_name: "stream_task_id".into(),
+                partition_labels: vec![],
+                relabel_configs,
+                relabel_file: None,
+            },
+            NameValidation::default(),
+        )
         .unwrap()
     }
 
     fn series(job: &str) -> TimeSeries {
         TimeSeries {
             labels: vec![Label::new("__name__", "up"), Label::new("job", job)],
-            samples: vec![Sample { value: 1.0, timestamp: 1 }],
+            samples: vec![Sample {
+                value: 1.0,
+                timestamp: 1,
+            }],
             ..Default::default()
         }
     }
@@ -354,17 +374,28 @@ mod tests {
             route("- target_label: job\n  replacement: changed\n", 4),
             route("- source_labels: [job]\n  regex: b\n  action: drop\n", 8),
         ];
-        let request = WriteRequest { timeseries: vec![series("a"), series("b")], metadata: vec![] };
+        let request = WriteRequest {
+            timeseries: vec![series("a"), series("b")],
+            metadata: vec![],
+        };
         let mut stats = [RouteStats::default(); 2];
         let mut out = Vec::new();
-        route_request(request, &routes, &[2, 3], &mut stats, |r, p, t, s| out.push((r, p, t, s.clone())));
+        route_request(request, &routes, &[2, 3], &mut stats, |r, p, t, s| {
+            out.push((r, p, t, s.clone()))
+        });
         // Route 0 sees both series (rewritten); route 1 sees the originals, dropping job=b.
         assert_eq!(out.len(), 3);
         assert_eq!(out.iter().filter(|o| o.0 == 0).count(), 2);
-        assert!(out.iter().filter(|o| o.0 == 0).all(|o| o.3.labels[1].value == "changed"));
+        assert!(out
+            .iter()
+            .filter(|o| o.0 == 0)
+            .all(|o| o.3.labels[1].value == "changed"));
         let r1: Vec<_> = out.iter().filter(|o| o.0 == 1).collect();
         assert_eq!(r1.len(), 1);
-        assert_eq!(r1[0].3.labels[1].value, "a", "route 1 did not see route 0's change");
+        assert_eq!(
+            r1[0].3.labels[1].value, "a",
+            "route 1 did not see route 0's change"
+        );
         assert_eq!(stats[1].series_dropped, 1);
         assert_eq!(stats[1].samples_in, 2);
         for (_, p, t, s) in &out {
@@ -373,7 +404,10 @@ mod tests {
             let mut sorted = names.clone();
             sorted.sort_unstable();
             assert_eq!(names, sorted, "labels stay sorted");
-            assert_eq!(s.labels.last().unwrap(), &Label::new("stream_task_id", t.to_string()));
+            assert_eq!(
+                s.labels.last().unwrap(),
+                &Label::new("stream_task_id", t.to_string())
+            );
         }
     }
 
@@ -381,7 +415,10 @@ mod tests {
     fn a_series_bringing_its_own_task_label_gets_the_same_task() {
         let r = route("[]", 16);
         let mut plain = vec![("__name__".to_string(), "up".to_string())];
-        let mut stamped = vec![("__name__".to_string(), "up".to_string()), ("stream_task_id".to_string(), "999".to_string())];
+        let mut stamped = vec![
+            ("__name__".to_string(), "up".to_string()),
+            ("stream_task_id".to_string(), "999".to_string()),
+        ];
         assert_eq!(r.apply(&mut plain, 4), r.apply(&mut stamped, 4));
         assert_eq!(plain, stamped, "the stale value is overwritten");
     }
@@ -391,17 +428,43 @@ mod tests {
     fn entries_are_encoded_exactly_like_prost() {
         use crate::remote_write::proto::v1::{Exemplar, Histogram};
         let long = "x".repeat(200); // multi-byte length varints
-        let many: Vec<Label> = (0..20).map(|i| Label::new(format!("l{i:02}"), long.clone())).collect();
+        let many: Vec<Label> = (0..20)
+            .map(|i| Label::new(format!("l{i:02}"), long.clone()))
+            .collect();
         let cases = [
             TimeSeries::default(),
             series("a"),
             TimeSeries {
-                labels: vec![Label::new("", ""), Label::new("a", ""), Label::new("", "v"), Label::new(long.clone(), long.clone())],
-                samples: vec![Sample { value: 0.0, timestamp: 0 }, Sample { value: -1.5, timestamp: -3 }],
-                exemplars: vec![Exemplar { labels: vec![Label::new("trace_id", "abc")], value: 2.0, timestamp: 5 }],
-                histograms: vec![Histogram { timestamp: 7, ..Default::default() }],
+                labels: vec![
+                    Label::new("", ""),
+                    Label::new("a", ""),
+                    Label::new("", "v"),
+                    Label::new(long.clone(), long.clone()),
+                ],
+                samples: vec![
+                    Sample {
+                        value: 0.0,
+                        timestamp: 0,
+                    },
+                    Sample {
+                        value: -1.5,
+                        timestamp: -3,
+                    },
+                ],
+                exemplars: vec![Exemplar {
+                    labels: vec![Label::new("trace_id", "abc")],
+                    value: 2.0,
+                    timestamp: 5,
+                }],
+                histograms: vec![Histogram {
+                    timestamp: 7,
+                    ..Default::default()
+                }],
             },
-            TimeSeries { labels: many, ..series("b") },
+            TimeSeries {
+                labels: many,
+                ..series("b")
+            },
         ];
         for ts in &cases {
             let mut want = Vec::new();
@@ -418,7 +481,10 @@ mod tests {
         let mut out = Output::default();
         append_series(&mut out, &series("a"));
         append_series(&mut out, &series("b"));
-        assert_eq!(out.encoded.len(), entry_len(&series("a")) + entry_len(&series("b")));
+        assert_eq!(
+            out.encoded.len(),
+            entry_len(&series("a")) + entry_len(&series("b"))
+        );
         let decoded = WriteRequest::decode(out.encoded.as_slice()).unwrap();
         assert_eq!(decoded.timeseries, vec![series("a"), series("b")]);
         assert_eq!((out.series, out.samples), (2, 2));
@@ -436,19 +502,56 @@ mod tests {
         let (mut slow, mut quick) = (Vec::new(), Vec::new());
         let mut slow_stats = vec![RouteStats::default(); routes.len()];
         let mut quick_stats = slow_stats.clone();
-        route_request(request, routes, partitions, &mut slow_stats, |r, p, t, series| {
-            let mut out = Output::default();
-            append_series(&mut out, series);
-            slow.push((r, p, t, entry_len(series), out.encoded, out.series, out.samples, out.histograms));
-        });
-        route_fast(&fast_req, routes, partitions, &mut quick_stats, |r, p, t, entry| {
-            let mut out = Output::default();
-            entry.append_to(&mut out);
-            quick.push((r, p, t, entry.entry_len(), out.encoded, out.series, out.samples, out.histograms));
-        });
+        route_request(
+            request,
+            routes,
+            partitions,
+            &mut slow_stats,
+            |r, p, t, series| {
+                let mut out = Output::default();
+                append_series(&mut out, series);
+                slow.push((
+                    r,
+                    p,
+                    t,
+                    entry_len(series),
+                    out.encoded,
+                    out.series,
+                    out.samples,
+                    out.histograms,
+                ));
+            },
+        );
+        route_fast(
+            &fast_req,
+            routes,
+            partitions,
+            &mut quick_stats,
+            |r, p, t, entry| {
+                let mut out = Output::default();
+                entry.append_to(&mut out);
+                quick.push((
+                    r,
+                    p,
+                    t,
+                    entry.entry_len(),
+                    out.encoded,
+                    out.series,
+                    out.samples,
+                    out.histograms,
+                ));
+            },
+        );
         assert_eq!(quick, slow);
         for (q, s) in quick_stats.iter().zip(&slow_stats) {
-            let fields = |x: &RouteStats| (x.series_in, x.series_dropped, x.samples_in, x.samples_dropped);
+            let fields = |x: &RouteStats| {
+                (
+                    x.series_in,
+                    x.series_dropped,
+                    x.samples_in,
+                    x.samples_dropped,
+                )
+            };
             assert_eq!(fields(q), fields(s));
         }
         true
@@ -462,14 +565,24 @@ mod tests {
         let mut request = crate::produce::generate::payload(0, 500, 3, 1_700_000_000_000);
         for (i, ts) in request.timeseries.iter_mut().enumerate() {
             if i % 3 == 0 {
-                ts.samples.push(Sample { value: 0.0, timestamp: 0 });
-                ts.exemplars.push(Exemplar { labels: vec![Label::new("trace_id", "abc")], value: 2.0, timestamp: 5 });
+                ts.samples.push(Sample {
+                    value: 0.0,
+                    timestamp: 0,
+                });
+                ts.exemplars.push(Exemplar {
+                    labels: vec![Label::new("trace_id", "abc")],
+                    value: 2.0,
+                    timestamp: 5,
+                });
             }
             if i % 5 == 0 {
                 ts.histograms.push(Histogram {
                     count: Some(histogram::Count::CountInt(3)),
                     schema: -1,
-                    positive_spans: vec![BucketSpan { offset: -2, length: 2 }],
+                    positive_spans: vec![BucketSpan {
+                        offset: -2,
+                        length: 2,
+                    }],
                     // Buckets 1 and 2: the count of 3 adds up.
                     positive_deltas: vec![1, 1],
                     timestamp: 7,
@@ -478,7 +591,11 @@ mod tests {
             }
         }
         let raw = request.encode_to_vec();
-        let routes = [route(BENCH_RULES, 64), route("- target_label: job\n  replacement: changed\n", 4), route("[]", 16)];
+        let routes = [
+            route(BENCH_RULES, 64),
+            route("- target_label: job\n  replacement: changed\n", 4),
+            route("[]", 16),
+        ];
         assert!(same_on_both_paths(&raw, &routes, &[8, 3, 5]));
         assert!(same_on_both_paths(&raw, &routes[..1], &[8]));
     }
@@ -488,7 +605,11 @@ mod tests {
     #[test]
     fn fast_reader_declines_what_it_cannot_copy_exactly() {
         let limits = Limits::default();
-        let ok = WriteRequest { timeseries: vec![series("a")], metadata: vec![] }.encode_to_vec();
+        let ok = WriteRequest {
+            timeseries: vec![series("a")],
+            metadata: vec![],
+        }
+        .encode_to_vec();
         assert!(fast::parse(&ok, &limits).is_some());
         assert!(fast::parse(&[], &limits).is_some_and(|r| r.series.is_empty()));
         // series: labels {__name__="up"} then the given non-label bytes.
@@ -504,14 +625,14 @@ mod tests {
         let good = with_rest(&[0x12, 2, 0x10, 5]);
         assert!(same_on_both_paths(&good, &[route("[]", 4)], &[2]));
         for bad in [
-            &[0x12, 2, 0x10, 0][..],           // explicit zero timestamp
-            &[0x12, 3, 0x10, 0x85, 0x00][..],  // non-minimal varint
-            &[0x12, 3, 0x10, 5, 0][..],        // trailing garbage in a sample
-            &[0x12, 0x82, 0x00, 0x10, 5][..],  // non-minimal length
-            &[0x1a, 0, 0x12, 2, 0x10, 5][..],  // exemplar before sample
-            &[0x12, 2, 0x10, 5, 0x0a, 0][..],  // label after a sample
-            &[0x2a, 0][..],                    // unknown field
-            &[0x12, 9, 0x09][..],              // truncated
+            &[0x12, 2, 0x10, 0][..],          // explicit zero timestamp
+            &[0x12, 3, 0x10, 0x85, 0x00][..], // non-minimal varint
+            &[0x12, 3, 0x10, 5, 0][..],       // trailing garbage in a sample
+            &[0x12, 0x82, 0x00, 0x10, 5][..], // non-minimal length
+            &[0x1a, 0, 0x12, 2, 0x10, 5][..], // exemplar before sample
+            &[0x12, 2, 0x10, 5, 0x0a, 0][..], // label after a sample
+            &[0x2a, 0][..],                   // unknown field
+            &[0x12, 9, 0x09][..],             // truncated
         ] {
             let raw = with_rest(bad);
             assert!(fast::parse(&raw, &limits).is_none(), "{bad:?}");
@@ -524,11 +645,17 @@ mod tests {
         assert!(fast::parse(&utf8, &limits).is_none());
         assert!(WriteRequest::decode(utf8.as_slice()).is_err());
         let unsorted = WriteRequest {
-            timeseries: vec![TimeSeries { labels: vec![Label::new("b", "1"), Label::new("a", "2")], ..series("a") }],
+            timeseries: vec![TimeSeries {
+                labels: vec![Label::new("b", "1"), Label::new("a", "2")],
+                ..series("a")
+            }],
             metadata: vec![],
         };
         assert!(fast::parse(&unsorted.encode_to_vec(), &limits).is_none());
-        let small = Limits { max_series_per_request: 0, ..Limits::default() };
+        let small = Limits {
+            max_series_per_request: 0,
+            ..Limits::default()
+        };
         assert!(fast::parse(&ok, &small).is_none());
     }
 
@@ -540,17 +667,54 @@ mod tests {
         use crate::remote_write::proto::v1::{histogram, Histogram};
         use crate::remote_write::NameValidation;
         let one = |labels: Vec<Label>, histograms: Vec<Histogram>| {
-            WriteRequest { timeseries: vec![TimeSeries { labels, histograms, ..series("a") }], metadata: vec![] }.encode_to_vec()
+            WriteRequest {
+                timeseries: vec![TimeSeries {
+                    labels,
+                    histograms,
+                    ..series("a")
+                }],
+                metadata: vec![],
+            }
+            .encode_to_vec()
         };
-        let utf8 = one(vec![Label::new("__name__", "http.server.duration"), Label::new("service.name", "checkout")], vec![]);
+        let utf8 = one(
+            vec![
+                Label::new("__name__", "http.server.duration"),
+                Label::new("service.name", "checkout"),
+            ],
+            vec![],
+        );
         assert!(same_on_both_paths(&utf8, &[route("[]", 4)], &[2]));
-        let legacy = Limits { name_validation: NameValidation::Legacy, ..Limits::default() };
+        let legacy = Limits {
+            name_validation: NameValidation::Legacy,
+            ..Limits::default()
+        };
         assert!(fast::parse(&utf8, &legacy).is_none());
-        assert!(fast::parse(&one(vec![Label::new("job", "a")], vec![]), &Limits::default()).is_none());
-        assert!(fast::parse(&one(vec![Label::new("__name__", ""), Label::new("job", "a")], vec![]), &Limits::default()).is_none());
-        let hist = |count| Histogram { count: Some(histogram::Count::CountInt(count)), positive_deltas: vec![1, 1], sum: 1.0, ..Default::default() };
+        assert!(fast::parse(
+            &one(vec![Label::new("job", "a")], vec![]),
+            &Limits::default()
+        )
+        .is_none());
+        assert!(fast::parse(
+            &one(
+                vec![Label::new("__name__", ""), Label::new("job", "a")],
+                vec![]
+            ),
+            &Limits::default()
+        )
+        .is_none());
+        let hist = |count| Histogram {
+            count: Some(histogram::Count::CountInt(count)),
+            positive_deltas: vec![1, 1],
+            sum: 1.0,
+            ..Default::default()
+        };
         let up = || vec![Label::new("__name__", "up")];
-        assert!(same_on_both_paths(&one(up(), vec![hist(3)]), &[route("[]", 4)], &[2]));
+        assert!(same_on_both_paths(
+            &one(up(), vec![hist(3)]),
+            &[route("[]", 4)],
+            &[2]
+        ));
         assert!(fast::parse(&one(up(), vec![hist(4)]), &Limits::default()).is_none());
     }
 

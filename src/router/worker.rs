@@ -114,9 +114,16 @@ impl Progress {
 
     /// Ready, or the reason why not.
     fn ready(&self) -> Result<(), String> {
-        let (at, doing) = self.beat.lock().map(|b| *b).unwrap_or((Instant::now(), "unknown"));
+        let (at, doing) = self
+            .beat
+            .lock()
+            .map(|b| *b)
+            .unwrap_or((Instant::now(), "unknown"));
         if at.elapsed() > STALLED {
-            return Err(format!("worker stalled for {:.0?} in {doing}", at.elapsed()));
+            return Err(format!(
+                "worker stalled for {:.0?} in {doing}",
+                at.elapsed()
+            ));
         }
         if !self.healthy.load(Ordering::Acquire) {
             return Err("transactions are not committing".into());
@@ -233,9 +240,11 @@ impl Router {
             .routes
             .iter()
             .map(|r| {
-                Route::compile(r, config.gateway.limits.name_validation).map_err(|reason| RouterError::Route {
-                    route: r.name.clone(),
-                    reason,
+                Route::compile(r, config.gateway.limits.name_validation).map_err(|reason| {
+                    RouterError::Route {
+                        route: r.name.clone(),
+                        reason,
+                    }
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -274,7 +283,10 @@ async fn watch(progress: Arc<Progress>, readiness: Readiness) {
     loop {
         let ready = progress.ready();
         readiness.set("router", ready.is_ok());
-        let state = ready.as_ref().err().map(|r| r.split(" for ").next().unwrap_or(r).to_string());
+        let state = ready
+            .as_ref()
+            .err()
+            .map(|r| r.split(" for ").next().unwrap_or(r).to_string());
         if logged.as_ref() != Some(&state) {
             match &ready {
                 Ok(()) if logged.is_some() => info!("router ready again"),
@@ -469,7 +481,9 @@ impl Worker {
                         return Err(RouterError::ConsumerFailed(reason));
                     }
                     if self.lost.load(Ordering::Acquire) {
-                        return Err(RouterError::ConsumerFailed("the ingress assignment was lost (session expired)".into()));
+                        return Err(RouterError::ConsumerFailed(
+                            "the ingress assignment was lost (session expired)".into(),
+                        ));
                     }
                     // Back off while Kafka is unwell, at most 5 s.
                     sleep_unless(

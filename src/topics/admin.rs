@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
@@ -28,15 +30,23 @@ impl TopicAdmin {
             .client_config("admin")
             .create()
             .map_err(|e| kafka_err("cannot create admin client", e))?;
-        Ok(TopicAdmin { client, timeout: kafka.request_timeout })
+        Ok(TopicAdmin {
+            client,
+            timeout: kafka.request_timeout,
+        })
     }
 
     fn options(&self) -> AdminOptions {
-        AdminOptions::new().request_timeout(Some(self.timeout)).operation_timeout(Some(self.timeout))
+        AdminOptions::new()
+            .request_timeout(Some(self.timeout))
+            .operation_timeout(Some(self.timeout))
     }
 
     /// What the cluster has for each spec's topic (None when missing).
-    pub async fn observe(&self, specs: &[TopicSpec]) -> Result<BTreeMap<String, ObservedTopic>, TopicsError> {
+    pub async fn observe(
+        &self,
+        specs: &[TopicSpec],
+    ) -> Result<BTreeMap<String, ObservedTopic>, TopicsError> {
         let metadata = {
             let client = self.client.inner();
             let timeout = self.timeout;
@@ -45,9 +55,14 @@ impl TopicAdmin {
                 .map_err(|e| kafka_err("cannot read cluster metadata", e))?
         };
         let mut out = BTreeMap::new();
-        let wanted: Vec<&TopicSpec> =
-            specs.iter().filter(|s| metadata.topics().iter().any(|t| t.name() == s.name)).collect();
-        let resources: Vec<ResourceSpecifier> = wanted.iter().map(|s| ResourceSpecifier::Topic(&s.name)).collect();
+        let wanted: Vec<&TopicSpec> = specs
+            .iter()
+            .filter(|s| metadata.topics().iter().any(|t| t.name() == s.name))
+            .collect();
+        let resources: Vec<ResourceSpecifier> = wanted
+            .iter()
+            .map(|s| ResourceSpecifier::Topic(&s.name))
+            .collect();
         let configs = if resources.is_empty() {
             Vec::new()
         } else {
@@ -57,7 +72,8 @@ impl TopicAdmin {
                 .map_err(|e| kafka_err("cannot describe topic configs", e))?
         };
         for (spec, result) in wanted.iter().zip(configs) {
-            let resource = result.map_err(|e| kafka_err(&format!("cannot describe topic {}", spec.name), e))?;
+            let resource = result
+                .map_err(|e| kafka_err(&format!("cannot describe topic {}", spec.name), e))?;
             let topic = metadata
                 .topics()
                 .iter()
@@ -76,7 +92,11 @@ impl TopicAdmin {
                 .collect();
             out.insert(
                 spec.name.clone(),
-                ObservedTopic { partitions: topic.partitions().len() as u32, replication_factor, config },
+                ObservedTopic {
+                    partitions: topic.partitions().len() as u32,
+                    replication_factor,
+                    config,
+                },
             );
         }
         Ok(out)
@@ -108,7 +128,9 @@ impl TopicAdmin {
                 for result in results {
                     match result {
                         Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                        Err((name, code)) => return Err(kafka_err(&format!("cannot create topic {name}"), code)),
+                        Err((name, code)) => {
+                            return Err(kafka_err(&format!("cannot create topic {name}"), code))
+                        }
                     }
                 }
             }
@@ -121,7 +143,10 @@ impl TopicAdmin {
                     .map_err(|e| kafka_err("create partitions", e))?;
                 for result in results {
                     if let Err((name, code)) = result {
-                        return Err(kafka_err(&format!("cannot raise partitions of {name}"), code));
+                        return Err(kafka_err(
+                            &format!("cannot raise partitions of {name}"),
+                            code,
+                        ));
                     }
                 }
             }
@@ -142,7 +167,11 @@ impl TopicAdmin {
                 return Err(TopicsError::Kafka(format!(
                     "changes not visible in metadata after {:?}: {}",
                     self.timeout,
-                    plan.changes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                    plan.changes
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -37,13 +37,20 @@ pub struct TopicSpec {
 pub enum TopicsError {
     /// The folder or a file could not be read.
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A file is not a valid topic spec.
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
     /// Two files name the same topic.
     #[error("topic {name} is declared twice: {first} and {second}")]
-    Duplicate { name: String, first: PathBuf, second: PathBuf },
+    Duplicate {
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
     /// A Kafka admin request failed.
     #[error("kafka admin request failed: {0}")]
     Kafka(String),
@@ -58,17 +65,28 @@ pub fn check_topic_name(name: &str) -> Result<(), String> {
         return Err(format!("'{name}' is not a legal topic name"));
     }
     if name.len() > 249 {
-        return Err(format!("topic name is {} characters long; Kafka allows 249", name.len()));
+        return Err(format!(
+            "topic name is {} characters long; Kafka allows 249",
+            name.len()
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("topic name '{name}' holds '{c}'; Kafka allows a-z, A-Z, 0-9, '.', '_' and '-'"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name '{name}' holds '{c}'; Kafka allows a-z, A-Z, 0-9, '.', '_' and '-'"
+        ));
     }
     Ok(())
 }
 
 /// Reads every `*.toml` file in `dir`, sorted by file name.
 pub fn load_dir(dir: &Path) -> Result<Vec<TopicSpec>, TopicsError> {
-    let read_err = |source| TopicsError::Read { path: dir.to_path_buf(), source };
+    let read_err = |source| TopicsError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(read_err)?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -77,10 +95,20 @@ pub fn load_dir(dir: &Path) -> Result<Vec<TopicSpec>, TopicsError> {
     paths.sort();
     let mut specs: Vec<(PathBuf, TopicSpec)> = Vec::new();
     for path in paths {
-        let text = std::fs::read_to_string(&path).map_err(|source| TopicsError::Read { path: path.clone(), source })?;
-        let spec = parse_spec(&text).map_err(|reason| TopicsError::Invalid { path: path.clone(), reason })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| TopicsError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let spec = parse_spec(&text).map_err(|reason| TopicsError::Invalid {
+            path: path.clone(),
+            reason,
+        })?;
         if let Some((first, _)) = specs.iter().find(|(_, s)| s.name == spec.name) {
-            return Err(TopicsError::Duplicate { name: spec.name, first: first.clone(), second: path });
+            return Err(TopicsError::Duplicate {
+                name: spec.name,
+                first: first.clone(),
+                second: path,
+            });
         }
         specs.push((path, spec));
     }
@@ -147,7 +175,10 @@ impl fmt::Display for Change {
                 s.name,
                 s.partitions,
                 s.replication_factor,
-                s.config.iter().map(|(k, v)| format!(", {k}={v}")).collect::<String>()
+                s.config
+                    .iter()
+                    .map(|(k, v)| format!(", {k}={v}"))
+                    .collect::<String>()
             ),
             Change::AddPartitions { topic, from, to } => {
                 write!(f, "raise partitions of topic {topic} from {from} to {to}")
@@ -171,9 +202,16 @@ pub fn plan(specs: &[TopicSpec], observed: impl Fn(&str) -> Option<ObservedTopic
             plan.changes.push(Change::Create(spec.clone()));
             continue;
         };
-        let drift = |what: String| Drift { topic: spec.name.clone(), what };
+        let drift = |what: String| Drift {
+            topic: spec.name.clone(),
+            what,
+        };
         if have.partitions < spec.partitions {
-            plan.changes.push(Change::AddPartitions { topic: spec.name.clone(), from: have.partitions, to: spec.partitions });
+            plan.changes.push(Change::AddPartitions {
+                topic: spec.name.clone(),
+                from: have.partitions,
+                to: spec.partitions,
+            });
         } else if have.partitions > spec.partitions {
             plan.drift.push(drift(format!(
                 "has {} partitions, the file says {} (Kafka cannot remove partitions; update the file)",
@@ -189,8 +227,12 @@ pub fn plan(specs: &[TopicSpec], observed: impl Fn(&str) -> Option<ObservedTopic
         for (key, want) in &spec.config {
             match have.config.get(key) {
                 Some(Some(value)) if value == want => {}
-                Some(Some(value)) => plan.drift.push(drift(format!("config {key} is {value}, the file says {want}"))),
-                _ => plan.drift.push(drift(format!("config {key} is not set or unknown to the broker, the file says {want}"))),
+                Some(Some(value)) => plan.drift.push(drift(format!(
+                    "config {key} is {value}, the file says {want}"
+                ))),
+                _ => plan.drift.push(drift(format!(
+                    "config {key} is not set or unknown to the broker, the file says {want}"
+                ))),
             }
         }
     }
@@ -225,13 +267,23 @@ mod tests {
 
     #[test]
     fn matching_topic_needs_nothing() {
-        assert_eq!(plan(&[spec(3)], |_| Some(observed(3, "1000"))), Plan::default());
+        assert_eq!(
+            plan(&[spec(3)], |_| Some(observed(3, "1000"))),
+            Plan::default()
+        );
     }
 
     #[test]
     fn more_partitions_wanted_are_added_fewer_are_drift() {
         let up = plan(&[spec(4)], |_| Some(observed(2, "1000")));
-        assert_eq!(up.changes, vec![Change::AddPartitions { topic: "t".into(), from: 2, to: 4 }]);
+        assert_eq!(
+            up.changes,
+            vec![Change::AddPartitions {
+                topic: "t".into(),
+                from: 2,
+                to: 4
+            }]
+        );
         let down = plan(&[spec(2)], |_| Some(observed(4, "1000")));
         assert!(down.changes.is_empty());
         assert_eq!(down.drift.len(), 1);
@@ -241,13 +293,28 @@ mod tests {
     #[test]
     fn config_difference_is_drift() {
         let p = plan(&[spec(1)], |_| Some(observed(1, "5")));
-        assert_eq!(p.drift[0].to_string(), "drift: topic t: config retention.ms is 5, the file says 1000");
+        assert_eq!(
+            p.drift[0].to_string(),
+            "drift: topic t: config retention.ms is 5, the file says 1000"
+        );
     }
 
     #[test]
     fn bad_files_are_refused_with_the_key() {
-        assert!(parse_spec("name = \"a b\"\npartitions = 1\nreplication_factor = 1").unwrap_err().starts_with("name:"));
-        assert!(parse_spec("name = \"a\"\npartitions = 0\nreplication_factor = 1").unwrap_err().starts_with("partitions:"));
-        assert!(parse_spec("name = \"a\"\npartitions = 1\nreplication_factor = 1\nretention = 1").unwrap_err().contains("retention"));
+        assert!(
+            parse_spec("name = \"a b\"\npartitions = 1\nreplication_factor = 1")
+                .unwrap_err()
+                .starts_with("name:")
+        );
+        assert!(
+            parse_spec("name = \"a\"\npartitions = 0\nreplication_factor = 1")
+                .unwrap_err()
+                .starts_with("partitions:")
+        );
+        assert!(
+            parse_spec("name = \"a\"\npartitions = 1\nreplication_factor = 1\nretention = 1")
+                .unwrap_err()
+                .contains("retention")
+        );
     }
 }
