@@ -27,6 +27,8 @@ trap cleanup EXIT
 export KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:${KAFKA_PORT:-9092}}"
 export VM_URL="http://127.0.0.1:${VM_PORT:-8428}"
 export VMAGENT_URL="http://127.0.0.1:${VMAGENT_PORT:-8429}"
+# vmagent and victoria-metrics v1.151.0 for the stream aggregation test.
+eval "$("$ROOT/scripts/vm-modern.sh" env)"
 
 log "running unit and integration tests against kafka at $KAFKA_BOOTSTRAP"
 cargo test --locked "$@"
