@@ -20,6 +20,7 @@ mod keeper;
 pub mod metrics;
 mod scan;
 mod send;
+pub mod windows;
 mod worker;
 
 use std::collections::BTreeSet;
