@@ -63,3 +63,20 @@ fn missing_config_file_is_an_error() {
     assert_eq!(output.status.code(), Some(2), "{}", show(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
 }
+
+#[test]
+fn a_bad_windows_setting_names_its_dotted_key() {
+    let (code, out) = run_with(
+        "[egress.windows]\ndelay = \"10s\"\ngap_factor = 0.5\non_late = \"topic\"\n",
+        &[],
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("egress.windows.gap_factor: must be a number greater than 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("egress.windows.late_topic: must be set when on_late = \"topic\""),
+        "{out}"
+    );
+}

@@ -79,6 +79,8 @@ pub struct EgressConfig {
     /// header) is sent in this header, e.g. `X-Scope-OrgID`; a request then
     /// never mixes tenants.
     pub forward_tenant_header: Option<String>,
+    /// Delay and gap windows (`[egress.windows]`); off unless `delay` > 0s.
+    pub windows: super::windows::WindowsConfig,
 }
 
 /// HTTP basic authentication.
@@ -235,6 +237,7 @@ impl Default for EgressConfig {
             bearer_token: None,
             headers: BTreeMap::new(),
             forward_tenant_header: None,
+            windows: super::windows::WindowsConfig::default(),
         }
     }
 }
@@ -380,6 +383,9 @@ impl EgressConfig {
                 "forward_tenant_header",
                 "is not a valid header name",
             );
+        }
+        for (key, reason) in self.windows.problems() {
+            out.push((format!("windows.{key}"), reason));
         }
         out
     }

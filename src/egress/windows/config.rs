@@ -197,6 +197,14 @@ mod tests {
         assert_eq!(keys(&c), ["late_topic", "on_gap"]);
     }
 
+    /// config/example.toml documents every windows key with its default.
+    #[test]
+    fn the_example_windows_section_is_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let config = crate::config::Config::load(Some(&path)).expect("example loads");
+        assert_eq!(config.egress.windows, WindowsConfig::default());
+    }
+
     #[test]
     fn policies_parse_from_toml() {
         let c: WindowsConfig = toml::from_str(
