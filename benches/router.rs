@@ -27,6 +27,8 @@ fn route(rules: &str) -> Route {
             topic: "t".into(),
             task_count: 64,
             task_labels: vec![],
+            task_labels_without: vec![],
+            stream_aggr_file: None,
             task_label_name: "stream_task_id".into(),
             partition_labels: vec![],
             relabel_configs,

@@ -93,6 +93,14 @@ pub struct RelabelArgs {
     /// Labels the task id is computed from (default: all).
     #[arg(long, value_delimiter = ',', requires = "task_count")]
     pub task_labels: Option<Vec<String>>,
+    /// Labels left out of the task id's hash (default: none).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        requires = "task_count",
+        conflicts_with = "task_labels"
+    )]
+    pub task_labels_without: Option<Vec<String>>,
     /// Name of the injected task label.
     #[arg(long, default_value = "stream_task_id", requires = "task_count")]
     pub task_label_name: String,

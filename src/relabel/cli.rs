@@ -6,6 +6,13 @@
 //! label object (keys sorted), or `null` when the series is dropped. With
 //! `--task-count` the task label is injected; with `--partitions` each
 //! result becomes `{"labels": {...}, "partition": p}`.
+//!
+//! On stderr, after the last line: the load, series per partition (with
+//! `--partitions`) and per task, so an uneven spread shows before it runs.
+//! With a route that has a `stream_aggr_file`, stderr also starts with the
+//! rules' start-up findings (rules routed together, keys they cannot
+//! share) and ends with how many series were routed by the rules and how
+//! many by an empty label set.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -13,6 +20,7 @@ use std::path::Path;
 
 use crate::cli::RelabelArgs;
 use crate::config::Config;
+use crate::router::aggregation::Routed;
 use crate::router::route::Route;
 use crate::router::task_id::{
     inject_task_label, jump_hash, labels_hash, partition_for_task, task_id, TaskIdConfig,
@@ -97,6 +105,7 @@ impl Pipeline {
             Some(n) => Some(TaskIdConfig {
                 task_count: n,
                 task_labels: args.task_labels.clone(),
+                task_labels_without: args.task_labels_without.clone().unwrap_or_default(),
                 label_name: args.task_label_name.clone(),
             }),
             None => None,
@@ -123,6 +132,28 @@ impl Pipeline {
 
     /// Applies the pipeline to one JSON line; returns the output JSON line.
     pub fn apply_line(&self, line: &str) -> Result<String, String> {
+        self.apply(line, &mut Load::default())
+    }
+
+    /// The start-up findings of the route's aggregation rules, if any.
+    pub fn findings(&self) -> Vec<String> {
+        let findings = self
+            .route
+            .as_ref()
+            .and_then(Route::aggregation)
+            .map(|a| a.report())
+            .unwrap_or_default();
+        findings
+            .into_iter()
+            .map(|f| match f.warning {
+                true => format!("warning: {}", f.text),
+                false => f.text,
+            })
+            .collect()
+    }
+
+    /// [`Pipeline::apply_line`], counting the result into `load`.
+    pub fn apply(&self, line: &str, load: &mut Load) -> Result<String, String> {
         let input: BTreeMap<String, serde_json::Value> =
             serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
         let mut labels = Vec::with_capacity(input.len() + 1);
@@ -134,14 +165,30 @@ impl Pipeline {
         }
         let partition_key = if let Some(route) = &self.route {
             // Without --partitions the partition is not printed; 1 keeps apply() happy.
-            match route.apply(&mut labels, self.partitions.unwrap_or(1)) {
-                None => return Ok("null".into()),
-                Some((_, partition)) => self.partitions.map(|_| partition),
+            match route.apply_routed(&mut labels, self.partitions.unwrap_or(1)) {
+                None => {
+                    load.dropped += 1;
+                    return Ok("null".into());
+                }
+                Some((task, partition, routed)) => {
+                    let partition = self.partitions.map(|_| partition);
+                    load.add(Some(task), partition, routed);
+                    partition
+                }
             }
         } else if !self.rules.process(&mut labels) {
+            load.dropped += 1;
             return Ok("null".into());
         } else {
-            self.stamp(&mut labels)
+            let partition = self.stamp(&mut labels);
+            let task = self.task.as_ref().and_then(|t| {
+                labels
+                    .iter()
+                    .find(|(n, _)| *n == t.label_name)
+                    .and_then(|(_, v)| v.parse().ok())
+            });
+            load.add(task, partition, Routed::Unmatched);
+            partition
         };
         let object: BTreeMap<String, String> = labels.into_iter().collect();
         let out = match partition_key {
@@ -154,15 +201,97 @@ impl Pipeline {
     }
 }
 
-/// Runs the command over stdin and stdout.
+/// Series counted by [`Pipeline::apply`]: the load per partition and task.
+#[derive(Debug, Default)]
+pub struct Load {
+    /// Series kept.
+    pub series: u64,
+    /// Series dropped by relabeling.
+    pub dropped: u64,
+    /// Series per partition (with `--partitions`).
+    pub partitions: BTreeMap<u32, u64>,
+    /// Series per task (with a task label).
+    pub tasks: BTreeMap<u32, u64>,
+    /// Series routed by the aggregation rules.
+    pub grouped: u64,
+    /// Of those, series routed by an empty label set (one task for all).
+    pub conflicts: u64,
+}
+
+impl Load {
+    fn add(&mut self, task: Option<u32>, partition: Option<u32>, routed: Routed) {
+        self.series += 1;
+        if let Some(t) = task {
+            *self.tasks.entry(t).or_default() += 1;
+        }
+        if let Some(p) = partition {
+            *self.partitions.entry(p).or_default() += 1;
+        }
+        self.grouped += u64::from(routed != Routed::Unmatched);
+        self.conflicts += u64::from(routed == Routed::Conflict);
+    }
+
+    /// The summary lines written to stderr. `partitions` is the partition
+    /// count (partitions without series are listed too).
+    pub fn summary(&self, partitions: Option<u32>, aggregation: bool) -> Vec<String> {
+        let share = |n: u64| 100.0 * n as f64 / self.series.max(1) as f64;
+        let mut out = vec![format!(
+            "load: {} series kept, {} dropped",
+            self.series, self.dropped
+        )];
+        if let Some(count) = partitions {
+            let cells: Vec<String> = (0..count)
+                .map(|p| {
+                    let n = self.partitions.get(&p).copied().unwrap_or(0);
+                    format!("p{p} {n} ({:.1}%)", share(n))
+                })
+                .collect();
+            out.push(format!("load: series per partition: {}", cells.join(", ")));
+        }
+        if !self.tasks.is_empty() {
+            let (max_task, max) = self
+                .tasks
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(t, n)| (*t, *n))
+                .unwrap_or_default();
+            out.push(format!(
+                "load: {} tasks used; the busiest, task {max_task}, holds {max} series ({:.1}%)",
+                self.tasks.len(),
+                share(max)
+            ));
+        }
+        if aggregation {
+            out.push(format!(
+                "aggregation: {} series routed by the rules' grouping labels, {} as without the file",
+                self.grouped,
+                self.series - self.grouped
+            ));
+            if self.conflicts > 0 {
+                out.push(format!(
+                    "aggregation: {} series matched rules whose grouping keys share no label: routed by an empty label set, all to one task",
+                    self.conflicts
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Runs the command over stdin and stdout; findings and load on stderr.
 pub fn run(args: &RelabelArgs, config: Option<&Path>) -> Result<(), RelabelCliError> {
     let pipeline = Pipeline::from_args(args, config)?;
+    let mut stderr = std::io::stderr().lock();
+    for finding in pipeline.findings() {
+        writeln!(stderr, "aggregation: {finding}")?;
+    }
+    let mut load = Load::default();
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     for (i, line) in stdin.lines().enumerate() {
         let line = line?;
         let out = pipeline
-            .apply_line(&line)
+            .apply(&line, &mut load)
             .map_err(|reason| RelabelCliError::Input {
                 line: i + 1,
                 reason,
@@ -170,6 +299,13 @@ pub fn run(args: &RelabelArgs, config: Option<&Path>) -> Result<(), RelabelCliEr
         writeln!(stdout, "{out}")?;
     }
     stdout.flush()?;
+    let aggregation = pipeline
+        .route
+        .as_ref()
+        .is_some_and(|r| r.aggregation().is_some());
+    for line in load.summary(pipeline.partitions, aggregation) {
+        writeln!(stderr, "{line}")?;
+    }
     Ok(())
 }
 

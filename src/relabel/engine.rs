@@ -269,8 +269,9 @@ impl Rule {
     }
 }
 
-/// Compiles a Go regex anchored like Prometheus' `NewRegexp`: `^(?s:…)$`.
-fn compile_regex(pattern: &str) -> Result<Regex, String> {
+/// Compiles a Go regex anchored like Prometheus' `NewRegexp`: `^(?s:…)$`
+/// (also the full-match anchoring of PromQL label matchers).
+pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, String> {
     let translated = goregex::translate(pattern)?;
     RegexBuilder::new(&format!("^(?s:{translated})$"))
         // Go has no compiled-size limit worth the name; allow big

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::relabel::{load_configs, RelabelConfig, Rules};
 use crate::remote_write::NameValidation;
+use crate::router::aggregation::Aggregation;
 use crate::router::task_id::{TaskIdConfig, DEFAULT_TASK_LABEL};
 
 /// The router role: ingress topic in, per-task partitioned topics out.
@@ -58,6 +59,16 @@ pub struct RouteConfig {
     /// Labels the task id is computed from; empty means all labels.
     #[serde(default)]
     pub task_labels: Vec<String>,
+    /// Labels left out of the task id's hash, every other label is hashed
+    /// (vmagent's `shardByURL.ignoreLabels`). Not together with `task_labels`.
+    #[serde(default)]
+    pub task_labels_without: Vec<String>,
+    /// The stream aggregation file the downstream vmagents run: series a
+    /// rule matches are routed by the labels every matching rule groups by
+    /// (see `router::aggregation`); the others by `task_labels` /
+    /// `task_labels_without` / all labels.
+    #[serde(default)]
+    pub stream_aggr_file: Option<PathBuf>,
     /// Name of the injected task label: a legacy Prometheus name
     /// (`^[a-zA-Z_][a-zA-Z0-9_]*$`) even when `gateway.limits.name_validation`
     /// is `"utf8"`, so that every receiver takes it.
@@ -95,6 +106,8 @@ impl Default for RouterConfig {
                 topic: "streamroute.tasks.default".into(),
                 task_count: 64,
                 task_labels: Vec::new(),
+                task_labels_without: Vec::new(),
+                stream_aggr_file: None,
                 task_label_name: default_task_label(),
                 partition_labels: Vec::new(),
                 relabel_configs: Vec::new(),
@@ -120,8 +133,19 @@ impl RouteConfig {
         TaskIdConfig {
             task_count: self.task_count,
             task_labels: (!self.task_labels.is_empty()).then(|| self.task_labels.clone()),
+            task_labels_without: self.task_labels_without.clone(),
             label_name: self.task_label_name.clone(),
         }
+    }
+}
+
+impl RouteConfig {
+    /// The compiled `stream_aggr_file`, when set.
+    pub fn aggregation(&self) -> Result<Option<Aggregation>, String> {
+        self.stream_aggr_file
+            .as_ref()
+            .map(|path| Aggregation::load(path, &self.task_label_name))
+            .transpose()
     }
 }
 
@@ -207,6 +231,22 @@ impl RouterConfig {
                 key("task_label_name"),
                 format!("{:?} is not a valid label name", route.task_label_name),
             );
+            check(
+                route.task_labels.is_empty() || route.task_labels_without.is_empty(),
+                key("task_labels_without"),
+                format!("cannot be combined with routes[{i}].task_labels: give one of them"),
+            );
+            check(
+                route.stream_aggr_file.is_none() || route.partition_labels.is_empty(),
+                key("partition_labels"),
+                format!("cannot be combined with routes[{i}].stream_aggr_file: the partition must follow the aggregation groups' task id"),
+            );
+            let aggregation = route.aggregation();
+            check(
+                aggregation.is_ok(),
+                key("stream_aggr_file"),
+                aggregation.err().unwrap_or_default(),
+            );
             let rules = route.rules(name_validation);
             check(
                 rules.is_ok(),
@@ -215,5 +255,77 @@ impl RouterConfig {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// config/example.toml lists every router and route key with its default.
+    #[test]
+    fn the_example_router_section_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let config = crate::config::Config::load(Some(&path)).unwrap();
+        assert_eq!(
+            serde_json::to_value(&config.router).unwrap(),
+            serde_json::to_value(RouterConfig::default()).unwrap()
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let route = serde_json::to_value(&RouterConfig::default().routes[0]).unwrap();
+        for key in route.as_object().unwrap().keys() {
+            assert!(
+                text.contains(&format!("\n{key} =")) || text.contains(&format!("\n# {key} =")),
+                "example.toml lacks route key {key}"
+            );
+        }
+    }
+
+    fn route(extra: impl FnOnce(&mut RouteConfig)) -> Vec<(String, String)> {
+        let mut config = RouterConfig::default();
+        extra(&mut config.routes[0]);
+        config.problems(NameValidation::default())
+    }
+
+    #[test]
+    fn route_key_problems_name_their_keys() {
+        let p = route(|r| {
+            r.task_labels = vec!["job".into()];
+            r.task_labels_without = vec!["instance".into()];
+        });
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].0, "routes[0].task_labels_without");
+        assert!(p[0].1.contains("routes[0].task_labels"), "{p:?}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aggr.yml");
+        std::fs::write(
+            &file,
+            "- name: jobs\n  interval: 1m\n  outputs: [total]\n  match: 'up{job=}'\n",
+        )
+        .unwrap();
+        let p = route(|r| r.stream_aggr_file = Some(file.clone()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "routes[0].stream_aggr_file");
+        assert!(
+            p[0].1.contains("aggr.yml") && p[0].1.contains("rule #0 (jobs)"),
+            "{p:?}"
+        );
+
+        let p = route(|r| r.stream_aggr_file = Some(dir.path().join("missing.yml")));
+        assert_eq!(p[0].0, "routes[0].stream_aggr_file");
+        assert!(p[0].1.contains("missing.yml"), "{p:?}");
+
+        std::fs::write(&file, "- interval: 1m\n  outputs: [total]\n  by: [job]\n").unwrap();
+        let p = route(|r| {
+            r.stream_aggr_file = Some(file.clone());
+            r.partition_labels = vec!["job".into()];
+        });
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "routes[0].partition_labels");
+        assert!(route(|r| r.stream_aggr_file = Some(file.clone())).is_empty());
     }
 }

@@ -9,6 +9,12 @@ pub const SERIES: &str = "streamroute_router_series_total";
 pub const SAMPLES: &str = "streamroute_router_samples_total";
 /// Samples written per route and task id.
 pub const TASK_SAMPLES: &str = "streamroute_router_task_samples_total";
+/// Samples written per route and output partition (the load each
+/// partition's egress worker and vmagent receives).
+pub const PARTITION_SAMPLES: &str = "streamroute_router_partition_samples_total";
+/// Series whose matching stream aggregation rules share no grouping label,
+/// routed by the empty label set (all to one task), per route.
+pub const AGGREGATION_CONFLICTS: &str = "streamroute_router_aggregation_conflict_series_total";
 /// Ingress record timestamp to committed output, per route.
 pub const DISTRIBUTION_LATENCY: &str = "streamroute_router_distribution_latency_seconds";
 /// Records (batches) buffered in the open transaction, per route.
@@ -35,6 +41,14 @@ pub fn describe() {
         "samples by route and outcome (in, out, dropped by relabeling)"
     );
     describe_counter!(TASK_SAMPLES, "samples written per route and stream_task_id");
+    describe_counter!(
+        PARTITION_SAMPLES,
+        "samples written per route and output partition"
+    );
+    describe_counter!(
+        AGGREGATION_CONFLICTS,
+        "series whose matching stream aggregation rules share no grouping label (all routed to one task), per route"
+    );
     describe_histogram!(
         DISTRIBUTION_LATENCY,
         Unit::Seconds,

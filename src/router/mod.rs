@@ -8,6 +8,7 @@
 //! processed in order, and a series always goes to the same output
 //! partition, so its samples keep their order.
 
+pub mod aggregation;
 pub mod config;
 pub mod metrics;
 pub mod route;

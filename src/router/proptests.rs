@@ -90,6 +90,8 @@ fn compile(spec: &RouteSpec) -> Route {
             partition_labels: spec.partition_labels.clone(),
             relabel_configs,
             relabel_file: None,
+            task_labels_without: vec![],
+            stream_aggr_file: None,
         },
         crate::remote_write::NameValidation::default(),
     )
@@ -248,6 +250,7 @@ proptest! {
         let cfg = TaskIdConfig {
             task_count: spec.task_count,
             task_labels: (!spec.task_labels.is_empty()).then(|| spec.task_labels.clone()),
+            task_labels_without: Vec::new(),
             label_name: name,
         };
         let task = task_id(&plain, &cfg);

@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 
+use super::aggregation::{Aggregation, Routed};
 use super::config::RouteConfig;
 use super::task_id::{
     inject_task_label_any, jump_hash, labels_hash_iter, partition_for_task, task_id, TaskIdConfig,
@@ -26,6 +27,7 @@ pub struct Route {
     rules: Rules,
     task: TaskIdConfig,
     partition_labels: Vec<String>,
+    aggregation: Option<Aggregation>,
 }
 
 impl Route {
@@ -37,16 +39,35 @@ impl Route {
             rules: config.rules(names)?,
             task: config.task(),
             partition_labels: config.partition_labels.clone(),
+            aggregation: config.aggregation()?,
         })
+    }
+
+    /// The route's `stream_aggr_file` rules, when set.
+    pub fn aggregation(&self) -> Option<&Aggregation> {
+        self.aggregation.as_ref()
     }
 
     /// Relabels `labels` and stamps the task label. Returns the task id and
     /// partition (of `partitions`), or None when the series is dropped.
     pub fn apply<L: LabelPair>(&self, labels: &mut Vec<L>, partitions: u32) -> Option<(u32, u32)> {
+        self.apply_routed(labels, partitions)
+            .map(|(t, p, _)| (t, p))
+    }
+
+    /// [`Route::apply`], also saying how the aggregation rules decided.
+    pub fn apply_routed<L: LabelPair>(
+        &self,
+        labels: &mut Vec<L>,
+        partitions: u32,
+    ) -> Option<(u32, u32, Routed)> {
         if !self.rules.process_any(labels) {
             return None;
         }
-        let task = task_id(labels, &self.task);
+        let (task, routed) = match &self.aggregation {
+            Some(aggregation) => aggregation.task_id(labels, &self.task),
+            None => (task_id(labels, &self.task), Routed::Unmatched),
+        };
         inject_task_label_any(labels, &self.task.label_name, task);
         let partition = if self.partition_labels.is_empty() {
             partition_for_task(task, partitions)
@@ -57,7 +78,7 @@ impl Route {
                 .filter(|(n, _)| self.partition_labels.iter().any(|p| p == n));
             jump_hash(labels_hash_iter(selected), partitions)
         };
-        Some((task, partition))
+        Some((task, partition, routed))
     }
 }
 
@@ -86,6 +107,9 @@ pub struct RouteStats {
     pub samples_in: u64,
     /// Samples dropped with their series.
     pub samples_dropped: u64,
+    /// Series whose matching aggregation rules share no grouping label
+    /// (routed by the empty label set, all to one task).
+    pub aggregation_conflicts: u64,
 }
 
 /// Routes every series of `request` through every route, calling
@@ -116,8 +140,11 @@ pub fn route_request(
             }
             stats[i].series_in += 1;
             stats[i].samples_in += samples;
-            match route.apply(&mut series.labels, partitions[i]) {
-                Some((task, partition)) => emit(i, partition, task, &series),
+            match route.apply_routed(&mut series.labels, partitions[i]) {
+                Some((task, partition, routed)) => {
+                    stats[i].aggregation_conflicts += u64::from(routed == Routed::Conflict);
+                    emit(i, partition, task, &series)
+                }
                 None => {
                     stats[i].series_dropped += 1;
                     stats[i].samples_dropped += samples;
@@ -220,8 +247,9 @@ pub fn route_fast<'a>(
             );
             stats[i].series_in += 1;
             stats[i].samples_in += samples;
-            match route.apply(&mut labels, partitions[i]) {
-                Some((task, partition)) => {
+            match route.apply_routed(&mut labels, partitions[i]) {
+                Some((task, partition, routed)) => {
+                    stats[i].aggregation_conflicts += u64::from(routed == Routed::Conflict);
                     let entry = FastEntry {
                         labels: &labels,
                         rest: series.rest,
@@ -347,6 +375,8 @@ mod tests {
                 topic: "t".into(),
                 task_count,
                 task_labels: vec![],
+                task_labels_without: vec![],
+                stream_aggr_file: None,
                 task_label_name: "stream_task_id".into(),
                 partition_labels: vec![],
                 relabel_configs,
@@ -550,6 +580,7 @@ mod tests {
                     x.series_dropped,
                     x.samples_in,
                     x.samples_dropped,
+                    x.aggregation_conflicts,
                 )
             };
             assert_eq!(fields(q), fields(s));

@@ -36,6 +36,10 @@ pub struct TaskIdConfig {
     /// Labels that identify a task's series; `None` means all labels.
     #[serde(default)]
     pub task_labels: Option<Vec<String>>,
+    /// Labels left out of the hash (vmagent's `shardByURL.ignoreLabels`);
+    /// only used when `task_labels` is `None`.
+    #[serde(default)]
+    pub task_labels_without: Vec<String>,
     /// Name of the injected task label.
     #[serde(default = "default_label_name")]
     pub label_name: String,
@@ -52,6 +56,7 @@ impl TaskIdConfig {
         TaskIdConfig {
             task_count,
             task_labels: None,
+            task_labels_without: Vec::new(),
             label_name: default_label_name(),
         }
     }
@@ -104,8 +109,9 @@ fn write_label(hasher: &mut Xxh64, name: &str, value: &str) {
 }
 
 /// The task of a series: the hash of its task labels (those of
-/// `cfg.task_labels` present in the series, or all labels; never
-/// `cfg.label_name`) modulo `cfg.task_count`. Returns 0 when `task_count` is
+/// `cfg.task_labels` present in the series, or all labels but
+/// `cfg.task_labels_without`; never `cfg.label_name`) modulo
+/// `cfg.task_count`. Returns 0 when `task_count` is
 /// 0. `labels` must be sorted by name.
 pub fn task_id<L: LabelPair>(labels: &[L], cfg: &TaskIdConfig) -> u32 {
     if cfg.task_count == 0 {
@@ -115,10 +121,9 @@ pub fn task_id<L: LabelPair>(labels: &[L], cfg: &TaskIdConfig) -> u32 {
         .iter()
         .map(|label| (label.name(), label.value()))
         .filter(|(name, _)| *name != cfg.label_name)
-        .filter(|(name, _)| {
-            cfg.task_labels
-                .as_ref()
-                .map_or(true, |wanted| wanted.iter().any(|w| w == name))
+        .filter(|(name, _)| match &cfg.task_labels {
+            Some(wanted) => wanted.iter().any(|w| w == name),
+            None => !cfg.task_labels_without.iter().any(|w| w == name),
         });
     let task = labels_hash_iter(selected) % u64::from(cfg.task_count);
     // Lossless: the remainder is below task_count, a u32.
@@ -267,6 +272,7 @@ mod tests {
         let cfg = TaskIdConfig {
             task_count: 1 << 20,
             task_labels: Some(vec!["job".into(), "__name__".into(), "missing".into()]),
+            task_labels_without: Vec::new(),
             label_name: DEFAULT_TASK_LABEL.into(),
         };
         let a = ls(&[("__name__", "up"), ("job", "api"), ("instance", "a:1")]);

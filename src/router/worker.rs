@@ -248,6 +248,15 @@ impl Router {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        for route in &routes {
+            for finding in route.aggregation().map(|a| a.report()).unwrap_or_default() {
+                if finding.warning {
+                    warn!(route = %route.name, "stream aggregation routing: {}", finding.text);
+                } else {
+                    info!(route = %route.name, "stream aggregation routing: {}", finding.text);
+                }
+            }
+        }
         readiness.register("router");
         Ok(Router {
             config,
@@ -314,6 +323,8 @@ struct Txn {
     task_samples: HashMap<(usize, u32), u64>,
     /// Output records and bytes per route.
     written: HashMap<usize, (u64, u64)>,
+    /// Samples written per (route, partition), counted per record.
+    partition_samples: HashMap<(usize, u32), u64>,
     dead_lettered: Vec<&'static str>,
 }
 
@@ -884,6 +895,9 @@ impl Worker {
         let written = txn.written.entry(*route).or_default();
         written.0 += 1;
         written.1 += batch.encoded.len() as u64;
+        *txn.partition_samples
+            .entry((*route, *partition))
+            .or_default() += (batch.samples + batch.histograms) as u64;
         Ok(())
     }
 
@@ -995,6 +1009,10 @@ impl Worker {
                 .increment(s.samples_dropped);
             metrics::counter!(m::SAMPLES, "route" => r.clone(), "outcome" => "out")
                 .increment(s.samples_in - s.samples_dropped);
+            if route.aggregation().is_some() {
+                metrics::counter!(m::AGGREGATION_CONFLICTS, "route" => r.clone())
+                    .increment(s.aggregation_conflicts);
+            }
             if let Some((records, bytes)) = txn.written.get(&i) {
                 metrics::counter!(m::OUTPUT_RECORDS, "route" => r.clone()).increment(*records);
                 metrics::counter!(m::OUTPUT_BYTES, "route" => r.clone()).increment(*bytes);
@@ -1003,6 +1021,10 @@ impl Worker {
                 metrics::histogram!(m::DISTRIBUTION_LATENCY, "route" => r.clone())
                     .record((now - ts).max(0) as f64 / 1000.0);
             }
+        }
+        for ((route, partition), samples) in &txn.partition_samples {
+            metrics::counter!(m::PARTITION_SAMPLES, "route" => self.routes[*route].name.clone(), "partition" => partition.to_string())
+                .increment(*samples);
         }
         for ((route, task), samples) in &txn.task_samples {
             metrics::counter!(m::TASK_SAMPLES, "route" => self.routes[*route].name.clone(), "task" => task.to_string())
