@@ -3,6 +3,8 @@
 //! and, where needed, VictoriaMetrics/vmagent and Prometheus. Every test
 //! uses its own random topic and group names.
 
+mod aggregation;
+mod aggregation_routing;
 mod common;
 mod config_errors;
 mod egress;
@@ -20,3 +22,4 @@ mod router;
 mod scaleout;
 mod topics_apply;
 mod utf8_names;
+mod vm_modern;
