@@ -5,7 +5,6 @@
 
 mod aggregation;
 mod aggregation_routing;
-mod aggregation_routing;
 mod common;
 mod config_errors;
 mod egress;
