@@ -85,6 +85,22 @@ pub type Positions = BTreeMap<(String, i32), i64>;
 struct Open {
     db: sled::Db,
     positions: sled::Tree,
+    /// Per-series window state and per-partition window meta (`egress::windows::store`).
+    windows: sled::Tree,
+    /// Recorded gaps.
+    gaps: sled::Tree,
+}
+
+/// A key and value read from a tree.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// The trees besides the positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tree {
+    /// Window state.
+    Windows,
+    /// Recorded gaps.
+    Gaps,
 }
 
 struct Inner {
@@ -114,6 +130,11 @@ fn key(topic: &str, partition: i32) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&partition.to_be_bytes());
     k
+}
+
+/// The key prefix of one partition, shared by every tree.
+pub fn partition_key(topic: &str, partition: i32) -> Vec<u8> {
+    key(topic, partition)
 }
 
 fn parse_key(k: &[u8]) -> Option<(String, i32)> {
@@ -247,6 +268,8 @@ impl State {
             source,
         };
         let positions = db.open_tree("positions").map_err(sled_err)?;
+        let windows = db.open_tree("windows").map_err(sled_err)?;
+        let gaps = db.open_tree("gaps").map_err(sled_err)?;
         let written = lock(&self.inner.written).clone();
         if !written.is_empty() {
             let mut batch = sled::Batch::default();
@@ -257,7 +280,12 @@ impl State {
         }
         db.flush().map_err(sled_err)?;
         lock(&self.inner.durable).extend(written);
-        *lock(&self.inner.open) = Some(Open { db, positions });
+        *lock(&self.inner.open) = Some(Open {
+            db,
+            positions,
+            windows,
+            gaps,
+        });
         Ok(())
     }
 
@@ -360,6 +388,85 @@ impl State {
         metrics::histogram!(crate::egress::metrics::STATE_WRITE)
             .record(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Writes one partition's position together with its window state and
+    /// gaps in one sled transaction: after a crash sled holds either all of
+    /// it or none of it, so positions and windows never disagree. Unlike
+    /// [`State::set_batch`], a failed write is not written back on reopen
+    /// (the position alone would not match the windows): the caller retries
+    /// the whole write.
+    pub async fn set_with_windows(
+        &self,
+        position: &Position,
+        windows: &sled::Batch,
+        gaps: &sled::Batch,
+    ) -> Result<(), StateError> {
+        use sled::transaction::{TransactionError, Transactional};
+        let started = Instant::now();
+        let open = self.handle()?;
+        let mut positions = sled::Batch::default();
+        positions.insert(
+            key(&position.topic, position.partition),
+            &position.next_offset.to_be_bytes(),
+        );
+        let result = (&open.positions, &open.windows, &open.gaps)
+            .transaction(|(p, w, g)| {
+                p.apply_batch(&positions)?;
+                w.apply_batch(windows)?;
+                g.apply_batch(gaps)?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => self.err(e),
+                TransactionError::Abort(()) => self.err(sled::Error::Unsupported("aborted".into())),
+            });
+        if let Err(e) = result {
+            self.failed("write", &e);
+            return Err(e);
+        }
+        let slot = (position.topic.clone(), position.partition);
+        lock(&self.inner.written).insert(slot.clone(), position.next_offset);
+        if self.inner.flush_each_write {
+            if let Err(e) = open.db.flush_async().await.map_err(|e| self.err(e)) {
+                self.failed("flush", &e);
+                return Err(e);
+            }
+            lock(&self.inner.durable).insert(slot, position.next_offset);
+        }
+        metrics::histogram!(crate::egress::metrics::STATE_WRITE)
+            .record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Entries of `tree` whose key starts with `prefix`, in key order.
+    pub fn scan(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StateError> {
+        let open = self.handle()?;
+        let tree = match tree {
+            Tree::Windows => &open.windows,
+            Tree::Gaps => &open.gaps,
+        };
+        let mut out = Vec::new();
+        for entry in tree.scan_prefix(prefix) {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Applies `batch` to `tree` on its own (housekeeping that no position
+    /// depends on, such as trimming old gaps).
+    pub fn apply(&self, tree: Tree, batch: sled::Batch) -> Result<(), StateError> {
+        let open = self.handle()?;
+        let tree = match tree {
+            Tree::Windows => &open.windows,
+            Tree::Gaps => &open.gaps,
+        };
+        tree.apply_batch(batch).map_err(|e| {
+            let e = self.err(e);
+            self.failed("write", &e);
+            e
+        })
     }
 
     /// Flushes everything written so far to disk; what was written before
@@ -506,5 +613,35 @@ mod tests {
             "the refused write is kept and written on reopen"
         );
         assert_eq!(state.durable().get(&("t".to_string(), 0)), Some(&9));
+    }
+
+    #[tokio::test]
+    async fn a_position_and_its_windows_are_written_together() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let state = State::open(dir.path(), Duration::ZERO).expect("open");
+            let (mut w, mut g) = (sled::Batch::default(), sled::Batch::default());
+            let prefix = partition_key("t", 2);
+            w.insert([prefix.as_slice(), b"S1"].concat(), &b"one"[..]);
+            g.insert([prefix.as_slice(), b"G"].concat(), &b"gap"[..]);
+            state
+                .set_with_windows(&p("t", 2, 12), &w, &g)
+                .await
+                .expect("set");
+            assert_eq!(state.durable().get(&("t".to_string(), 2)), Some(&12));
+        }
+        let state = State::open(dir.path(), Duration::ZERO).expect("reopen");
+        assert_eq!(state.get("t", 2).expect("get"), Some(12));
+        let prefix = partition_key("t", 2);
+        let windows = state.scan(Tree::Windows, &prefix).expect("scan");
+        assert_eq!(
+            windows,
+            [([prefix.as_slice(), b"S1"].concat(), b"one".to_vec())]
+        );
+        assert_eq!(state.scan(Tree::Gaps, &prefix).expect("scan").len(), 1);
+        assert!(state
+            .scan(Tree::Windows, &partition_key("t", 3))
+            .expect("scan")
+            .is_empty());
     }
 }

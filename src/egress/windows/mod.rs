@@ -18,11 +18,12 @@
 //!   no field for it, and a label would make them another series): they are
 //!   counted, and each gap is recorded with how many samples filled it.
 
+pub mod codec;
 pub mod config;
 pub mod delay;
 pub mod gap;
 pub mod series;
-// pub mod store;
+pub mod store;
 
 #[cfg(test)]
 mod proptests;
