@@ -75,6 +75,10 @@ pub enum EgressError {
     /// A blocking task failed.
     #[error("egress task failed: {0}")]
     Thread(String),
+    /// A partition's consumer stopped fetching (see `worker::STALL_AFTER`);
+    /// the role is restarted with fresh clients.
+    #[error("consumer of partition {partition} is wedged: {reason}")]
+    Stalled { partition: i32, reason: String },
 }
 
 impl EgressError {

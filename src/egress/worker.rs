@@ -48,6 +48,23 @@ const STORE_RETRY_MAX: Duration = Duration::from_secs(2);
 /// whether its consumer moved past transaction markers.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 
+/// How long an idle partition may go without its consumer handing over a
+/// record while the partition holds committed records past its position
+/// (or while the partition's end cannot be read) before the consumer
+/// counts as wedged and the role restarts with fresh clients. librdkafka
+/// has been seen to keep a partition leaderless in its metadata cache
+/// long after a broker came back from a graceful stop.
+const STALL_AFTER: Duration = Duration::from_secs(30);
+
+/// How long the stall check waits for the partition's end.
+const STALL_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Since when an idle partition's consumer has not moved, and from where.
+#[derive(Default)]
+struct Stall {
+    since: Option<(Instant, i64)>,
+}
+
 /// What a partition worker shares with the role.
 pub struct Shared {
     pub config: Arc<EgressConfig>,
@@ -294,9 +311,12 @@ impl PartitionWorker {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), EgressError> {
         self.stop = shutdown.clone();
         let mut pending: Option<Pending> = None;
+        let mut stall = Stall::default();
         loop {
             let mut batch = Batch::default();
-            let stopped = self.collect(&mut batch, &mut pending, &shutdown).await?;
+            let stopped = self
+                .collect(&mut batch, &mut pending, &mut stall, &shutdown)
+                .await?;
             if stopped {
                 break;
             }
@@ -320,6 +340,7 @@ impl PartitionWorker {
         &self,
         batch: &mut Batch,
         pending: &mut Option<Pending>,
+        stall: &mut Stall,
         shutdown: &CancellationToken,
     ) -> Result<bool, EgressError> {
         let config = &self.shared.config;
@@ -348,12 +369,21 @@ impl PartitionWorker {
                 received = self.consumer.recv() => received,
                 _ = tokio::time::sleep(IDLE_CHECK), if idle => {
                     self.skip_markers().await?;
+                    self.check_stall(stall).await?;
                     continue;
                 }
             };
             match received {
-                Ok(message) => *pending = self.read(&message, batch).await?,
-                Err(e) => self.consumer_error(e).await?,
+                Ok(message) => {
+                    stall.since = None;
+                    *pending = self.read(&message, batch).await?;
+                }
+                Err(e) => {
+                    self.consumer_error(e).await?;
+                    if idle {
+                        self.check_stall(stall).await?;
+                    }
+                }
             }
         }
     }
@@ -366,6 +396,50 @@ impl PartitionWorker {
         tpl.find_partition(self.topic(), self.partition)
             .and_then(|e| e.offset().to_raw())
             .filter(|p| *p >= 0)
+    }
+
+    /// Called while the partition is idle: fails with
+    /// [`EgressError::Stalled`] once the consumer has not moved for
+    /// [`STALL_AFTER`] although the partition's end lies past it (or cannot
+    /// be read), so the role restarts with a fresh consumer. Nothing is
+    /// pending then, so nothing read is lost; the stored position is where
+    /// the new consumer starts.
+    async fn check_stall(&self, stall: &mut Stall) -> Result<(), EgressError> {
+        let now = Instant::now();
+        let position = self
+            .consumer_position()
+            .unwrap_or_else(|| self.position.load(Ordering::Acquire));
+        let since = match stall.since {
+            Some((since, at)) if at == position => since,
+            _ => {
+                stall.since = Some((now, position));
+                return Ok(());
+            }
+        };
+        if now.duration_since(since) < STALL_AFTER {
+            return Ok(());
+        }
+        let timeout = self.shared.kafka.request_timeout.min(STALL_PROBE_TIMEOUT);
+        let end = watermarks(&self.consumer, self.topic(), self.partition, timeout).await;
+        let reason = match end {
+            Ok((_, end)) if end <= position => {
+                // Caught up: nothing to fetch, nothing wedged.
+                stall.since = Some((now, position));
+                return Ok(());
+            }
+            Ok((_, end)) => format!(
+                "no record handed over for {} s although the partition holds offsets {position}..{end}",
+                STALL_AFTER.as_secs()
+            ),
+            Err(e) => format!(
+                "no record handed over and the partition's end unreadable for {} s: {e}",
+                STALL_AFTER.as_secs()
+            ),
+        };
+        Err(EgressError::Stalled {
+            partition: self.partition,
+            reason,
+        })
     }
 
     /// With nothing pending, every offset between the stored position and

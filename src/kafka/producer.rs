@@ -4,10 +4,12 @@
 //! `send` never blocks without bound: a full local queue or a record the
 //! brokers did not acknowledge within `timeout` is an error the caller
 //! turns into "retry later". A producer that librdkafka declares fatally
-//! broken is replaced by a fresh one, so the process recovers on its own.
+//! broken, or that has had no record acknowledged for [`STUCK_AFTER`]
+//! while sends keep failing, is replaced by a fresh one, so the process
+//! recovers on its own.
 
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
@@ -28,11 +30,23 @@ pub enum SendError {
     Refused(String),
 }
 
+/// How long sends may fail without one success before the producer is
+/// replaced (by default). librdkafka has been seen to keep a partition leaderless in its
+/// metadata cache, timing out every record, long after the broker came
+/// back from a graceful stop; a fresh producer reads fresh metadata. During
+/// a real outage the replacement is harmless: the new producer connects
+/// when the brokers return.
+pub const STUCK_AFTER: Duration = Duration::from_secs(30);
+
 /// A producer for one role that acknowledges only durable records.
 pub struct DurableProducer {
     config: ClientConfig,
     inner: RwLock<Arc<FutureProducer>>,
     timeout: Duration,
+    /// Since when every send failed (none since the last success), if so.
+    failing_since: Mutex<Option<Instant>>,
+    /// [`STUCK_AFTER`], shorter in tests.
+    stuck_after: Duration,
 }
 
 impl DurableProducer {
@@ -74,6 +88,8 @@ impl DurableProducer {
             config,
             inner: RwLock::new(Arc::new(producer)),
             timeout,
+            failing_since: Mutex::new(None),
+            stuck_after: STUCK_AFTER,
         })
     }
 
@@ -84,12 +100,20 @@ impl DurableProducer {
         }
     }
 
-    /// Replaces a producer librdkafka declared fatally failed.
-    fn replace_if_fatal(&self, failed: &Arc<FutureProducer>) {
-        let Some((code, reason)) = failed.client().fatal_error() else {
+    /// Replaces a producer librdkafka declared fatally failed, or one
+    /// whose sends have all failed for [`STUCK_AFTER`] (`retryable`: this
+    /// failure was one the brokers, not the record, caused).
+    fn replace_if_broken(&self, failed: &Arc<FutureProducer>, retryable: bool) {
+        if let Some((code, reason)) = failed.client().fatal_error() {
+            error!(?code, %reason, "kafka producer failed fatally; creating a new one");
+        } else if retryable && self.stuck() {
+            warn!(
+                after_s = self.stuck_after.as_secs(),
+                "no record acknowledged for a while although sends keep failing; creating a new kafka producer"
+            );
+        } else {
             return;
-        };
-        error!(?code, %reason, "kafka producer failed fatally; creating a new one");
+        }
         match self.config.create::<FutureProducer>() {
             Ok(fresh) => {
                 let mut slot = match self.inner.write() {
@@ -101,6 +125,24 @@ impl DurableProducer {
                 }
             }
             Err(e) => error!(error = %e, "cannot create a new kafka producer"),
+        }
+    }
+
+    /// Notes a failed send; true (and the clock restarted) once sends have
+    /// failed without a success for `stuck_after`.
+    fn stuck(&self) -> bool {
+        let mut since = lock(&self.failing_since);
+        let now = Instant::now();
+        match *since {
+            Some(t) if now.duration_since(t) >= self.stuck_after => {
+                *since = Some(now);
+                true
+            }
+            Some(_) => false,
+            None => {
+                *since = Some(now);
+                false
+            }
         }
     }
 
@@ -122,10 +164,14 @@ impl DurableProducer {
         // send() waits for queue space up to the timeout, then fails: never unbounded.
         let result = producer.send(record, self.timeout).await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                *lock(&self.failing_since) = None;
+                Ok(())
+            }
             Err((e, _)) => {
-                self.replace_if_fatal(&producer);
-                Err(classify(e))
+                let error = classify(e);
+                self.replace_if_broken(&producer, matches!(error, SendError::Retryable(_)));
+                Err(error)
             }
         }
     }
@@ -152,6 +198,12 @@ impl DurableProducer {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn classify(error: KafkaError) -> SendError {
     match error.rdkafka_error_code() {
         // The payload itself is the problem; sending it again cannot help.
@@ -161,5 +213,78 @@ fn classify(error: KafkaError) -> SendError {
         // Everything else (brokers away, timeouts, missing topic, ACLs) can be
         // fixed on our side, so the sender must keep the data and retry.
         _ => SendError::Retryable(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::mocking::MockCluster;
+
+    use super::*;
+
+    fn producer(
+        mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    ) -> DurableProducer {
+        let kafka = KafkaConfig {
+            bootstrap_servers: mock.bootstrap_servers(),
+            ..KafkaConfig::default()
+        };
+        let mut producer =
+            DurableProducer::new(&kafka, "test", Duration::from_millis(300), 1 << 10).unwrap();
+        producer.stuck_after = Duration::from_secs(1);
+        producer
+    }
+
+    async fn send(producer: &DurableProducer, value: &[u8]) -> Result<(), SendError> {
+        producer.send("t", None, value, OwnedHeaders::new()).await
+    }
+
+    /// Sends until one is acknowledged (the first needs a connection and a
+    /// producer id, longer than the 300 ms timeout), within 10 s.
+    async fn delivered(producer: &DurableProducer, value: &[u8]) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while let Err(e) = send(producer, value).await {
+            assert!(Instant::now() < until, "never delivered: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_producer_whose_sends_keep_failing_is_replaced_and_the_new_one_delivers() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t", 1, 1).unwrap();
+        let producer = producer(&mock);
+        delivered(&producer, b"before").await;
+        let first = producer.current();
+
+        mock.broker_down(1).unwrap();
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            assert!(send(&producer, b"during").await.is_err());
+        }
+        assert!(
+            !Arc::ptr_eq(&first, &producer.current()),
+            "sends failed for longer than stuck_after, so the producer must have been replaced"
+        );
+
+        mock.broker_up(1).unwrap();
+        delivered(&producer, b"after").await;
+    }
+
+    #[tokio::test]
+    async fn records_the_brokers_refuse_do_not_replace_the_producer() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t", 1, 1).unwrap();
+        let producer = producer(&mock);
+        delivered(&producer, b"ok").await;
+        let first = producer.current();
+        let too_large = vec![0u8; 4 << 20];
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            assert!(matches!(
+                send(&producer, &too_large).await,
+                Err(SendError::Refused(_))
+            ));
+        }
+        assert!(Arc::ptr_eq(&first, &producer.current()));
     }
 }
