@@ -9,6 +9,7 @@ mod common;
 mod config_errors;
 mod egress;
 mod egress_state;
+mod egress_windows;
 mod gateway;
 mod gateway_hostile;
 mod gateway_outage;

@@ -32,9 +32,47 @@ pub const STATE_ERRORS: &str = "streamroute_egress_state_errors_total";
 pub const RESUMED_FROM_KAFKA: &str = "streamroute_egress_resumed_from_kafka_total";
 /// Failed commits of positions to the Kafka consumer group.
 pub const COMMIT_ERRORS: &str = "streamroute_egress_offset_commit_errors_total";
+/// Late samples (at or before what their series sent), per partition and
+/// `policy` (`drop`, `send`, `topic`: what happened to them).
+pub const LATE: &str = "streamroute_egress_late_samples_total";
+/// Gaps detected by the windows, per partition.
+pub const GAPS: &str = "streamroute_egress_gaps_total";
+/// Staleness markers sent by the windows, per partition.
+pub const STALE_MARKERS: &str = "streamroute_egress_stale_markers_total";
+/// Interpolated samples sent by the windows, per partition.
+pub const SYNTHESIZED: &str = "streamroute_egress_synthesized_samples_total";
+/// Series whose window state expired, per partition.
+pub const EXPIRED: &str = "streamroute_egress_window_series_expired_total";
+/// Samples held by the delay window, per partition.
+pub const HELD: &str = "streamroute_egress_held_samples";
+/// Series with window state, per partition.
+pub const WINDOW_SERIES: &str = "streamroute_egress_window_series";
+/// Wall clock minus the partition's watermark, in seconds.
+pub const WATERMARK_LAG: &str = "streamroute_egress_watermark_lag_seconds";
 
 /// Registers the egress metric descriptions.
 pub fn describe() {
+    describe_counter!(
+        LATE,
+        "late samples (at or before what their series already sent), per partition and policy"
+    );
+    describe_counter!(GAPS, "gaps detected by the windows, per partition");
+    describe_counter!(
+        STALE_MARKERS,
+        "staleness markers sent by the windows, per partition"
+    );
+    describe_counter!(
+        SYNTHESIZED,
+        "interpolated samples sent by the windows, per partition"
+    );
+    describe_counter!(EXPIRED, "series whose window state expired, per partition");
+    describe_gauge!(HELD, "samples held by the delay window, per partition");
+    describe_gauge!(WINDOW_SERIES, "series with window state, per partition");
+    describe_gauge!(
+        WATERMARK_LAG,
+        Unit::Seconds,
+        "wall clock minus the partition's watermark"
+    );
     describe_counter!(
         SAMPLES,
         "samples acknowledged by the receiver, per partition"

@@ -36,6 +36,8 @@ use super::metrics as m;
 use super::scan::{count, Counts};
 use super::send::{encoding_name, Outcome, Sender};
 use super::EgressError;
+
+mod windowed;
 use crate::kafka::producer::{DurableProducer, SendError};
 use crate::kafka::record::HEADER_TENANT;
 use crate::remote_write::{compress, Encoding};
@@ -94,6 +96,8 @@ struct Batch {
     first_at: Option<Instant>,
     /// Offset of the last record read into this batch (sent or not).
     last_offset: Option<i64>,
+    /// Late samples for the late topic: (record offset, WriteRequest).
+    late: Vec<(i64, Vec<u8>)>,
 }
 
 /// A record read but not yet placed in a batch.
@@ -104,6 +108,8 @@ struct Pending {
     key: Option<Vec<u8>>,
     headers: OwnedHeaders,
     tenant: Option<String>,
+    /// The record decoded, when the windows are on.
+    decoded: Option<crate::remote_write::WriteRequest>,
 }
 
 pub struct PartitionWorker {
@@ -117,6 +123,8 @@ pub struct PartitionWorker {
     label: String,
     /// The role's shutdown, once running: ends a wait for the state.
     stop: CancellationToken,
+    /// The delay and gap windows, when `egress.windows.delay` > 0s.
+    windows: Option<std::sync::Mutex<windowed::PartitionWindows>>,
 }
 
 /// librdkafka settings of a partition's consumer: a group that is never
@@ -165,7 +173,9 @@ impl PartitionWorker {
             position: Arc::new(AtomicI64::new(-1)),
             label: partition.to_string(),
             stop: CancellationToken::new(),
+            windows: None,
         };
+        worker.windows = windowed::open(&worker.shared, partition)?;
         let start = worker.start_offset().await?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(
@@ -282,13 +292,21 @@ impl PartitionWorker {
             next_offset,
         };
         let mut wait = Duration::from_millis(100);
+        let mut next_offset = next_offset;
         loop {
-            match self
-                .shared
-                .state
-                .set_batch(std::slice::from_ref(&position))
-                .await
-            {
+            let stored = match &self.windows {
+                Some(w) => self
+                    .windowed_store(w, position.next_offset)
+                    .await
+                    .map(|n| next_offset = n),
+                None => self
+                    .shared
+                    .state
+                    .set_batch(std::slice::from_ref(&position))
+                    .await
+                    .map_err(EgressError::from),
+            };
+            match stored {
                 Ok(()) => break,
                 // The state logged and counted the error; the role reopens it.
                 Err(e) => {
@@ -323,6 +341,7 @@ impl PartitionWorker {
             if !self.deliver(&batch, &shutdown).await? {
                 break;
             }
+            self.send_late(&batch).await;
             if let Some(last) = batch.last_offset {
                 if !self.store(next_offset_after(last)).await {
                     break;
@@ -368,6 +387,11 @@ impl PartitionWorker {
                 _ = sleep_until(deadline) => return Ok(false),
                 received = self.consumer.recv() => received,
                 _ = tokio::time::sleep(IDLE_CHECK), if idle => {
+                    if let Some(w) = &self.windows {
+                        if self.windowed_idle(w, batch) {
+                            continue;
+                        }
+                    }
                     self.skip_markers().await?;
                     self.check_stall(stall).await?;
                     continue;
@@ -482,6 +506,16 @@ impl PartitionWorker {
         }
         batch.first_at.get_or_insert_with(Instant::now);
         let start = batch.body.len();
+        if let Some(w) = &self.windows {
+            let record = Record {
+                offset: p.offset,
+                start,
+                end: start,
+                key: p.key,
+                headers: p.headers,
+            };
+            return self.windowed_add(w, batch, p.decoded, record);
+        }
         batch.body.extend_from_slice(&p.value);
         batch.counts.add(p.counts);
         batch.records.push(Record {
@@ -518,7 +552,19 @@ impl PartitionWorker {
             }
         }
         let key = message.key().map(<[u8]>::to_vec);
-        let counts = match count(value) {
+        let checked = count(value).and_then(|c| {
+            let decoded = match self.windows {
+                // The windows need the samples; count() accepted the
+                // structure, prost also checks the strings.
+                Some(_) => Some(
+                    <crate::remote_write::WriteRequest as prost::Message>::decode(value)
+                        .map_err(|_| "not a valid protobuf WriteRequest")?,
+                ),
+                None => None,
+            };
+            Ok((c, decoded))
+        });
+        let (counts, decoded) = match checked {
             Ok(c) => c,
             Err(reason) => {
                 warn!(
@@ -552,6 +598,7 @@ impl PartitionWorker {
             key,
             headers,
             tenant,
+            decoded,
         }))
     }
 
