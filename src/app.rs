@@ -70,7 +70,11 @@ impl AppError {
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Version => {
-            println!("streamroute {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "streamroute {} (revision {})",
+                crate::metrics::VERSION,
+                crate::metrics::REVISION
+            );
             Ok(())
         }
         Command::Relabel(args) => {

@@ -137,6 +137,7 @@ impl Routes {
         }
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/metrics") => {
+                crate::telemetry::collect_process_metrics();
                 let mut response = text(StatusCode::OK, self.metrics.render());
                 response.headers_mut().insert(
                     hyper::header::CONTENT_TYPE,

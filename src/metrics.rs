@@ -10,6 +10,13 @@ pub const PROCESS_START: &str = "streamroute_process_start_time_seconds";
 pub const ROLE_READY: &str = "streamroute_role_ready";
 /// Times a role failed and was started again inside the process.
 pub const ROLE_RESTARTS: &str = "streamroute_role_restarts_total";
+/// Always 1, labels version and revision (git, at build time).
+pub const BUILD_INFO: &str = "streamroute_build_info";
+
+/// The version in Cargo.toml.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git revision this was built from (build.rs), or "unknown".
+pub const REVISION: &str = env!("STREAMROUTE_REVISION");
 
 /// Registers the descriptions of every metric.
 pub fn describe() {
@@ -26,6 +33,12 @@ pub fn describe() {
         ROLE_RESTARTS,
         "times a role failed and was started again in this process"
     );
+    describe_gauge!(
+        BUILD_INFO,
+        "always 1; labels version and revision (the git revision it was built from)"
+    );
+    metrics::gauge!(BUILD_INFO, "version" => VERSION, "revision" => REVISION).set(1.0);
+    crate::kafka::stats::describe();
     crate::gateway::metrics::describe();
     crate::router::metrics::describe();
     crate::egress::metrics::describe();

@@ -23,6 +23,21 @@ pub fn init_logging(config: &LogConfig) {
 }
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+
+/// Reads the process metrics (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_open_fds`, `process_max_fds`,
+/// `process_threads`, ... as Prometheus' client libraries name them) from
+/// /proc into the recorder; called before each render of `/metrics`.
+pub fn collect_process_metrics() {
+    PROCESS
+        .get_or_init(|| {
+            let collector = metrics_process::Collector::default();
+            collector.describe();
+            collector
+        })
+        .collect();
+}
 
 /// The process-wide metrics recorder; installed on first use. Roles running
 /// in one process (or tests) share it.
@@ -40,6 +55,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             // Fails only when another recorder is installed, then ours stays unread.
             let _ = metrics::set_global_recorder(recorder);
             crate::metrics::describe();
+            collect_process_metrics();
             handle
         })
         .clone()

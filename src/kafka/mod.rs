@@ -7,6 +7,7 @@
 
 pub mod producer;
 pub mod record;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

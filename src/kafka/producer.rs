@@ -17,6 +17,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use tracing::{error, warn};
 
+use super::stats::StatsContext;
 use super::KafkaConfig;
 
 /// Why a record was not stored.
@@ -41,7 +42,9 @@ pub const STUCK_AFTER: Duration = Duration::from_secs(30);
 /// A producer for one role that acknowledges only durable records.
 pub struct DurableProducer {
     config: ClientConfig,
-    inner: RwLock<Arc<FutureProducer>>,
+    /// Names the producer in the statistics metrics (the role).
+    role: String,
+    inner: RwLock<Arc<FutureProducer<StatsContext>>>,
     timeout: Duration,
     /// Since when every send failed (none since the last success), if so.
     failing_since: Mutex<Option<Instant>>,
@@ -83,9 +86,12 @@ impl DurableProducer {
                 config.set(key, value);
             }
         }
-        let producer: FutureProducer = config.create()?;
+        // Producer queue and broker round-trip metrics (kafka/stats.rs).
+        super::stats::enable(&mut config);
+        let producer = config.create_with_context(StatsContext::new(role))?;
         Ok(DurableProducer {
             config,
+            role: role.to_string(),
             inner: RwLock::new(Arc::new(producer)),
             timeout,
             failing_since: Mutex::new(None),
@@ -93,7 +99,7 @@ impl DurableProducer {
         })
     }
 
-    fn current(&self) -> Arc<FutureProducer> {
+    fn current(&self) -> Arc<FutureProducer<StatsContext>> {
         match self.inner.read() {
             Ok(p) => p.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -103,7 +109,7 @@ impl DurableProducer {
     /// Replaces a producer librdkafka declared fatally failed, or one
     /// whose sends have all failed for [`STUCK_AFTER`] (`retryable`: this
     /// failure was one the brokers, not the record, caused).
-    fn replace_if_broken(&self, failed: &Arc<FutureProducer>, retryable: bool) {
+    fn replace_if_broken(&self, failed: &Arc<FutureProducer<StatsContext>>, retryable: bool) {
         if let Some((code, reason)) = failed.client().fatal_error() {
             error!(?code, %reason, "kafka producer failed fatally; creating a new one");
         } else if retryable && self.stuck() {
@@ -114,7 +120,10 @@ impl DurableProducer {
         } else {
             return;
         }
-        match self.config.create::<FutureProducer>() {
+        match self
+            .config
+            .create_with_context::<_, FutureProducer<StatsContext>>(StatsContext::new(&self.role))
+        {
             Ok(fresh) => {
                 let mut slot = match self.inner.write() {
                     Ok(slot) => slot,

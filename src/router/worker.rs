@@ -42,6 +42,7 @@ use super::route::{
 use crate::config::Config;
 use crate::http::Readiness;
 use crate::kafka::record::{copy_headers, IngressMeta, HEADER_ROUTE};
+use crate::kafka::stats::StatsContext;
 use crate::kafka::KafkaConfig;
 use crate::remote_write::{
     decode_request, decompress, fast, sniff, validate_v1, DecodeError, Encoding, Limits, Protocol,
@@ -65,6 +66,9 @@ pub enum RouterError {
     #[error("the ingress consumer failed fatally: {0}")]
     ConsumerFailed(String),
 }
+
+/// The router producer's name in the librdkafka statistics metrics.
+const PRODUCER_CLIENT: &str = "router-producer";
 
 /// How long one Kafka call may block before the worker looks up again
 /// (polls, checks shutdown, reports readiness). librdkafka resumes a
@@ -148,6 +152,7 @@ struct RouterContext {
 
 impl ClientContext for RouterContext {
     fn stats(&self, statistics: Statistics) {
+        crate::kafka::stats::export("router-consumer", &statistics);
         // Bootstrap and internal brokers have node id -1; a learned broker
         // in state UP means the cluster answers.
         let up = statistics
@@ -334,7 +339,7 @@ struct Worker {
     partitions: Vec<u32>,
     partitions_checked: Instant,
     consumer: BaseConsumer<RouterContext>,
-    producer: BaseProducer,
+    producer: BaseProducer<StatsContext>,
     /// False after the producer was (re)created until init_transactions succeeds.
     initialized: bool,
     /// True between a successful begin_transaction and its commit or abort.
@@ -370,6 +375,8 @@ fn producer_config(kafka: &KafkaConfig, router: &RouterConfig) -> rdkafka::Clien
             "message.max.bytes",
             (router.batch_max_bytes + (1 << 20)).to_string(),
         );
+    // Producer queue and broker round-trip metrics (kafka/stats.rs).
+    crate::kafka::stats::enable(&mut config);
     for (key, value) in [("compression.type", "zstd"), ("linger.ms", "20")] {
         if config.get(key).is_none() {
             config.set(key, value);
@@ -419,7 +426,7 @@ impl Worker {
             .create_with_context(context)
             .map_err(RouterError::Client)?;
         let producer = producer_config(&config.kafka, &config.router)
-            .create()
+            .create_with_context(StatsContext::new(PRODUCER_CLIENT))
             .map_err(RouterError::Client)?;
         let n = routes.len();
         Ok(Worker {
@@ -1060,7 +1067,9 @@ impl Worker {
     /// epoch, fencing the old producer, and the coordinator aborts the
     /// transaction the old one left open.
     fn replace_producer(&mut self) {
-        match producer_config(&self.config.kafka, &self.config.router).create::<BaseProducer>() {
+        match producer_config(&self.config.kafka, &self.config.router)
+            .create_with_context(StatsContext::new(PRODUCER_CLIENT))
+        {
             Ok(p) => {
                 self.producer = p;
                 self.initialized = false;
