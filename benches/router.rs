@@ -20,6 +20,30 @@ use streamroute::router::route::{
 const SERIES: u64 = 2_000;
 
 fn route(rules: &str) -> Route {
+    route_with(rules, None)
+}
+
+/// A typical stream aggregation file for the generator's metrics.
+const AGGR: &str = r#"
+- match: http_requests_total
+  interval: 30s
+  by: [job, code]
+  outputs: [total]
+- match: '{__name__=~"http_request_duration_seconds_bucket"}'
+  interval: 30s
+  without: [instance, pod, series_id]
+  outputs: [total]
+- match: '{__name__=~"process_.*|node_.*"}'
+  interval: 1m
+  by: [node]
+  outputs: [sum_samples]
+- match: 'rpc_latency_seconds{quantile="0.99"}'
+  interval: 1m
+  by: [job]
+  outputs: [max]
+"#;
+
+fn route_with(rules: &str, stream_aggr_file: Option<std::path::PathBuf>) -> Route {
     let relabel_configs: Vec<RelabelConfig> = serde_yaml::from_str(rules).expect("rules");
     Route::compile(
         &RouteConfig {
@@ -28,7 +52,7 @@ fn route(rules: &str) -> Route {
             task_count: 64,
             task_labels: vec![],
             task_labels_without: vec![],
-            stream_aggr_file: None,
+            stream_aggr_file,
             task_label_name: "stream_task_id".into(),
             partition_labels: vec![],
             relabel_configs,
@@ -127,6 +151,16 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut batches = HashMap::new();
             black_box(hot_path(black_box(&body), &routes, &mut batches))
+        })
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let aggr_file = dir.path().join("aggr.yml");
+    std::fs::write(&aggr_file, AGGR).expect("aggr file");
+    let aggr_routes = [route_with(RULES, Some(aggr_file))];
+    group.bench_function("decode_relabel_aggr_hash_encode_2000_series", |b| {
+        b.iter(|| {
+            let mut batches = HashMap::new();
+            black_box(hot_path(black_box(&body), &aggr_routes, &mut batches))
         })
     });
     group.bench_function("decode_relabel_hash_encode_2000_series_prost", |b| {

@@ -350,6 +350,61 @@ mod tests {
     }
 
     #[test]
+    fn task_labels_without_hashes_every_other_label() {
+        let p = Pipeline {
+            task: Some(TaskIdConfig {
+                task_labels_without: vec!["instance".into()],
+                ..TaskIdConfig::new(64)
+            }),
+            ..pipeline("[]", None, Some(3))
+        };
+        let task = |line: &str| -> serde_json::Value {
+            let v: serde_json::Value = serde_json::from_str(&p.apply_line(line).unwrap()).unwrap();
+            v["labels"]["stream_task_id"].clone()
+        };
+        let a = task(r#"{"__name__":"up","job":"a","instance":"1"}"#);
+        assert_eq!(a, task(r#"{"__name__":"up","job":"a","instance":"2"}"#));
+        let want = labels_hash(&[
+            ("__name__".to_string(), "up".to_string()),
+            ("job".to_string(), "a".to_string()),
+        ]) % 64;
+        assert_eq!(a, serde_json::json!(want.to_string()));
+    }
+
+    #[test]
+    fn the_load_lists_every_partition() {
+        let p = pipeline(
+            "- action: drop\n  source_labels: [job]\n  regex: skip\n",
+            Some(8),
+            Some(3),
+        );
+        let mut load = Load::default();
+        for line in [
+            r#"{"__name__":"up","job":"a"}"#,
+            r#"{"__name__":"up","job":"a"}"#,
+            r#"{"job":"skip"}"#,
+        ] {
+            p.apply(line, &mut load).unwrap();
+        }
+        let summary = load.summary(Some(3), false);
+        assert_eq!(summary[0], "load: 2 series kept, 1 dropped");
+        let id = task_id(
+            &[
+                ("__name__".to_string(), "up".to_string()),
+                ("job".to_string(), "a".to_string()),
+            ],
+            &TaskIdConfig::new(8),
+        );
+        let busy = partition_for_task(id, 3);
+        assert!(
+            summary[1].contains(&format!("p{busy} 2 (100.0%)")),
+            "{summary:?}"
+        );
+        assert_eq!(summary[1].matches("0 (0.0%)").count(), 2, "{summary:?}");
+        assert!(summary[2].starts_with("load: 1 tasks used"), "{summary:?}");
+    }
+
+    #[test]
     fn non_string_values_are_refused() {
         let p = pipeline("[]", None, None);
         assert!(p
