@@ -18,7 +18,7 @@
 pub mod config;
 mod keeper;
 pub mod metrics;
-mod scan;
+pub mod scan;
 mod send;
 pub mod windows;
 mod worker;
