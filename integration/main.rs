@@ -5,6 +5,7 @@
 
 mod aggregation;
 mod aggregation_routing;
+mod check_command;
 mod common;
 mod config_errors;
 mod egress;

@@ -80,6 +80,8 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Relabel(args) => {
             crate::relabel::cli::run(&args, cli.config.as_deref()).map_err(AppError::from)
         }
+        // Checks a file of its own; exits 1 (not 2) on problems, like promtool.
+        Command::Check(args) => return crate::commands::check::run(&args),
         command => with_runtime(cli.config.as_deref(), command),
     };
     match result {
@@ -150,7 +152,7 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
             Command::Inspect(InspectArgs {
                 what: InspectWhat::Offsets { state },
             }) => inspect_offsets(&state),
-            Command::Version | Command::Relabel(_) => Ok(()),
+            Command::Version | Command::Relabel(_) | Command::Check(_) => Ok(()),
         }
     });
     // Roles already drained within run.shutdown_grace; do not wait on a

@@ -35,6 +35,8 @@ pub enum Command {
     Produce(crate::produce::ProduceArgs),
     /// Look into streamroute's state.
     Inspect(InspectArgs),
+    /// Check a config file or a relabel rules file, like promtool check; exit 0 or 1.
+    Check(crate::commands::check::CheckArgs),
     /// Print the version.
     Version,
 }

@@ -173,6 +173,14 @@ impl Config {
     /// Loads defaults, then `file` if given, then `STREAMROUTE_*` variables,
     /// and validates the result.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let config = Config::load_unvalidated(file)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Like [`Config::load`] without [`Config::validate`]: for
+    /// `streamroute check config`, which reports more than validation does.
+    pub fn load_unvalidated(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
@@ -192,7 +200,6 @@ impl Config {
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(describe_figment(e)))?;
-        config.validate()?;
         Ok(config)
     }
 

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod egress;
 pub mod gateway;

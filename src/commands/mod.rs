@@ -1,0 +1,3 @@
+//! Commands that are not roles: each module implements one subcommand.
+
+pub mod check;
