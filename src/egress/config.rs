@@ -53,7 +53,9 @@ pub struct EgressConfig {
     pub max_samples_per_send: usize,
     /// ...or at this many bytes of uncompressed protobuf...
     pub max_bytes_per_send: usize,
-    /// ...or this long after its first record arrived.
+    /// ...or this long after its first record arrived (default 50 ms: every
+    /// millisecond here delays samples that stream aggregation downstream
+    /// puts into windows by arrival time).
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
     /// How long one request may take before it counts as failed and is retried.
@@ -228,7 +230,7 @@ impl Default for EgressConfig {
             commit_interval: Duration::from_secs(1),
             max_samples_per_send: 5_000,
             max_bytes_per_send: 4 << 20,
-            flush_interval: Duration::from_secs(1),
+            flush_interval: Duration::from_millis(50),
             request_timeout: Duration::from_secs(30),
             retry_initial_backoff: Duration::from_millis(250),
             retry_max_backoff: Duration::from_secs(30),
