@@ -30,8 +30,14 @@ export VMAGENT_URL="http://127.0.0.1:${VMAGENT_PORT:-8429}"
 # vmagent and victoria-metrics v1.151.0 for the stream aggregation test.
 eval "$("$ROOT/scripts/vm-modern.sh" env)"
 
+log "checking the alerting rules (promtool from Debian's prometheus, setup.sh)"
+(cd "$ROOT/deploy/alerts" && promtool check rules streamroute.rules.yml && promtool test rules streamroute.rules.test.yml)
+
 log "running unit and integration tests against kafka at $KAFKA_BOOTSTRAP"
 cargo test --locked "$@"
+
+log "running the remote-write receiver compliance suite against the gateway"
+"$ROOT/scripts/compliance.sh"
 
 log "linting"
 cargo clippy --all-targets --locked -- -D warnings
