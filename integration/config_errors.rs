@@ -80,3 +80,34 @@ fn a_bad_windows_setting_names_its_dotted_key() {
         "{out}"
     );
 }
+
+#[test]
+fn bad_stream_aggr_file_and_route_keys_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let aggr = write_file(
+        dir.path(),
+        "aggr.yml",
+        "- name: ok\n  interval: 1m\n  outputs: [total]\n  by: [job]\n\
+         - name: jobs\n  interval: 1m\n  outputs: [total]\n  match: ['up', 'http_requests_total{code=~\"5..\"']\n",
+    );
+    let (code, out) = run_with(
+        &format!(
+            "[[router.routes]]\nname = \"main\"\ntopic = \"t\"\ntask_count = 8\n\
+             stream_aggr_file = \"{}\"\ntask_labels = [\"job\"]\ntask_labels_without = [\"instance\"]\n",
+            aggr.display()
+        ),
+        &[],
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("router.routes[0].stream_aggr_file: stream aggregation file")
+            && out.contains("aggr.yml: rule #1 (jobs): match: missing '}'"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "router.routes[0].task_labels_without: cannot be combined with routes[0].task_labels"
+        ),
+        "{out}"
+    );
+}
