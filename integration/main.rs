@@ -8,6 +8,7 @@ mod aggregation_routing;
 mod check_command;
 mod common;
 mod config_errors;
+mod operability;
 mod egress;
 mod egress_state;
 mod egress_windows;

@@ -234,6 +234,11 @@ pub async fn run_roles(
     // a restart loop.
     if roles.contains(&Role::Router) {
         crate::router::Router::new(config.clone(), readiness.clone())?;
+        // At 0 from the start, so that the first abort is an increase.
+        for outcome in ["committed", "aborted"] {
+            metrics::counter!(crate::router::metrics::TRANSACTIONS, "outcome" => outcome)
+                .increment(0);
+        }
     }
     let server = Server::bind(listen, metrics, readiness.clone(), handler, acceptor)
         .await
@@ -344,6 +349,8 @@ where
     Fut: std::future::Future<Output = Result<(), AppError>>,
 {
     let mut backoff = Duration::from_secs(1);
+    // At 0 from the start, so that the first restart is an increase.
+    metrics::counter!(crate::metrics::ROLE_RESTARTS, "role" => role).increment(0);
     loop {
         let started = tokio::time::Instant::now();
         let error = match start().await {

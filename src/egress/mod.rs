@@ -241,8 +241,21 @@ async fn start_workers(shared: &Arc<Shared>) -> Result<Vec<PartitionWorker>, Egr
             .url(p)
             .ok_or_else(|| EgressError::Config(format!("target lists no URL for partition {p}")))?;
         workers.push(PartitionWorker::start(shared.clone(), p, url).await?);
+        zero_counters(p);
     }
     Ok(workers)
+}
+
+/// Registers the counters alerts take `increase()` of at 0, so that the
+/// first dead letter, 429 or retry shows as an increase (a series that is
+/// born at 1 has none) and dashboards show 0 rather than no data.
+fn zero_counters(partition: i32) {
+    let p = partition.to_string();
+    ::metrics::counter!(metrics::DEAD_LETTERED, "partition" => p.clone()).increment(0);
+    ::metrics::counter!(metrics::TOO_MANY_REQUESTS, "partition" => p).increment(0);
+    for reason in ["connect", "timeout", "429", "5xx", "unexpected_status"] {
+        ::metrics::counter!(metrics::RETRIES, "reason" => reason).increment(0);
+    }
 }
 
 async fn partition_count(
