@@ -24,10 +24,10 @@ use crate::egress::{produce_task, recent_ms, setup, start_egress};
 use crate::router::producer;
 
 /// Per series id: (timestamp, value bits) in arrival order.
-type Arrived = Arc<Mutex<BTreeMap<String, Vec<(i64, u64)>>>>;
+pub type Arrived = Arc<Mutex<BTreeMap<String, Vec<(i64, u64)>>>>;
 
 /// A receiver answering 204 that records every sample it gets.
-async fn capture() -> (SocketAddr, Arrived) {
+pub async fn capture() -> (SocketAddr, Arrived) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -152,6 +152,9 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
             Command::Inspect(InspectArgs {
                 what: InspectWhat::Offsets { state },
             }) => inspect_offsets(&state),
+            Command::Inspect(InspectArgs {
+                what: InspectWhat::Gaps(args),
+            }) => inspect_gaps(&args),
             Command::Version | Command::Relabel(_) | Command::Check(_) => Ok(()),
         }
     });
@@ -224,6 +227,14 @@ pub async fn run_roles(
         handler = Some(g.clone());
         gateway = Some(g);
     }
+    // The egress role serves its recent gaps on the same listener.
+    let gaps = roles
+        .contains(&Role::Egress)
+        .then(crate::egress::gaps::GapsSource::default);
+    if let Some(source) = &gaps {
+        let api = crate::egress::gaps::GapsApi::new(source.clone(), handler.take());
+        handler = Some(Arc::new(api));
+    }
     // Validation already loaded these files; this fails only if they
     // changed since.
     let acceptor = tls
@@ -293,8 +304,10 @@ pub async fn run_roles(
             stop.clone(),
             move || {
                 let (config, ready, stop) = (config.clone(), ready.clone(), stop.clone());
+                let gaps = gaps.clone();
                 async move {
                     crate::egress::Egress::new(config, ready)
+                        .with_gaps(gaps)
                         .run(stop)
                         .await
                         .map_err(AppError::from)
@@ -400,6 +413,47 @@ fn flatten(done: Result<Result<(), AppError>, tokio::task::JoinError>) -> Option
 
 /// `streamroute inspect offsets --state DIR`: one line per stored position.
 fn inspect_offsets(dir: &std::path::Path) -> Result<(), AppError> {
+    let state = open_state_folder(dir)?;
+    println!("topic\tpartition\tnext_offset");
+    for p in state.all().map_err(|e| AppError::Other(e.to_string()))? {
+        println!("{}\t{}\t{}", p.topic, p.partition, p.next_offset);
+    }
+    Ok(())
+}
+
+/// `streamroute inspect gaps --state DIR [--match SEL] [--since D]`: the
+/// recent gaps with their series, newest first.
+fn inspect_gaps(args: &crate::cli::GapsArgs) -> Result<(), AppError> {
+    use crate::egress::gaps::{recent, rfc3339, GapQuery};
+    let query = GapQuery::parse(
+        args.selector.as_deref(),
+        args.since.as_deref(),
+        Some(&args.limit.to_string()),
+    )
+    .map_err(AppError::Other)?;
+    let state = open_state_folder(&args.state)?;
+    let (rows, bad) = recent(&state, &query).map_err(|e| AppError::Other(e.to_string()))?;
+    println!("end\tstart\tmissing\tsynthesized\ttopic\tpartition\tseries");
+    for r in &rows {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            rfc3339(r.gap.end),
+            rfc3339(r.gap.start),
+            r.gap.missing,
+            r.gap.synthesized,
+            r.topic,
+            r.partition,
+            r.series()
+        );
+    }
+    if bad > 0 {
+        eprintln!("{bad} stored gap(s) do not decode and were skipped");
+    }
+    Ok(())
+}
+
+/// Opens an egress state folder for reading by a command.
+fn open_state_folder(dir: &std::path::Path) -> Result<crate::state::State, AppError> {
     // Opening creates a database: refuse folders that do not hold one.
     if !dir.join("db").is_file() {
         return Err(AppError::Other(format!(
@@ -408,13 +462,7 @@ fn inspect_offsets(dir: &std::path::Path) -> Result<(), AppError> {
         )));
     }
     // sled locks the folder: this fails while an egress worker has it open.
-    let state = crate::state::State::open(dir, Duration::ZERO)
-        .map_err(|e| AppError::Other(e.to_string()))?;
-    println!("topic\tpartition\tnext_offset");
-    for p in state.all().map_err(|e| AppError::Other(e.to_string()))? {
-        println!("{}\t{}\t{}", p.topic, p.partition, p.next_offset);
-    }
-    Ok(())
+    crate::state::State::open(dir, Duration::ZERO).map_err(|e| AppError::Other(e.to_string()))
 }
 
 fn unix_now() -> f64 {

@@ -78,6 +78,26 @@ pub enum InspectWhat {
         #[arg(long)]
         state: PathBuf,
     },
+    /// Print the recent gaps found by the egress windows, with their series.
+    Gaps(GapsArgs),
+}
+
+/// `streamroute inspect gaps`.
+#[derive(Debug, Args)]
+pub struct GapsArgs {
+    /// The egress state folder (`egress.state_dir`); egress must be stopped
+    /// (the running role serves GET /api/v1/gaps instead).
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Only series this PromQL selector selects, e.g. '{job="x"}'.
+    #[arg(long = "match")]
+    pub selector: Option<String>,
+    /// Only gaps that ended at most this long ago, e.g. 1h.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many gaps, newest first.
+    #[arg(long, default_value_t = crate::egress::gaps::DEFAULT_LIMIT)]
+    pub limit: usize,
 }
 
 /// `streamroute relabel`.

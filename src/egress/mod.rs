@@ -16,6 +16,7 @@
 //! the role.
 
 pub mod config;
+pub mod gaps;
 mod keeper;
 pub mod metrics;
 pub mod scan;
@@ -95,6 +96,7 @@ impl EgressError {
 pub struct Egress {
     config: Arc<Config>,
     readiness: Readiness,
+    gaps: Option<gaps::GapsSource>,
 }
 
 impl Egress {
@@ -105,13 +107,26 @@ impl Egress {
     /// written (a full disk).
     pub fn new(config: Arc<Config>, readiness: Readiness) -> Egress {
         readiness.register("egress");
-        Egress { config, readiness }
+        Egress {
+            config,
+            readiness,
+            gaps: None,
+        }
+    }
+
+    /// Hands the state to `source` once it is open (`GET /api/v1/gaps`).
+    pub fn with_gaps(mut self, source: Option<gaps::GapsSource>) -> Egress {
+        self.gaps = source;
+        self
     }
 
     /// Runs every owned partition until `shutdown` or a failure.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), EgressError> {
         let egress = Arc::new(self.config.egress.clone());
         let state = State::closed(&egress.state_dir, egress.state_flush_every);
+        if let Some(source) = &self.gaps {
+            source.set(state.clone());
+        }
         let mut keeper =
             Keeper::new(state.clone(), &egress, &self.config.kafka).map_err(EgressError::Client)?;
         // A state that cannot open (full disk, corrupt files) is logged,

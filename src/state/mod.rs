@@ -137,6 +137,11 @@ pub fn partition_key(topic: &str, partition: i32) -> Vec<u8> {
     key(topic, partition)
 }
 
+/// The topic and partition of a [`partition_key`].
+pub fn split_partition_key(k: &[u8]) -> Option<(String, i32)> {
+    parse_key(k)
+}
+
 fn parse_key(k: &[u8]) -> Option<(String, i32)> {
     let split = k.len().checked_sub(5)?;
     let (topic, rest) = k.split_at(split);
