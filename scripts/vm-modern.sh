@@ -39,18 +39,16 @@ build() {
   go=$(go_bin)
   mkdir -p "$BIN_DIR"
   log "building vmagent and victoria-metrics $VM_VERSION with $("$go" version) (a few minutes)"
-  # Everything Go writes stays under the cache; the binaries carry the
-  # release version so -version can be checked.
-  GOPATH="$GO_ROOT/path" GOBIN="$BIN_DIR" GOMODCACHE="$GO_ROOT/mod" \
-    GOCACHE="$GO_ROOT/build" GOFLAGS="-modcacherw" CGO_ENABLED=0 \
-    "$go" install \
-    -ldflags="-X $MODULE/lib/buildinfo.Version=vmagent-$VM_VERSION" \
-    "$MODULE/app/vmagent@$VM_VERSION"
-  GOPATH="$GO_ROOT/path" GOBIN="$BIN_DIR" GOMODCACHE="$GO_ROOT/mod" \
-    GOCACHE="$GO_ROOT/build" GOFLAGS="-modcacherw" CGO_ENABLED=0 \
-    "$go" install \
-    -ldflags="-X $MODULE/lib/buildinfo.Version=victoria-metrics-$VM_VERSION" \
-    "$MODULE/app/victoria-metrics@$VM_VERSION"
+  # Everything Go writes stays under the cache (module cache writable, so
+  # rm -rf works); the machine's Go builds it, never a downloaded
+  # toolchain; the binaries carry the release version for -version.
+  local app
+  for app in vmagent victoria-metrics; do
+    GOPATH="$GO_ROOT/path" GOBIN="$BIN_DIR" GOMODCACHE="$GO_ROOT/mod" \
+      GOCACHE="$GO_ROOT/build" GOFLAGS="-modcacherw" GOTOOLCHAIN=local CGO_ENABLED=0 \
+      "$go" install -ldflags="-X $MODULE/lib/buildinfo.Version=$app-$VM_VERSION" \
+      "$MODULE/app/$app@$VM_VERSION"
+  done
   has_version "$VMAGENT_BIN" || die "$VMAGENT_BIN does not report $VM_VERSION"
   has_version "$VM_BIN" || die "$VM_BIN does not report $VM_VERSION"
   log "built vmagent and victoria-metrics $VM_VERSION in $((SECONDS - t0)) s"
