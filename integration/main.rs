@@ -20,6 +20,7 @@ mod gateway_tls;
 mod kafka_roundtrip;
 mod kafka_security;
 mod kubernetes;
+mod kubernetes;
 mod operability;
 mod outage;
 mod relabel_cli;

@@ -123,6 +123,9 @@ pub enum Partitions {
     Text(String),
     /// `[0, 2, 4]`.
     List(Vec<i32>),
+    /// `5`: one partition, as a number (also what
+    /// `STREAMROUTE_EGRESS__PARTITIONS=5` reads as, e.g. a pod ordinal).
+    One(i32),
 }
 
 /// Which partitions, once parsed.
@@ -149,6 +152,7 @@ impl Partitions {
     pub fn parse(&self) -> Result<PartitionSet, String> {
         let text = match self {
             Partitions::List(list) => return set_of(list.iter().copied()).map(PartitionSet::Some),
+            Partitions::One(p) => return set_of([*p]).map(PartitionSet::Some),
             Partitions::Text(t) => t.trim(),
         };
         if text.eq_ignore_ascii_case("all") {
@@ -430,6 +434,11 @@ mod tests {
         );
         assert!(parse("3-1").is_err());
         assert!(parse("x").is_err());
+        assert_eq!(
+            Partitions::One(3).parse(),
+            Ok(PartitionSet::Some([3].into()))
+        );
+        assert!(Partitions::One(-1).parse().is_err());
         assert!(Partitions::List(vec![]).parse().is_err());
         assert!(Partitions::List(vec![-1]).parse().is_err());
     }
