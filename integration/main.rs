@@ -20,7 +20,6 @@ mod gateway_tls;
 mod kafka_roundtrip;
 mod kafka_security;
 mod kubernetes;
-mod kubernetes;
 mod operability;
 mod outage;
 mod relabel_cli;
