@@ -366,6 +366,7 @@ mod tests {
     use crate::relabel::RelabelConfig;
     use crate::remote_write::proto::v1::Sample;
     use crate::remote_write::{fast, validate_v1, Limits};
+    use crate::router::RouterConfig;
 
     fn route(rules: &str, task_count: u32) -> Route {
         let relabel_configs: Vec<RelabelConfig> = serde_yaml::from_str(rules).unwrap();
@@ -628,6 +629,58 @@ mod tests {
             route("[]", 16),
         ];
         assert!(same_on_both_paths(&raw, &routes, &[8, 3, 5]));
+        // With a stream aggregation file: the same routing on both paths,
+        // and every series of one `by: [job]` group on one task.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aggr.yml");
+        std::fs::write(
+            &file,
+            "- match: '{__name__=~\"http_.*\"}'\n  interval: 1m\n  outputs: [total]\n  by: [job]\n",
+        )
+        .unwrap();
+        let aggr = Route::compile(
+            &RouteConfig {
+                stream_aggr_file: Some(file),
+                ..RouterConfig::default().routes[0].clone()
+            },
+            NameValidation::default(),
+        )
+        .unwrap();
+        assert!(same_on_both_paths(&raw, &[aggr], &[3]));
+        let aggr = Route::compile(
+            &RouteConfig {
+                stream_aggr_file: Some(dir.path().join("aggr.yml")),
+                ..RouterConfig::default().routes[0].clone()
+            },
+            NameValidation::default(),
+        )
+        .unwrap();
+        let mut tasks: std::collections::BTreeMap<
+            (String, String),
+            std::collections::BTreeSet<u32>,
+        > = Default::default();
+        route_request(
+            request,
+            &[aggr],
+            &[3],
+            &mut [RouteStats::default()],
+            |_, _, t, s| {
+                let get = |n: &str| {
+                    s.labels
+                        .iter()
+                        .find(|l| l.name == n)
+                        .map_or(String::new(), |l| l.value.clone())
+                };
+                if get("__name__").starts_with("http_") {
+                    tasks
+                        .entry((get("__name__"), get("job")))
+                        .or_default()
+                        .insert(t);
+                }
+            },
+        );
+        assert!(tasks.len() > 10, "{tasks:?}");
+        assert!(tasks.values().all(|t| t.len() == 1), "{tasks:?}");
         assert!(same_on_both_paths(&raw, &routes[..1], &[8]));
     }
 
