@@ -1,12 +1,16 @@
 //! Build script: the git revision for `streamroute_build_info`.
 //!
-//! `STREAMROUTE_REVISION` wins (set it where the source has no .git, e.g. a
+//! The variable is not `STREAMROUTE_*`: cargo passes `rustc-env` values to
+//! the processes `cargo test` and `cargo run` start, and the configuration
+//! reads every `STREAMROUTE_*` variable as a key.
+//!
+//! `SR_BUILD_REVISION` wins (set it where the source has no .git, e.g. a
 //! container build); else `git rev-parse --short=12 HEAD`; else "unknown".
 
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=STREAMROUTE_REVISION");
+    println!("cargo:rerun-if-env-changed=SR_BUILD_REVISION");
     // A new commit moves HEAD or the branch it points at.
     for path in [".git/HEAD", ".git/packed-refs"] {
         if std::path::Path::new(path).exists() {
@@ -21,12 +25,12 @@ fn main() {
             }
         }
     }
-    let revision = std::env::var("STREAMROUTE_REVISION")
+    let revision = std::env::var("SR_BUILD_REVISION")
         .ok()
         .filter(|r| !r.trim().is_empty())
         .or_else(git_revision)
         .unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=STREAMROUTE_REVISION={revision}");
+    println!("cargo:rustc-env=SR_BUILD_REVISION={revision}");
 }
 
 fn git_revision() -> Option<String> {

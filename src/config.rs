@@ -197,10 +197,9 @@ impl Config {
                 .ignore(&["config_file"])
                 .split("__"),
         );
-        let config: Config = figment
+        figment
             .extract()
-            .map_err(|e| ConfigError::Load(describe_figment(e)))?;
-        Ok(config)
+            .map_err(|first| ConfigError::Load(every_load_error(&figment, first)))
     }
 
     /// Checks every rule, including those that compare two fields, and
@@ -301,17 +300,111 @@ impl Config {
     }
 }
 
-/// figment's messages already name the key; make the common ones read well.
-fn describe_figment(error: figment::Error) -> String {
+/// Most errors in a file at once: serde stops at the first unknown key or
+/// bad value, so each offending key is removed from the merged sources and
+/// the extraction repeated (at most [`MAX_LOAD_ERRORS`] times). Keys are
+/// named as validation names them (`router.routes[0].task_count`), with the
+/// source that set them.
+fn every_load_error(figment: &Figment, first: figment::Error) -> String {
+    let mut messages = Vec::new();
+    let Ok(mut merged) = figment.extract::<figment::value::Value>() else {
+        return describe_figment(figment, first);
+    };
+    let mut error = first;
+    for _ in 0..MAX_LOAD_ERRORS {
+        let paths: Vec<Vec<String>> = error.clone().into_iter().map(|e| e.path).collect();
+        messages.push(describe_figment(figment, error));
+        if !paths
+            .iter()
+            .fold(false, |any, path| remove(&mut merged, path) || any)
+        {
+            break;
+        }
+        match Figment::from(Serialized::defaults(&merged)).extract::<Config>() {
+            Ok(_) => break,
+            Err(next) => error = next,
+        }
+    }
+    messages.join("\n  ")
+}
+
+/// How many load errors one file reports at most.
+const MAX_LOAD_ERRORS: usize = 50;
+
+/// Removes the key at `path` (indexes of arrays as numbers); true if it was there.
+fn remove(value: &mut figment::value::Value, path: &[String]) -> bool {
+    use figment::value::Value;
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for key in parents {
+        at = match at {
+            Value::Dict(_, dict) => match dict.get_mut(key) {
+                Some(next) => next,
+                None => return false,
+            },
+            Value::Array(_, items) => {
+                match key.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                    Some(next) => next,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        };
+    }
+    match at {
+        Value::Dict(_, dict) => dict.remove(last).is_some(),
+        Value::Array(_, items) => match last.parse::<usize>() {
+            Ok(i) if i < items.len() => {
+                items.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// A figment path as validation writes keys: `router.routes[0].task_count`.
+fn dotted(path: &[String]) -> String {
+    let mut key = String::new();
+    for part in path {
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(part);
+        }
+    }
+    key
+}
+
+/// figment's messages already name the key; make the common ones read
+/// well, and name the source (file or environment) that set the key.
+fn describe_figment(figment: &Figment, error: figment::Error) -> String {
     error
         .into_iter()
         .map(|e| {
-            let key = e.path.join(".");
-            let source = e
-                .metadata
-                .as_ref()
-                .map(|m| m.name.to_string())
+            let key = dotted(&e.path);
+            // The re-extractions of every_load_error carry no source; the
+            // original sources know which one set the key.
+            let source = (1..=e.path.len())
+                .rev()
+                .find_map(|n| figment.find_metadata(&e.path[..n].join(".")))
+                .or(e.metadata.as_ref())
+                .map(|m| match &m.source {
+                    Some(figment::Source::File(path)) => format!("{} {}", m.name, path.display()),
+                    _ => m.name.to_string(),
+                })
                 .unwrap_or_default();
+            let source = if source.is_empty() {
+                String::new()
+            } else {
+                format!(" ({source})")
+            };
             let what = match &e.kind {
                 figment::error::Kind::UnknownField(field, _) => {
                     // The path already ends with the unknown field.
@@ -320,14 +413,14 @@ fn describe_figment(error: figment::Error) -> String {
                     } else {
                         key.as_str()
                     };
-                    return format!("{full}: unknown key ({source})");
+                    return format!("{full}: unknown key{source}");
                 }
                 kind => kind.to_string(),
             };
             if key.is_empty() {
-                format!("{what} ({source})")
+                format!("{what}{source}")
             } else {
-                format!("{key}: {what} ({source})")
+                format!("{key}: {what}{source}")
             }
         })
         .collect::<Vec<_>>()
@@ -343,6 +436,33 @@ mod tests {
         Config::default()
             .validate()
             .expect("defaults must validate");
+    }
+
+    #[test]
+    fn every_unknown_key_and_bad_value_of_a_file_is_named_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(
+            &path,
+            "[gateway]\nmax_in_flight = \"many\"\nbogus = 1\n\
+             [[router.routes]]\nname = \"a\"\ntopic = \"t\"\ntask_count = 8\n\
+             taskcount = 8\npartition_label = [\"x\"]\n\
+             [[router.routes]]\nname = \"b\"\ntopic = \"u\"\ntask_count = \"eight\"\n",
+        )
+        .unwrap();
+        let Err(ConfigError::Load(message)) = Config::load(Some(&path)) else {
+            panic!("expected a load error")
+        };
+        for key in [
+            "gateway.max_in_flight: invalid type",
+            "gateway.bogus: unknown key",
+            "router.routes[0].taskcount: unknown key",
+            "router.routes[0].partition_label: unknown key",
+            "router.routes[1].task_count: invalid type",
+        ] {
+            assert!(message.contains(key), "{key} is not named in: {message}");
+        }
+        assert!(message.contains("bad.toml"), "the file is named: {message}");
     }
 
     #[test]

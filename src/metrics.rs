@@ -16,7 +16,7 @@ pub const BUILD_INFO: &str = "streamroute_build_info";
 /// The version in Cargo.toml.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git revision this was built from (build.rs), or "unknown".
-pub const REVISION: &str = env!("STREAMROUTE_REVISION");
+pub const REVISION: &str = env!("SR_BUILD_REVISION");
 
 /// Registers the descriptions of every metric.
 pub fn describe() {
