@@ -314,10 +314,11 @@ fn every_load_error(figment: &Figment, first: figment::Error) -> String {
     for _ in 0..MAX_LOAD_ERRORS {
         let paths: Vec<Vec<String>> = error.clone().into_iter().map(|e| e.path).collect();
         messages.push(describe_figment(figment, error));
-        if !paths
-            .iter()
-            .fold(false, |any, path| remove(&mut merged, path) || any)
-        {
+        let mut removed = false;
+        for path in &paths {
+            removed |= remove(&mut merged, path);
+        }
+        if !removed {
             break;
         }
         match Figment::from(Serialized::defaults(&merged)).extract::<Config>() {
