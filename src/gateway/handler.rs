@@ -18,7 +18,7 @@ use super::{auth, Gateway};
 use crate::http::{text, Body, Handler, ResponseFuture};
 use crate::kafka::producer::SendError;
 use crate::kafka::record::IngressMeta;
-use crate::remote_write::{claimed_size, decode_bounded, Encoding, Protocol, Stats};
+use crate::remote_write::{check_bounded, claimed_size, Encoding, Protocol, Stats};
 
 /// The paths other receivers use for remote write; all mean the same here.
 pub const WRITE_PATHS: &[&str] = &["/api/v1/write", "/api/v1/push", "/receive"];
@@ -268,7 +268,7 @@ impl Gateway {
         let this = self.clone();
         let decoded = tokio::task::spawn_blocking(move || {
             let c = &this.config;
-            decode_bounded(
+            check_bounded(
                 &body,
                 encoding,
                 protocol,
@@ -276,7 +276,6 @@ impl Gateway {
                 &c.limits,
                 c.max_decode_memory_bytes,
             )
-            .map(|(decoded, stats)| (decoded.raw.len(), stats))
         })
         .await;
         match decoded {

@@ -1,41 +1,51 @@
-//! A zero-copy reader for remote write 1.0 requests, for the router.
+//! The zero-copy reader for remote write 1.0 requests, shared by the
+//! gateway's validation and the router.
 //!
 //! prost decodes every label into two `String`s (and frees them again),
-//! which is about half the router's work. The router only needs to read and
-//! rewrite labels, so this reader borrows them from the decompressed buffer
-//! and keeps each series' other fields (samples, exemplars, histograms) as
-//! the raw bytes that follow its labels, to be copied into the output as is.
+//! which was most of the gateway's and the router's work. Both only need to
+//! read (and the router to rewrite) labels, so this reader borrows them from
+//! the decompressed buffer and keeps each series' other fields (samples,
+//! exemplars, histograms) as bytes in prost's encoding, to be copied into
+//! the output as is.
 //!
-//! Exactness: [`parse`] accepts only requests for which this is the same as
-//! `WriteRequest::decode` followed by [`super::validate_v1`] succeeding and
-//! prost re-encoding the series: well-formed, valid UTF-8, every series
-//! written as all its labels, then its samples, exemplars and histograms in
-//! that order, each sample, exemplar and histogram exactly as prost encodes
-//! it, no metadata, and valid under the [`Limits`] and the other rules of
-//! `validate_v1` (a non-empty `__name__`, histogram counts that add up).
-//! Anything else returns `None` and the caller takes the prost path, which
-//! then produces the very same result or error as before. Prometheus and the generator write this
-//! canonical form, so the fallback is rare.
+//! Exactness: [`parse`] reads every valid protobuf encoding of a
+//! `WriteRequest` (fields in any order, labels interleaved with samples,
+//! explicit default values, repeated scalar fields where the last wins,
+//! non-minimal varints, unknown fields of every wire type but groups
+//! skipped) and returns what `WriteRequest::decode` followed by
+//! [`super::validate_v1`] and prost re-encoding each series would give: the
+//! same labels, the same [`Stats`], and, per series, the bytes prost writes
+//! for its samples, exemplars and histograms. A series already in that form
+//! is borrowed; any other is re-encoded once into [`FastRequest`]'s arena.
+//! It returns `None` when prost would refuse the bytes, when `validate_v1`
+//! would refuse the request, for metadata and for groups, so the caller
+//! takes the prost path, which then reports the very same result or error
+//! as before. Exemplars and histograms, which are rare, are decoded with
+//! prost (their bytes copied when they are already canonical).
 
 use std::ops::Range;
 
 use prost::Message;
 
 use super::proto::v1::{Exemplar, Histogram};
-use super::validate::{histogram_count_mismatch, Limits, METRIC_NAME};
+use super::validate::{histogram_count_mismatch, Limits, Stats, METRIC_NAME};
 
 /// Wire types.
 const VARINT: u8 = 0;
 const FIXED64: u8 = 1;
 const LEN: u8 = 2;
+const FIXED32: u8 = 5;
 
-/// A request read by [`parse`]: borrowed labels and raw non-label bytes.
+/// A request read by [`parse`]: borrowed labels and non-label bytes in
+/// prost's encoding.
 #[derive(Debug, Default)]
 pub struct FastRequest<'a> {
     /// Labels of every series, series after series.
     pub labels: Vec<(&'a str, &'a str)>,
     /// The series, in request order.
     pub series: Vec<FastSeries<'a>>,
+    /// Re-encoded non-label fields of series not written in prost's form.
+    arena: Vec<u8>,
 }
 
 /// One series of a [`FastRequest`].
@@ -43,140 +53,287 @@ pub struct FastRequest<'a> {
 pub struct FastSeries<'a> {
     /// Its labels: a range of [`FastRequest::labels`].
     pub labels: Range<usize>,
-    /// Its samples, exemplars and histograms exactly as prost would encode
-    /// them (TimeSeries fields 2, 3 and 4, keys included).
-    pub rest: &'a [u8],
-    /// Float samples in `rest`.
+    /// Where its non-label bytes are (see [`FastRequest::rest`]).
+    rest: Rest<'a>,
+    /// Float samples.
     pub samples: usize,
-    /// Native histogram samples in `rest`.
+    /// Native histogram samples.
     pub histograms: usize,
+    /// Exemplars.
+    pub exemplars: usize,
 }
 
-/// Reads a decompressed 1.0 `WriteRequest`, or returns `None` when the
-/// request is outside what the fast path handles (see the module docs):
-/// the caller must then decode it with prost and validate it as before.
+#[derive(Debug, Clone)]
+enum Rest<'a> {
+    /// Borrowed from the request: it was written as prost writes it.
+    Raw(&'a [u8]),
+    /// A range of the request's arena.
+    Arena(Range<usize>),
+}
+
+impl FastRequest<'_> {
+    /// The samples, exemplars and histograms of `series` (one of
+    /// [`Self::series`]) exactly as prost encodes them: TimeSeries fields
+    /// 2, 3 and 4, keys included, in that order.
+    pub fn rest<'s>(&'s self, series: &'s FastSeries<'_>) -> &'s [u8] {
+        match &series.rest {
+            Rest::Raw(bytes) => bytes,
+            Rest::Arena(range) => self.arena.get(range.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// What [`super::validate_v1`] returns for this request.
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats {
+            series: self.series.len(),
+            ..Stats::default()
+        };
+        for s in &self.series {
+            stats.samples += s.samples;
+            stats.histograms += s.histograms;
+            stats.exemplars += s.exemplars;
+        }
+        stats
+    }
+}
+
+/// Reads a decompressed 1.0 `WriteRequest`, or returns `None` when prost or
+/// `validate_v1` would refuse it, or it holds metadata (see the module
+/// docs): the caller must then decode it with prost and validate it as
+/// before.
 pub fn parse<'a>(raw: &'a [u8], limits: &Limits) -> Option<FastRequest<'a>> {
     let mut req = FastRequest::default();
     // Scratch for checking exemplars and histograms, which are rare.
     let mut scratch = Vec::new();
     let mut r = Reader(raw);
     while !r.is_empty() {
-        // Only timeseries (field 1); metadata and unknown fields fall back.
-        let body = r.field(1, LEN)?;
-        let series = parse_series(body, &mut req.labels, &mut scratch)?;
-        req.series.push(series);
+        let (field, wire) = r.key()?;
+        match (field, wire) {
+            (1, LEN) => {
+                let body = r.len_delimited()?;
+                let series = parse_series(body, &mut req.labels, &mut req.arena, &mut scratch)?;
+                req.series.push(series);
+            }
+            // Metadata takes the prost path; a wrong wire type is an error there.
+            (1 | 3, _) => return None,
+            _ => r.skip(wire)?,
+        }
     }
     valid(&req, limits).then_some(req)
+}
+
+/// What a series' non-label fields look like on the wire.
+struct Layout {
+    /// Every label comes before every other field, the other fields are
+    /// samples, exemplars and histograms in that order, each as prost
+    /// writes it, and nothing else is there.
+    canonical: bool,
+    /// Where the first non-label field starts, if `canonical`.
+    rest_start: usize,
 }
 
 fn parse_series<'a>(
     body: &'a [u8],
     labels: &mut Vec<(&'a str, &'a str)>,
+    arena: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
 ) -> Option<FastSeries<'a>> {
     let start = labels.len();
+    let (mut samples, mut histograms, mut exemplars) = (0, 0, 0);
+    let mut layout = Layout {
+        canonical: true,
+        rest_start: body.len(),
+    };
+    // The highest non-label field seen so far (0: none yet).
+    let mut last_field = 0;
     let mut r = Reader(body);
-    // Labels come first; prost would put them first when re-encoding.
-    while r.peek_key() == Some(1 << 3 | LEN) {
-        let label = r.field(1, LEN)?;
-        labels.push(parse_label(label)?);
-    }
-    let rest = r.0;
-    let (mut samples, mut histograms) = (0, 0);
-    // Fields in ascending order only, so `rest` is in prost's order.
-    let mut last_field = 2;
     while !r.is_empty() {
+        let at = body.len() - r.0.len();
+        let key_start = r.0.len();
         let (field, wire) = r.key()?;
-        if wire != LEN || field < last_field || field > 4 {
+        let one_byte_key = key_start - r.0.len() == 1;
+        if !(1..=4).contains(&field) {
+            r.skip(wire)?;
+            layout.canonical = false;
+            continue;
+        }
+        if wire != LEN {
+            // prost: "invalid wire type" for a known field.
             return None;
         }
-        last_field = field;
-        // prost writes minimal length varints; check we copy only those.
-        let before = r.0.len();
+        let len_start = r.0.len();
         let len = r.varint()?;
-        if before - r.0.len() != prost::encoding::encoded_len_varint(len) {
-            return None;
-        }
+        let minimal_len = len_start - r.0.len() == prost::encoding::encoded_len_varint(len);
         let msg = r.take(usize::try_from(len).ok()?)?;
+        if field == 1 {
+            labels.push(parse_label(msg)?);
+            if last_field != 0 {
+                layout.canonical = false;
+            }
+            continue;
+        }
+        if last_field == 0 {
+            layout.rest_start = at;
+        }
+        if field < last_field || !one_byte_key || !minimal_len {
+            layout.canonical = false;
+        }
+        last_field = last_field.max(field);
         match field {
             2 => {
-                canonical_sample(msg)?;
+                let (_, _, canonical) = parse_sample(msg)?;
+                layout.canonical &= canonical;
                 samples += 1;
             }
             3 => {
-                round_trips::<Exemplar>(msg, scratch)?;
+                let (_, canonical) = decode_checked::<Exemplar>(msg, scratch)?;
+                layout.canonical &= canonical;
+                exemplars += 1;
             }
             _ => {
+                let (h, canonical) = decode_checked::<Histogram>(msg, scratch)?;
                 // Counts that do not add up fall back, so prost's path
                 // reports them.
-                let h = round_trips::<Histogram>(msg, scratch)?;
                 if histogram_count_mismatch(&h).is_some() {
                     return None;
                 }
+                layout.canonical &= canonical;
                 histograms += 1;
             }
         }
     }
+    let rest = if layout.canonical {
+        Rest::Raw(&body[layout.rest_start..])
+    } else {
+        let from = arena.len();
+        reencode(body, arena)?;
+        Rest::Arena(from..arena.len())
+    };
     Some(FastSeries {
         labels: start..labels.len(),
         rest,
         samples,
         histograms,
+        exemplars,
     })
 }
 
+/// Writes the samples, exemplars and histograms of a series (already read
+/// once by [`parse_series`]) into `out` as prost encodes them.
+fn reencode(body: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    for wanted in 2..=4 {
+        let mut r = Reader(body);
+        while !r.is_empty() {
+            let (field, wire) = r.key()?;
+            if field != wanted {
+                r.skip(wire)?;
+                continue;
+            }
+            let msg = r.len_delimited()?;
+            match field {
+                2 => {
+                    let (value, timestamp, _) = parse_sample(msg)?;
+                    put_sample(out, value, timestamp);
+                }
+                3 => prost::encoding::message::encode(3, &Exemplar::decode(msg).ok()?, out),
+                _ => prost::encoding::message::encode(4, &Histogram::decode(msg).ok()?, out),
+            }
+        }
+    }
+    Some(())
+}
+
+/// A `Sample` field (key included) as prost encodes it.
+fn put_sample(out: &mut Vec<u8>, value: f64, timestamp: i64) {
+    // prost leaves 0.0 (and -0.0, which equals it) and 0 out.
+    let value_len = if value != 0.0 { 9 } else { 0 };
+    let ts_len = if timestamp != 0 {
+        1 + prost::encoding::encoded_len_varint(timestamp as u64)
+    } else {
+        0
+    };
+    out.push(2 << 3 | LEN);
+    out.push((value_len + ts_len) as u8);
+    if value != 0.0 {
+        out.push(1 << 3 | FIXED64);
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    if timestamp != 0 {
+        out.push(2 << 3 | VARINT);
+        prost::encoding::encode_varint(timestamp as u64, out);
+    }
+}
+
 /// A `Label` message, decoded as prost would: fields in any order, the last
-/// of a repeated field wins, absent means empty. Unknown fields fall back.
+/// of a repeated field wins, absent means empty, unknown fields skipped.
 fn parse_label(body: &[u8]) -> Option<(&str, &str)> {
     let (mut name, mut value) = ("", "");
     let mut r = Reader(body);
     while !r.is_empty() {
         let (field, wire) = r.key()?;
+        if !(1..=2).contains(&field) {
+            r.skip(wire)?;
+            continue;
+        }
         if wire != LEN {
             return None;
         }
-        let len = usize::try_from(r.varint()?).ok()?;
         // prost refuses strings that are not UTF-8; so do we (by falling back).
-        let text = std::str::from_utf8(r.take(len)?).ok()?;
-        match field {
-            1 => name = text,
-            2 => value = text,
-            _ => return None,
+        let text = std::str::from_utf8(r.len_delimited()?).ok()?;
+        if field == 1 {
+            name = text;
+        } else {
+            value = text;
         }
     }
     Some((name, value))
 }
 
-/// A `Sample` exactly as prost encodes it: value (fixed64) unless 0.0, then
-/// timestamp (minimal varint) unless 0.
-fn canonical_sample(body: &[u8]) -> Option<()> {
+/// A `Sample` decoded as prost would, and whether it is written exactly as
+/// prost writes it: value (fixed64) unless 0.0, then timestamp (minimal
+/// varint) unless 0, nothing else.
+fn parse_sample(body: &[u8]) -> Option<(f64, i64, bool)> {
+    let (mut value, mut timestamp) = (0.0, 0i64);
     let mut r = Reader(body);
-    if r.peek_key() == Some(1 << 3 | FIXED64) {
-        r.take(1)?;
-        let bytes: [u8; 8] = r.take(8)?.try_into().ok()?;
-        // prost leaves 0.0 (and -0.0, which equals it) out.
-        if f64::from_le_bytes(bytes) == 0.0 {
-            return None;
+    // The fields seen, in order, for the canonical check.
+    let mut canonical = true;
+    let mut last = 0;
+    while !r.is_empty() {
+        let key_start = r.0.len();
+        let (field, wire) = r.key()?;
+        canonical &= key_start - r.0.len() == 1 && field > last;
+        last = field;
+        match (field, wire) {
+            (1, FIXED64) => {
+                let bytes: [u8; 8] = r.take(8)?.try_into().ok()?;
+                value = f64::from_le_bytes(bytes);
+                canonical &= value != 0.0;
+            }
+            (2, VARINT) => {
+                let before = r.0.len();
+                let v = r.varint()?;
+                timestamp = v as i64;
+                canonical &= v != 0 && before - r.0.len() == prost::encoding::encoded_len_varint(v);
+            }
+            // prost: "invalid wire type" for a known field.
+            (1 | 2, _) => return None,
+            _ => {
+                r.skip(wire)?;
+                canonical = false;
+            }
         }
     }
-    if r.peek_key() == Some(2 << 3 | VARINT) {
-        r.take(1)?;
-        let before = r.0.len();
-        let ts = r.varint()?;
-        if ts == 0 || before - r.0.len() != prost::encoding::encoded_len_varint(ts) {
-            return None;
-        }
-    }
-    r.is_empty().then_some(())
+    Some((value, timestamp, canonical))
 }
 
-/// `body` decoded as an `M`, if prost decodes it and re-encodes it to the
-/// same bytes.
-fn round_trips<M: Message + Default>(body: &[u8], scratch: &mut Vec<u8>) -> Option<M> {
+/// `body` decoded as an `M`, and whether prost re-encodes it to the same
+/// bytes.
+fn decode_checked<M: Message + Default>(body: &[u8], scratch: &mut Vec<u8>) -> Option<(M, bool)> {
     let msg = M::decode(body).ok()?;
     scratch.clear();
     msg.encode(scratch).ok()?;
-    (scratch.as_slice() == body).then_some(msg)
+    let canonical = scratch.as_slice() == body;
+    Some((msg, canonical))
 }
 
 /// The checks of [`super::validate_v1`], without building errors: an
@@ -198,17 +355,13 @@ fn valid(req: &FastRequest<'_>, limits: &Limits) -> bool {
         })
 }
 
-/// A cursor over protobuf bytes; every read fails (None) rather than panics.
+/// A cursor over protobuf bytes; every read fails (None) where prost's
+/// decoding fails, rather than panics.
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
     fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-
-    /// The next byte, if it is a one-byte key.
-    fn peek_key(&self) -> Option<u8> {
-        self.0.first().copied()
     }
 
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
@@ -238,18 +391,35 @@ impl<'a> Reader<'a> {
         None
     }
 
-    /// A key: (field number, wire type).
+    /// A key: (field number, wire type), refused where prost refuses it
+    /// (above u32, wire type 6 or 7, field 0).
     fn key(&mut self) -> Option<(u64, u8)> {
         let key = self.varint()?;
+        if key > u64::from(u32::MAX) || key & 7 > 5 || key >> 3 == 0 {
+            return None;
+        }
         Some((key >> 3, (key & 7) as u8))
     }
 
-    /// The body of a length-delimited field `field`; None for any other key.
-    fn field(&mut self, field: u64, wire: u8) -> Option<&'a [u8]> {
-        if self.key()? != (field, wire) {
-            return None;
-        }
+    /// The body of a length-delimited field whose key was just read.
+    fn len_delimited(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(self.varint()?).ok()?;
         self.take(len)
     }
+
+    /// Skips an unknown field's value. Groups (3, 4) return None: prost
+    /// skips them, the caller's prost path does it.
+    fn skip(&mut self, wire: u8) -> Option<()> {
+        match wire {
+            VARINT => self.varint().map(drop),
+            FIXED64 => self.take(8).map(drop),
+            LEN => self.len_delimited().map(drop),
+            FIXED32 => self.take(4).map(drop),
+            _ => None,
+        }
+    }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests;

@@ -431,6 +431,36 @@ pub fn decode_bounded(
     ))
 }
 
+/// What [`decode_bounded`] checks, without building the request: the
+/// decoded size and the [`Stats`] of a valid body. Requests of 1.0 are read
+/// by [`fast::parse`], which borrows labels from the decompressed bytes;
+/// 2.0, metadata and every request `fast::parse` declines (invalid ones
+/// included) take prost's path, so each error is the one
+/// [`decode_bounded`] reports. CPU-bound: call it off the async threads.
+pub fn check_bounded(
+    body: &[u8],
+    encoding: Encoding,
+    protocol: Protocol,
+    max_decoded: usize,
+    limits: &Limits,
+    max_heap: usize,
+) -> Result<(usize, Stats), RequestError> {
+    let raw = decompress(body, encoding, max_decoded)?;
+    bounds::check(&raw, protocol, limits, max_heap)?;
+    if protocol == Protocol::V1 {
+        if let Some(request) = fast::parse(&raw, limits) {
+            return Ok((raw.len(), request.stats()));
+        }
+    }
+    let request = match protocol {
+        Protocol::V1 => WriteRequest::decode(raw.as_slice()).map_err(DecodeError::BadProtobuf)?,
+        Protocol::V2 => proto::v2::Request::decode(raw.as_slice())
+            .map_err(DecodeError::BadProtobuf)?
+            .into_v1()?,
+    };
+    Ok((raw.len(), validate_v1(&request, limits)?))
+}
+
 /// Renders labels like `{__name__="up", job="api"}` for messages, escaping
 /// `\`, `"` and newlines, and cut to about 200 bytes (ending in `...`).
 /// Work and memory stay bounded however long the labels are.

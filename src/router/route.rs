@@ -189,8 +189,8 @@ impl LabelPair for CowLabel<'_> {
 pub struct FastEntry<'s, 'a> {
     /// The relabeled labels, sorted, with the task label.
     pub labels: &'s [CowLabel<'a>],
-    /// The series' other fields, already encoded (see `remote_write::fast::FastSeries::rest`).
-    pub rest: &'a [u8],
+    /// The series' other fields, already encoded (see `remote_write::fast::FastRequest::rest`).
+    pub rest: &'s [u8],
     /// Float samples in `rest`.
     pub samples: usize,
     /// Native histogram samples in `rest`.
@@ -252,7 +252,7 @@ pub fn route_fast<'a>(
                     stats[i].aggregation_conflicts += u64::from(routed == Routed::Conflict);
                     let entry = FastEntry {
                         labels: &labels,
-                        rest: series.rest,
+                        rest: request.rest(series),
                         samples: series.samples,
                         histograms: series.histograms,
                     };
@@ -684,10 +684,11 @@ mod tests {
         assert!(same_on_both_paths(&raw, &routes[..1], &[8]));
     }
 
-    /// Requests prost would decode or re-encode differently, or that are
-    /// invalid, are declined, so the caller falls back to prost.
+    /// Every valid encoding takes the fast path and routes as prost's
+    /// decode does (explicit zeros, any field order, unknown fields);
+    /// what prost refuses and invalid requests are declined.
     #[test]
-    fn fast_reader_declines_what_it_cannot_copy_exactly() {
+    fn fast_reader_reads_every_valid_form_and_declines_the_rest() {
         let limits = Limits::default();
         let ok = WriteRequest {
             timeseries: vec![series("a")],
@@ -706,19 +707,31 @@ mod tests {
             raw.extend_from_slice(&ts);
             raw
         };
-        let good = with_rest(&[0x12, 2, 0x10, 5]);
-        assert!(same_on_both_paths(&good, &[route("[]", 4)], &[2]));
-        for bad in [
+        for good in [
+            &[0x12, 2, 0x10, 5][..],
             &[0x12, 2, 0x10, 0][..],          // explicit zero timestamp
             &[0x12, 3, 0x10, 0x85, 0x00][..], // non-minimal varint
-            &[0x12, 3, 0x10, 5, 0][..],       // trailing garbage in a sample
             &[0x12, 0x82, 0x00, 0x10, 5][..], // non-minimal length
             &[0x1a, 0, 0x12, 2, 0x10, 5][..], // exemplar before sample
-            &[0x12, 2, 0x10, 5, 0x0a, 0][..], // label after a sample
+            &[0x12, 2, 0x10, 5, 0x0a, 0][..], // label after a sample (empty: invalid name)
             &[0x2a, 0][..],                   // unknown field
-            &[0x12, 9, 0x09][..],             // truncated
+        ] {
+            let raw = with_rest(good);
+            let valid = WriteRequest::decode(raw.as_slice())
+                .ok()
+                .is_some_and(|r| validate_v1(&r, &limits).is_ok());
+            assert_eq!(
+                same_on_both_paths(&raw, &[route("[]", 4)], &[2]),
+                valid,
+                "{good:?}"
+            );
+        }
+        for bad in [
+            &[0x12, 9, 0x09][..], // truncated
+            &[0x10, 5][..],       // samples as a varint
         ] {
             let raw = with_rest(bad);
+            assert!(WriteRequest::decode(raw.as_slice()).is_err());
             assert!(fast::parse(&raw, &limits).is_none(), "{bad:?}");
         }
         // Metadata, invalid UTF-8, invalid requests.
