@@ -12,6 +12,8 @@ mod egress;
 mod egress_gaps;
 mod egress_state;
 mod egress_windows;
+mod egress_windows_load;
+mod egress_windows_vm;
 mod gateway;
 mod gateway_hostile;
 mod gateway_outage;

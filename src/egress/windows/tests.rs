@@ -213,3 +213,31 @@ fn restored_windows_continue_where_they_stopped() {
         [(0, 1.0), (30 * S, 1.5), (100 * S, 2.0)]
     );
 }
+
+#[test]
+fn a_short_gap_of_a_fast_series_is_filled_while_another_series_lags() {
+    // The vmagent test's shape: 2 s scrape, 8 s delay, ticks 33 then 41
+    // (35, 37, 39 missing), another series arriving up to 6.5 s late.
+    let mut w = Windows::new(Settings {
+        delay: 8 * S,
+        default_interval: 2 * S,
+        ..settings(OnLate::Drop, OnGap::Interpolate)
+    });
+    let mut input = Vec::new();
+    let mut offset = 0;
+    for t in (1..=61).step_by(2) {
+        if !(35..=39).contains(&t) {
+            input.push((offset, 1, t * S, t as f64));
+            offset += 1;
+        }
+        let lagged = t - 5;
+        if lagged > 0 {
+            input.push((offset, 2, lagged * S, lagged as f64));
+            offset += 1;
+        }
+    }
+    let out = run(&mut w, &input);
+    let got: Vec<i64> = points(&out.send, 1).iter().map(|p| p.0 / S).collect();
+    let want: Vec<i64> = (1..=51).step_by(2).collect();
+    assert_eq!(&got[..want.len()], &want[..], "35, 37, 39 filled");
+}
