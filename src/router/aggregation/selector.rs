@@ -28,9 +28,54 @@ pub enum Op {
     /// `!=`
     Ne(String),
     /// `=~`, with the source pattern kept for messages.
-    Re(Regex, String),
+    Re(Pattern, String),
     /// `!~`
-    NotRe(Regex, String),
+    NotRe(Pattern, String),
+}
+
+/// A compiled `=~` / `!~` pattern. Alternations of plain literals, each
+/// optionally followed by `.*` (`a|b`, `process_.*|node_.*`, the common
+/// metric-name matchers), are compared as strings; everything else goes
+/// to the regex engine. Both full-match, as PromQL does.
+#[derive(Debug, Clone)]
+pub enum Pattern {
+    /// `(literal, is_prefix)` alternatives.
+    Literals(Vec<(String, bool)>),
+    /// Anything else.
+    Regex(Regex),
+}
+
+impl Pattern {
+    /// Compiles `pattern` (Go RE2 syntax).
+    pub fn new(pattern: &str) -> Result<Pattern, String> {
+        // Compiled in every case, so a pattern is refused exactly when the
+        // regex engine refuses it.
+        let regex = compile_regex(pattern)?;
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+        let literals: Option<Vec<(String, bool)>> = pattern
+            .split('|')
+            .map(|alt| match alt.strip_suffix(".*") {
+                Some(prefix) if prefix.chars().all(plain) => Some((prefix.to_owned(), true)),
+                _ if alt.chars().all(plain) => Some((alt.to_owned(), false)),
+                _ => None,
+            })
+            .collect();
+        Ok(match literals {
+            Some(l) => Pattern::Literals(l),
+            None => Pattern::Regex(regex),
+        })
+    }
+
+    /// Whether the whole of `value` matches.
+    pub fn is_match(&self, value: &str) -> bool {
+        match self {
+            Pattern::Literals(alts) => alts.iter().any(|(lit, prefix)| match prefix {
+                true => value.starts_with(lit.as_str()),
+                false => value == lit,
+            }),
+            Pattern::Regex(re) => re.is_match(value),
+        }
+    }
 }
 
 /// One `name op value` matcher.
@@ -254,7 +299,7 @@ impl Parser<'_> {
         }
         let value = self.string()?;
         let regex =
-            |v: &str| compile_regex(v).map_err(|e| format!("label {name:?}: bad regex {v:?}: {e}"));
+            |v: &str| Pattern::new(v).map_err(|e| format!("label {name:?}: bad regex {v:?}: {e}"));
         let op = match op {
             "=" => Op::Eq(value),
             "!=" => Op::Ne(value),

@@ -457,6 +457,27 @@ fn group_key(grouping: &Grouping, labels: &[(String, String)]) -> Vec<(String, S
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
 
+    /// The string comparison of literal alternations agrees with the regex
+    /// engine, for patterns in that form and near it.
+    #[test]
+    fn literal_patterns_agree_with_the_regex_engine(
+        alts in prop::collection::vec(("[ab_:]{0,3}", prop::sample::select(vec!["", ".*", ".+", "*", "\\d"])), 1..4),
+        value in "[ab_:\n]{0,5}",
+    ) {
+        let pattern: Vec<String> = alts.iter().map(|(l, s)| format!("{l}{s}")).collect();
+        let pattern = pattern.join("|");
+        let regex = regex::Regex::new(&format!("^(?s:{pattern})$"));
+        match (selector::Pattern::new(&pattern), regex) {
+            (Ok(p), Ok(re)) => prop_assert_eq!(p.is_match(&value), re.is_match(&value), "{}", pattern),
+            (Err(_), Err(_)) => {}
+            (p, re) => prop_assert!(false, "{pattern}: {:?} vs {:?}", p.is_ok(), re.is_ok()),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+
     #[test]
     fn selector_matches_like_promql(
         matchers in prop::collection::vec(matcher(), 0..4),
