@@ -202,6 +202,12 @@ async fn every_aggregation_group_lands_whole_on_one_partition() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
+    // The start-up log names the rules routed together and their key.
+    assert!(
+        router.log().contains("rules #1 (latency-without-instance) (without [instance]), #2 (max-by-job-path) (by [__name__, job, path]) can select the same series, so they are routed together by [__name__, job, path]"),
+        "{}",
+        router.log()
+    );
     assert!(
         metrics.contains("streamroute_router_aggregation_conflict_series_total{route=\"main\"} 0"),
         "{metrics}"
