@@ -78,6 +78,19 @@ impl fmt::Display for Encoding {
 /// ([`DecodeError::BodyTooLarge`]). Memory use is bounded by `max_decoded`
 /// plus small codec buffers whatever the body claims.
 pub fn decompress(body: &[u8], enc: Encoding, max_decoded: usize) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::new();
+    decompress_into(body, enc, max_decoded, &mut out)?;
+    Ok(out)
+}
+
+/// [`decompress`] into `out` (cleared first), reusing its allocation.
+pub fn decompress_into(
+    body: &[u8],
+    enc: Encoding,
+    max_decoded: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    out.clear();
     match enc {
         Encoding::Identity => {
             if body.len() > max_decoded {
@@ -86,10 +99,11 @@ pub fn decompress(body: &[u8], enc: Encoding, max_decoded: usize) -> Result<Vec<
                     max: max_decoded,
                 });
             }
-            Ok(body.to_vec())
+            out.extend_from_slice(body);
+            Ok(())
         }
-        Encoding::Snappy => decompress_snappy(body, max_decoded),
-        Encoding::Zstd => decompress_zstd(body, max_decoded),
+        Encoding::Snappy => decompress_snappy(body, max_decoded, out),
+        Encoding::Zstd => decompress_zstd(body, max_decoded, out),
     }
 }
 
@@ -105,9 +119,13 @@ pub fn claimed_size(body: &[u8], enc: Encoding) -> Option<u64> {
     }
 }
 
-fn decompress_snappy(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, DecodeError> {
-    // The header holds the decoded length; check it before `decompress_vec`
-    // allocates that many bytes.
+fn decompress_snappy(
+    body: &[u8],
+    max_decoded: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    // The header holds the decoded length; check it before allocating that
+    // many bytes.
     let claimed = match snap::raw::decompress_len(body) {
         Ok(n) => n as u64,
         // snap refuses claims over u32::MAX itself; still "too large".
@@ -120,12 +138,16 @@ fn decompress_snappy(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, DecodeE
             max: max_decoded,
         });
     }
-    snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(DecodeError::BadSnappy)
+    // Checked above: at most max_decoded bytes.
+    out.resize(claimed as usize, 0);
+    let n = snap::raw::Decoder::new()
+        .decompress(body, out)
+        .map_err(DecodeError::BadSnappy)?;
+    out.truncate(n);
+    Ok(())
 }
 
-fn decompress_zstd(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, DecodeError> {
+fn decompress_zstd(body: &[u8], max_decoded: usize, out: &mut Vec<u8>) -> Result<(), DecodeError> {
     // A declared content size lets us refuse early and size the buffer
     // exactly; its absence is fine, the bounded read below still applies.
     let declared = zstd::zstd_safe::get_frame_content_size(body).map_err(|_| {
@@ -151,12 +173,11 @@ fn decompress_zstd(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, DecodeErr
         .map_err(DecodeError::BadZstd)?;
 
     // The declared size is only a hint for capacity (already bounded above).
-    let capacity = declared.map_or(0, |s| s as usize);
-    let mut out = Vec::with_capacity(capacity);
+    out.reserve(declared.map_or(0, |s| s as usize));
     let limit = max_decoded as u64 + 1;
     decoder
         .take(limit)
-        .read_to_end(&mut out)
+        .read_to_end(out)
         .map_err(DecodeError::BadZstd)?;
     if out.len() > max_decoded {
         return Err(DecodeError::DecodedTooLarge {
@@ -164,7 +185,7 @@ fn decompress_zstd(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, DecodeErr
             max: max_decoded,
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Window log cap for a given output limit: enough to cover `max` bytes,

@@ -23,9 +23,12 @@
 //! as before. Exemplars and histograms, which are rare, are decoded with
 //! prost (their bytes copied when they are already canonical).
 
+use std::cell::RefCell;
 use std::ops::Range;
 
 use prost::Message;
+
+use super::reuse::{give_bytes, recycle, take_bytes, MAX_KEPT_BYTES};
 
 use super::proto::v1::{Exemplar, Histogram};
 use super::validate::{histogram_count_mismatch, Limits, Stats, METRIC_NAME};
@@ -38,7 +41,7 @@ const FIXED32: u8 = 5;
 
 /// A request read by [`parse`]: borrowed labels and non-label bytes in
 /// prost's encoding.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FastRequest<'a> {
     /// Labels of every series, series after series.
     pub labels: Vec<(&'a str, &'a str)>,
@@ -97,12 +100,54 @@ impl FastRequest<'_> {
     }
 }
 
+thread_local! {
+    /// Emptied label and series vectors of dropped requests, for the next
+    /// request on this thread (see [`super::reuse`]).
+    static SPARE: RefCell<Option<Spare>> = const { RefCell::new(None) };
+}
+
+/// The vectors of a dropped [`FastRequest`], empty, with `'static` in
+/// place of the lifetime of the bytes they borrowed.
+struct Spare {
+    labels: Vec<(&'static str, &'static str)>,
+    series: Vec<FastSeries<'static>>,
+}
+
+impl FastRequest<'_> {
+    fn new() -> Self {
+        let spare = SPARE.with(|s| s.borrow_mut().take());
+        let (labels, series) =
+            spare.map_or_else(Default::default, |s| (recycle(s.labels), recycle(s.series)));
+        FastRequest {
+            labels,
+            series,
+            arena: take_bytes(),
+        }
+    }
+}
+
+impl Drop for FastRequest<'_> {
+    fn drop(&mut self) {
+        give_bytes(std::mem::take(&mut self.arena));
+        let bytes = self.labels.capacity() * std::mem::size_of::<(&str, &str)>()
+            + self.series.capacity() * std::mem::size_of::<FastSeries<'_>>();
+        if bytes > MAX_KEPT_BYTES {
+            return;
+        }
+        let spare = Spare {
+            labels: recycle(std::mem::take(&mut self.labels)),
+            series: recycle(std::mem::take(&mut self.series)),
+        };
+        SPARE.with(|s| *s.borrow_mut() = Some(spare));
+    }
+}
+
 /// Reads a decompressed 1.0 `WriteRequest`, or returns `None` when prost or
 /// `validate_v1` would refuse it, or it holds metadata (see the module
 /// docs): the caller must then decode it with prost and validate it as
 /// before.
 pub fn parse<'a>(raw: &'a [u8], limits: &Limits) -> Option<FastRequest<'a>> {
-    let mut req = FastRequest::default();
+    let mut req = FastRequest::new();
     // Scratch for checking exemplars and histograms, which are rare.
     let mut scratch = Vec::new();
     let mut r = Reader(raw);

@@ -22,13 +22,15 @@ pub mod bounds;
 pub mod codec;
 pub mod fast;
 pub mod proto;
+pub mod reuse;
 pub mod validate;
 
 use prost::Message;
 use thiserror::Error;
 
-pub use codec::{claimed_size, compress, decompress, sniff, Encoding};
+pub use codec::{claimed_size, compress, decompress, decompress_into, sniff, Encoding};
 pub use proto::v1::{Label, TimeSeries, WriteRequest};
+pub use reuse::decompress_reusing;
 pub use validate::{is_valid_label_name, validate_v1, Limits, NameValidation, Stats};
 
 /// Rendered label sets in error messages stop after about this many bytes.
@@ -445,7 +447,7 @@ pub fn check_bounded(
     limits: &Limits,
     max_heap: usize,
 ) -> Result<(usize, Stats), RequestError> {
-    let raw = decompress(body, encoding, max_decoded)?;
+    let raw = decompress_reusing(body, encoding, max_decoded)?;
     bounds::check(&raw, protocol, limits, max_heap)?;
     if protocol == Protocol::V1 {
         if let Some(request) = fast::parse(&raw, limits) {
@@ -453,8 +455,8 @@ pub fn check_bounded(
         }
     }
     let request = match protocol {
-        Protocol::V1 => WriteRequest::decode(raw.as_slice()).map_err(DecodeError::BadProtobuf)?,
-        Protocol::V2 => proto::v2::Request::decode(raw.as_slice())
+        Protocol::V1 => WriteRequest::decode(&*raw).map_err(DecodeError::BadProtobuf)?,
+        Protocol::V2 => proto::v2::Request::decode(&*raw)
             .map_err(DecodeError::BadProtobuf)?
             .into_v1()?,
     };

@@ -45,8 +45,8 @@ use crate::kafka::record::{copy_headers, IngressMeta, HEADER_ROUTE};
 use crate::kafka::stats::StatsContext;
 use crate::kafka::KafkaConfig;
 use crate::remote_write::{
-    decode_request, decompress, fast, sniff, validate_v1, DecodeError, Encoding, Limits, Protocol,
-    WriteRequest,
+    decode_request, decompress_reusing, fast, sniff, validate_v1, DecodeError, Encoding, Limits,
+    Protocol, WriteRequest,
 };
 
 /// Errors that stop the router.
@@ -745,11 +745,12 @@ impl Worker {
         };
         let encoding = meta.encoding.unwrap_or_else(|| sniff(value));
         let max_decoded = self.config.router.max_decoded_bytes;
-        // 1.0 is decompressed here so that the zero-copy reader can try it
-        // first (no String per label); what it declines, and 2.0, takes the
-        // prost path, which reports any error exactly as before.
+        // 1.0 is decompressed here (into a buffer reused on this thread) so
+        // that the zero-copy reader can try it first (no String per label);
+        // what it declines, and 2.0, takes the prost path, which reports any
+        // error exactly as before.
         let raw = match meta.protocol {
-            Protocol::V1 => match decompress(value, encoding, max_decoded) {
+            Protocol::V1 => match decompress_reusing(value, encoding, max_decoded) {
                 Ok(raw) => Some(raw),
                 Err(e) => {
                     return self.dead_letter(
