@@ -16,6 +16,8 @@
 # vmagent v1.151.0. The load and measuring: examples/bench_vs_vmagent.rs.
 #
 #   scripts/bench-vs-vmagent.sh [rounds] [rate] [seconds]
+#   BENCH_ALLOCATORS=1 scripts/bench-vs-vmagent.sh   also streamroute with the system malloc, mimalloc, jemalloc
+#   BENCH_PERF=perf.data scripts/bench-vs-vmagent.sh  and a perf profile of streamroute
 #
 # Defaults: 1 round, 40,000 samples/s, 15 s per contender and form. Uses the
 # local broker (scripts/kafka-local.sh), fresh topics; KAFKA_BOOTSTRAP is
@@ -34,12 +36,11 @@ BASE_PORT="${BENCH_VS_PORT:-9241}"
 HOLE="127.0.0.1:$BASE_PORT"
 VM151="127.0.0.1:$((BASE_PORT + 1))"
 VM179="127.0.0.1:$((BASE_PORT + 2))"
-SR="127.0.0.1:$((BASE_PORT + 3))"
 VMAGENT_MODERN_BIN="${VMAGENT_MODERN_BIN:-$CACHE_DIR/go/bin/vmagent}"
 VMAGENT_OLD_BIN="${VMAGENT_OLD_BIN:-/usr/bin/vmagent}"
 
 [ -n "${KAFKA_BOOTSTRAP:-}" ] && die "measures the local broker's CPU; unset KAFKA_BOOTSTRAP"
-for addr in "$HOLE" "$VM151" "$VM179" "$SR"; do
+for addr in "$HOLE" "$VM151" "$VM179" "127.0.0.1:$((BASE_PORT + 3))"; do
   port_open "${addr%:*}" "${addr#*:}" && die "$addr is in use (set BENCH_VS_PORT)"
 done
 [ -x "$VMAGENT_MODERN_BIN" ] || scripts/vm-modern.sh build
@@ -76,42 +77,62 @@ cat > "$WORK/rules.yml" <<'YAML'
   target_label: workload
 YAML
 
-INGRESS="bench.vs.ingress.$id" TASKS="bench.vs.tasks.$id" DEAD="bench.vs.dead-letter.$id"
 write_topic() {
   printf 'name = "%s"\npartitions = %d\nreplication_factor = 1\n[config]\n"compression.type" = "producer"\n"max.message.bytes" = "34603008"\n' \
     "$1" "$2" > "$WORK/topics/$1.toml"
 }
-write_topic "$INGRESS" 4
-write_topic "$TASKS" 4
-write_topic "$DEAD" 1
-cat > "$WORK/config.toml" <<TOML
+# sr_config NAME LISTEN: a `streamroute run` config of its own (topics,
+# group, egress state) writing to the blackhole under /NAME.
+sr_config() {
+  local name=$1 listen=$2 ingress="bench.vs.$1.ingress.$id" tasks="bench.vs.$1.tasks.$id" \
+    dead="bench.vs.$1.dead-letter.$id"
+  write_topic "$ingress" 4
+  write_topic "$tasks" 4
+  write_topic "$dead" 1
+  cat > "$WORK/$name.toml" <<TOML
 [log]
 level = "warn"
 [kafka]
 bootstrap_servers = "127.0.0.1:$KAFKA_PORT"
 [topics]
-ingress = "$INGRESS"
-dead_letter = "$DEAD"
+ingress = "$ingress"
+dead_letter = "$dead"
 [run]
 roles = ["gateway", "router", "egress"]
-listen = "$SR"
+listen = "$listen"
 [router]
-group_id = "bench-vs-$id"
+group_id = "bench-vs-$name-$id"
 [[router.routes]]
 name = "bench"
-topic = "$TASKS"
+topic = "$tasks"
 task_count = 64
 relabel_file = "$WORK/rules.yml"
 [egress]
-topic = "$TASKS"
+topic = "$tasks"
 partitions = "all"
-target = "http://$HOLE/streamroute/api/v1/write"
-state_dir = "$WORK/egress-state"
+target = "http://$HOLE/$name/api/v1/write"
+state_dir = "$WORK/$name-egress-state"
 TOML
-"$BIN" -c "$WORK/config.toml" topics apply --dir "$WORK/topics" >/dev/null
+}
+# The streamroute contenders: NAME=BINARY. With BENCH_ALLOCATORS=1, the same
+# code with the system's malloc, mimalloc and jemalloc (examples/alloc_*.rs).
+SR_CONTENDERS=("streamroute=$BIN")
+if [ "${BENCH_ALLOCATORS:-0}" = 1 ]; then
+  cargo build --release --quiet --example alloc_system --example alloc_mimalloc --example alloc_jemalloc
+  for a in system mimalloc jemalloc; do
+    SR_CONTENDERS+=("sr-$a=$ROOT/target/release/examples/alloc_$a")
+  done
+fi
+port=$((BASE_PORT + 3))
+for c in "${SR_CONTENDERS[@]}"; do
+  sr_config "${c%%=*}" "127.0.0.1:$port"
+  port=$((port + 1))
+done
+"$BIN" -c "$WORK/streamroute.toml" topics apply --dir "$WORK/topics" >/dev/null
 
 # Stop only what this script started.
 PIDS=()
+SR_READY=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -129,8 +150,16 @@ VM151_PID=$!; PIDS+=($VM151_PID)
   -remoteWrite.relabelConfig="$WORK/rules.yml" -remoteWrite.tmpDataPath="$WORK/vm179-data" \
   -loggerLevel=WARN >"$WORK/vm179.log" 2>&1 &
 VM179_PID=$!; PIDS+=($VM179_PID)
-"$BIN" -c "$WORK/config.toml" run >"$WORK/streamroute.log" 2>&1 &
-SR_PID=$!; PIDS+=($SR_PID)
+port=$((BASE_PORT + 3))
+SR_ARGS=()
+for c in "${SR_CONTENDERS[@]}"; do
+  name=${c%%=*}
+  "${c#*=}" -c "$WORK/$name.toml" run >"$WORK/$name.log" 2>&1 &
+  PIDS+=($!)
+  SR_ARGS+=(--contender "$name=http://127.0.0.1:$port/api/v1/write=$!,$BROKER_PID")
+  SR_READY+=("$name http://127.0.0.1:$port/-/ready $! $WORK/$name.log")
+  port=$((port + 1))
+done
 
 wait_ready() { # NAME URL PID LOG
   for _ in $(seq 1 120); do
@@ -142,18 +171,28 @@ wait_ready() { # NAME URL PID LOG
 }
 wait_ready vm151 "http://$VM151/health" "$VM151_PID" "$WORK/vm151.log"
 wait_ready vm179 "http://$VM179/health" "$VM179_PID" "$WORK/vm179.log"
-wait_ready streamroute "http://$SR/-/ready" "$SR_PID" "$WORK/streamroute.log"
+for r in "${SR_READY[@]}"; do
+  # shellcheck disable=SC2086 # four words
+  wait_ready $r
+done
 
 log "contenders: $("$VMAGENT_MODERN_BIN" -version 2>&1 | head -1), $VMAGENT_OLD_BIN ($(dpkg-query -W -f="\${Version}" victoria-metrics 2>/dev/null || echo "version unknown")), streamroute"
 echo "load before: $(uptime)"
+# BENCH_PERF=FILE: a perf profile (call graphs) of the first streamroute
+# contender over the whole run; it is busy only during its own turns.
+if [ -n "${BENCH_PERF:-}" ]; then
+  perf record -F 499 -g -o "$BENCH_PERF" -p "$(echo "${SR_READY[0]}" | cut -d' ' -f3)" >/dev/null 2>&1 &
+  PERF_PID=$!
+fi
 rc=0
 "$TOOL" run --blackhole "http://$HOLE" --rate "$RATE" --seconds "$SECONDS_PER_RUN" \
   --rounds "$ROUNDS" --clk-tck "$(getconf CLK_TCK)" \
   --contender "vm151=http://$VM151/api/v1/write=$VM151_PID" \
   --contender "vm179=http://$VM179/api/v1/write=$VM179_PID" \
-  --contender "streamroute=http://$SR/api/v1/write=$SR_PID,$BROKER_PID" \
+  "${SR_ARGS[@]}" \
   || rc=$?
 echo "load after:  $(uptime)"
+if [ -n "${PERF_PID:-}" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true; fi
 echo "(streamroute's \"others\" is the Kafka broker, which other work on this machine may also use)"
 cleanup
 PIDS=()
