@@ -111,3 +111,30 @@ fn bad_stream_aggr_file_and_route_keys_are_named() {
         "{out}"
     );
 }
+
+#[test]
+fn the_router_role_without_a_route_is_refused_naming_router_routes() {
+    let (code, out) = run_with("[run]\nroles = [\"gateway\", \"router\"]\n", &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("router.routes: no route is configured"),
+        "{out}"
+    );
+}
+
+#[test]
+fn every_problem_of_a_file_is_named_at_once() {
+    let (code, out) = run_with(
+        "[[router.routes]]\nname = \"a\"\ntopic = \"t\"\ntaskcount = 8\npartition_label = [\"x\"]\n\
+         [gateway]\nmax_in_flight = \"many\"\n",
+        &[],
+    );
+    assert_eq!(code, Some(2), "{out}");
+    for key in [
+        "router.routes[0].taskcount: unknown key",
+        "router.routes[0].partition_label: unknown key",
+        "gateway.max_in_flight: invalid type",
+    ] {
+        assert!(out.contains(key), "{key} missing in {out}");
+    }
+}

@@ -215,6 +215,16 @@ pub async fn run_roles(
     tls: Option<&TlsConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
+    if roles.contains(&Role::Router) && config.router.routes.is_empty() {
+        return Err(AppError::Config(crate::config::ConfigError::Invalid(vec![
+            crate::config::Problem {
+                key: "router.routes".into(),
+                reason: "no route is configured: the router role needs at least one \
+                         [[router.routes]] (see config/example.toml), or leave \"router\" out of run.roles"
+                    .into(),
+            },
+        ])));
+    }
     let metrics = crate::telemetry::metrics_handle();
     metrics::gauge!(crate::metrics::PROCESS_START).set(unix_now());
     let readiness = Readiness::default();

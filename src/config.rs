@@ -197,9 +197,43 @@ impl Config {
                 .ignore(&["config_file"])
                 .split("__"),
         );
-        figment
+        let mut config: Config = figment
             .extract()
-            .map_err(|first| ConfigError::Load(every_load_error(&figment, first)))
+            .map_err(|first| ConfigError::Load(every_load_error(&figment, first)))?;
+        if let Some(folder) = file.and_then(Path::parent) {
+            config.resolve_paths(folder);
+        }
+        Ok(config)
+    }
+
+    /// Makes every relative path (files, folders, the egress state) relative
+    /// to `folder`, the config file's folder, as Prometheus does: started
+    /// from another working directory, the process reads the same files and
+    /// the same state. Paths inside `kafka.properties` go to librdkafka as
+    /// they are.
+    fn resolve_paths(&mut self, folder: &Path) {
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = folder.join(&*path);
+            }
+        };
+        resolve(&mut self.topics.dir);
+        resolve(&mut self.egress.state_dir);
+        if let Some(path) = &mut self.egress.tls_ca_file {
+            resolve(path);
+        }
+        for tls in [&mut self.run.tls, &mut self.gateway.tls].into_iter().flatten() {
+            resolve(&mut tls.cert_file);
+            resolve(&mut tls.key_file);
+        }
+        for route in &mut self.router.routes {
+            for path in [&mut route.relabel_file, &mut route.stream_aggr_file]
+                .into_iter()
+                .flatten()
+            {
+                resolve(path);
+            }
+        }
     }
 
     /// Checks every rule, including those that compare two fields, and
@@ -464,6 +498,33 @@ mod tests {
             assert!(message.contains(key), "{key} is not named in: {message}");
         }
         assert!(message.contains("bad.toml"), "the file is named: {message}");
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("conf");
+        std::fs::create_dir(&folder).unwrap();
+        let path = folder.join("sr.toml");
+        std::fs::write(
+            &path,
+            "[egress]\nstate_dir = \"state\"\ntls_ca_file = \"/abs/ca.pem\"\n\
+             [[router.routes]]\nname = \"a\"\ntopic = \"t\"\ntask_count = 8\n\
+             relabel_file = \"rules/a.yml\"\n",
+        )
+        .unwrap();
+        let config = Config::load_unvalidated(Some(&path)).unwrap();
+        assert_eq!(config.egress.state_dir, folder.join("state"));
+        assert_eq!(config.topics.dir, folder.join("topics"), "defaults too");
+        assert_eq!(
+            config.router.routes[0].relabel_file.as_deref(),
+            Some(folder.join("rules/a.yml").as_path())
+        );
+        assert_eq!(
+            config.egress.tls_ca_file.as_deref(),
+            Some(Path::new("/abs/ca.pem")),
+            "absolute paths stay"
+        );
     }
 
     #[test]

@@ -366,7 +366,6 @@ mod tests {
     use crate::relabel::RelabelConfig;
     use crate::remote_write::proto::v1::Sample;
     use crate::remote_write::{fast, validate_v1, Limits};
-    use crate::router::RouterConfig;
 
     fn route(rules: &str, task_count: u32) -> Route {
         let relabel_configs: Vec<RelabelConfig> = serde_yaml::from_str(rules).unwrap();
@@ -641,7 +640,7 @@ mod tests {
         let aggr = Route::compile(
             &RouteConfig {
                 stream_aggr_file: Some(file),
-                ..RouterConfig::default().routes[0].clone()
+                ..RouteConfig::new("default", "streamroute.tasks.default", 64)
             },
             NameValidation::default(),
         )
@@ -650,7 +649,7 @@ mod tests {
         let aggr = Route::compile(
             &RouteConfig {
                 stream_aggr_file: Some(dir.path().join("aggr.yml")),
-                ..RouterConfig::default().routes[0].clone()
+                ..RouteConfig::new("default", "streamroute.tasks.default", 64)
             },
             NameValidation::default(),
         )
