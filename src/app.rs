@@ -151,10 +151,10 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
                 .map_err(AppError::from),
             Command::Inspect(InspectArgs {
                 what: InspectWhat::Offsets { state },
-            }) => inspect_offsets(&state),
+            }) => inspect_offsets(state.as_deref().unwrap_or(&config.egress.state_dir)),
             Command::Inspect(InspectArgs {
                 what: InspectWhat::Gaps(args),
-            }) => inspect_gaps(&args),
+            }) => inspect_gaps(&args, &config.egress.state_dir),
             Command::Version | Command::Relabel(_) | Command::Check(_) => Ok(()),
         }
     });
@@ -421,7 +421,7 @@ fn flatten(done: Result<Result<(), AppError>, tokio::task::JoinError>) -> Option
     }
 }
 
-/// `streamroute inspect offsets --state DIR`: one line per stored position.
+/// `streamroute inspect offsets [--state DIR]`: one line per stored position.
 fn inspect_offsets(dir: &std::path::Path) -> Result<(), AppError> {
     let state = open_state_folder(dir)?;
     println!("topic\tpartition\tnext_offset");
@@ -433,7 +433,7 @@ fn inspect_offsets(dir: &std::path::Path) -> Result<(), AppError> {
 
 /// `streamroute inspect gaps --state DIR [--match SEL] [--since D]`: the
 /// recent gaps with their series, newest first.
-fn inspect_gaps(args: &crate::cli::GapsArgs) -> Result<(), AppError> {
+fn inspect_gaps(args: &crate::cli::GapsArgs, configured: &std::path::Path) -> Result<(), AppError> {
     use crate::egress::gaps::{recent, rfc3339, GapQuery};
     let query = GapQuery::parse(
         args.selector.as_deref(),
@@ -441,7 +441,7 @@ fn inspect_gaps(args: &crate::cli::GapsArgs) -> Result<(), AppError> {
         Some(&args.limit.to_string()),
     )
     .map_err(AppError::Other)?;
-    let state = open_state_folder(&args.state)?;
+    let state = open_state_folder(args.state.as_deref().unwrap_or(configured))?;
     let (rows, bad) = recent(&state, &query).map_err(|e| AppError::Other(e.to_string()))?;
     println!("end\tstart\tmissing\tsynthesized\ttopic\tpartition\tseries");
     for r in &rows {

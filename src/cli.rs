@@ -74,9 +74,9 @@ pub struct InspectArgs {
 pub enum InspectWhat {
     /// Print the egress positions (next offset to read) stored in a state folder.
     Offsets {
-        /// The egress state folder (`egress.state_dir`).
+        /// The egress state folder (default: `egress.state_dir` of the config).
         #[arg(long)]
-        state: PathBuf,
+        state: Option<PathBuf>,
     },
     /// Print the recent gaps found by the egress windows, with their series.
     Gaps(GapsArgs),
@@ -85,10 +85,10 @@ pub enum InspectWhat {
 /// `streamroute inspect gaps`.
 #[derive(Debug, Args)]
 pub struct GapsArgs {
-    /// The egress state folder (`egress.state_dir`); egress must be stopped
-    /// (the running role serves GET /api/v1/gaps instead).
+    /// The egress state folder (default: `egress.state_dir` of the config);
+    /// egress must be stopped (the running role serves GET /api/v1/gaps instead).
     #[arg(long)]
-    pub state: PathBuf,
+    pub state: Option<PathBuf>,
     /// Only series this PromQL selector selects, e.g. '{job="x"}'.
     #[arg(long = "match")]
     pub selector: Option<String>,
@@ -129,4 +129,8 @@ pub struct RelabelArgs {
     /// Also print the partition out of this many each series goes to.
     #[arg(long)]
     pub partitions: Option<u32>,
+    /// Labels whose hash picks the partition instead of the task id (a
+    /// route's `partition_labels`).
+    #[arg(long, value_delimiter = ',', requires = "partitions")]
+    pub partition_labels: Option<Vec<String>>,
 }

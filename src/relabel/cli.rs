@@ -23,7 +23,8 @@ use crate::config::Config;
 use crate::router::aggregation::Routed;
 use crate::router::route::Route;
 use crate::router::task_id::{
-    inject_task_label, jump_hash, labels_hash, partition_for_task, task_id, TaskIdConfig,
+    inject_task_label, jump_hash, labels_hash, labels_hash_iter, partition_for_task, task_id,
+    TaskIdConfig,
 };
 
 use super::{load_configs, Rules};
@@ -51,6 +52,8 @@ pub struct Pipeline {
     rules: Rules,
     task: Option<TaskIdConfig>,
     partitions: Option<u32>,
+    /// `--partition-labels`: these labels' hash picks the partition.
+    partition_labels: Vec<String>,
     /// With `--route`: the configured route does relabeling, task and partition.
     route: Option<Route>,
 }
@@ -86,6 +89,7 @@ impl Pipeline {
                 rules: Rules::compile(&[])?,
                 task: None,
                 partitions: args.partitions,
+                partition_labels: Vec::new(),
                 route: Some(route),
             });
         }
@@ -114,20 +118,32 @@ impl Pipeline {
             rules,
             task,
             partitions: args.partitions,
+            partition_labels: args.partition_labels.clone().unwrap_or_default(),
             route: None,
         })
     }
 
-    /// Injects the task label when asked; returns the partition when asked.
+    /// Injects the task label when asked; returns the partition when asked:
+    /// by `--partition-labels`' hash, else the task's, else all labels' (as
+    /// `Route::apply` does).
     fn stamp(&self, labels: &mut Vec<(String, String)>) -> Option<u32> {
-        match &self.task {
-            Some(task) => {
-                let id = task_id(labels, task);
-                inject_task_label(labels, &task.label_name, id);
-                self.partitions.map(|p| partition_for_task(id, p))
-            }
-            None => self.partitions.map(|p| jump_hash(labels_hash(labels), p)),
-        }
+        let task = self.task.as_ref().map(|task| {
+            let id = task_id(labels, task);
+            inject_task_label(labels, &task.label_name, id);
+            id
+        });
+        let partitions = self.partitions?;
+        Some(if !self.partition_labels.is_empty() {
+            let selected = labels
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .filter(|(n, _)| self.partition_labels.iter().any(|w| w == n));
+            jump_hash(labels_hash_iter(selected), partitions)
+        } else if let Some(id) = task {
+            partition_for_task(id, partitions)
+        } else {
+            jump_hash(labels_hash(labels), partitions)
+        })
     }
 
     /// Applies the pipeline to one JSON line; returns the output JSON line.
@@ -318,8 +334,41 @@ mod tests {
             rules: Rules::from_yaml(rules).expect("rules"),
             task: task.map(TaskIdConfig::new),
             partitions,
+            partition_labels: Vec::new(),
             route: None,
         }
+    }
+
+    #[test]
+    fn partition_labels_pick_the_partition_as_the_router_does() {
+        let cli = Pipeline {
+            partition_labels: vec!["job".into()],
+            ..pipeline("[]", Some(64), Some(7))
+        };
+        let route = Route::compile(
+            &crate::router::config::RouteConfig {
+                partition_labels: vec!["job".into()],
+                ..crate::router::config::RouteConfig::new("r", "t", 64)
+            },
+            NameValidation::default(),
+        )
+        .unwrap();
+        let mut partitions = std::collections::BTreeMap::new();
+        for (job, instance) in [("a", "1"), ("a", "2"), ("b", "1"), ("c", "9"), ("c", "8")] {
+            let line = format!(r#"{{"__name__":"up","job":"{job}","instance":"{instance}"}}"#);
+            let got: serde_json::Value =
+                serde_json::from_str(&cli.apply_line(&line).unwrap()).unwrap();
+            let mut labels = vec![
+                ("__name__".to_string(), "up".to_string()),
+                ("instance".to_string(), instance.to_string()),
+                ("job".to_string(), job.to_string()),
+            ];
+            let (_, want) = route.apply(&mut labels, 7).unwrap();
+            assert_eq!(got["partition"], want, "{line}");
+            partitions.entry(job).or_insert_with(Vec::new).push(want);
+        }
+        // One job, one partition, whatever the instance.
+        assert!(partitions.values().all(|p| p.iter().all(|x| *x == p[0])));
     }
 
     #[test]

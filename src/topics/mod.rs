@@ -84,7 +84,9 @@ pub fn check_topic_name(name: &str) -> Result<(), String> {
 /// Reads every `*.toml` file in `dir`, sorted by file name.
 pub fn load_dir(dir: &Path) -> Result<Vec<TopicSpec>, TopicsError> {
     let read_err = |source| TopicsError::Read {
-        path: dir.to_path_buf(),
+        // Absolute, so a relative folder read from the wrong working
+        // directory says where it looked.
+        path: std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
         source,
     };
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
