@@ -1241,3 +1241,48 @@ async fn egress_is_not_ready_while_kafka_is_down_and_ready_again_after() {
     wait_for(200, Duration::from_secs(90)).await;
     assert!(egress.log().contains("egress ready"), "{}", egress.log());
 }
+
+/// A target list is one URL per partition: a list of 2 for a 3-partition
+/// topic is refused when egress starts (not once partition 2 is assigned),
+/// naming the key and both counts, and egress stays not ready.
+#[tokio::test]
+async fn a_target_list_that_does_not_match_the_partitions_is_refused_at_start() {
+    let setup = setup(3, "unused", "").await;
+    let text = std::fs::read_to_string(&setup.config)
+        .expect("config")
+        .replace(
+            "target = \"unused\"",
+            "target = [\"http://127.0.0.1:1/a\", \"http://127.0.0.1:1/b\"]",
+        );
+    std::fs::write(&setup.config, text).expect("config");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("egress.log");
+    let listen = format!("127.0.0.1:{}", crate::common::free_port());
+    let mut child = std::process::Command::new(crate::common::binary())
+        .args(["-c", setup.config.to_str().expect("utf-8"), "egress"])
+        .env(
+            "STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS",
+            crate::common::bootstrap(),
+        )
+        .env("STREAMROUTE_EGRESS__LISTEN", &listen)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let want = format!(
+        "egress.target lists 2 URL(s) but {} has 3 partition(s)",
+        setup.tasks
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(&want) || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ready = http_get(&format!("http://{listen}/-/ready")).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains(&want), "{text}");
+    assert!(matches!(ready, Ok(r) if r.status == 503), "{text}");
+}

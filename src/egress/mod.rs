@@ -243,6 +243,17 @@ async fn start_workers(shared: &Arc<Shared>) -> Result<Vec<PartitionWorker>, Egr
         PartitionSet::All => (0..count).collect(),
         PartitionSet::Some(set) => set,
     };
+    // A list is one URL per partition of the topic: a longer or shorter one
+    // means the topic or the list is not what the operator thinks.
+    if let config::Target::List(urls) = &config.target {
+        if urls.len() != count as usize {
+            return Err(EgressError::Config(format!(
+                "egress.target lists {} URL(s) but {} has {count} partition(s): give one URL per partition, or a template with {{partition}}",
+                urls.len(),
+                config.topic
+            )));
+        }
+    }
     if let Some(p) = owned.iter().find(|p| **p >= count) {
         return Err(EgressError::Topic(format!(
             "partition {p} of {} does not exist (it has {count})",
