@@ -527,6 +527,82 @@ mod tests {
         );
     }
 
+    /// The keys serde accepts for `T`, read from its `deny_unknown_fields`
+    /// error ("unknown field `…`, expected one of `a`, `b`"), so a new
+    /// field needs no list to be kept by hand.
+    fn accepted_keys<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
+        let error = serde_json::from_str::<T>(r#"{"__no_such_key__": 0}"#)
+            .expect_err("unknown keys are refused")
+            .to_string();
+        let expected = error.split("expected").nth(1).expect("serde lists the keys");
+        expected.split('`').skip(1).step_by(2).map(String::from).collect()
+    }
+
+    /// config/example.toml as section → keys, counting commented-out keys
+    /// (`# key = …`) and sub-tables (`[section.key]`, also commented).
+    fn example_keys() -> std::collections::BTreeMap<String, Vec<String>> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut sections = std::collections::BTreeMap::<String, Vec<String>>::new();
+        let mut section = String::new();
+        for line in text.lines() {
+            let line = line.strip_prefix("# ").unwrap_or(line).trim_end();
+            if let Some(header) = line.strip_prefix('[') {
+                let name = header.trim_start_matches('[').trim_end_matches(']');
+                if name.chars().all(|c| c.is_ascii_alphanumeric() || "_.".contains(c)) {
+                    section = name.to_string();
+                    if let Some((parent, key)) = section.rsplit_once('.') {
+                        sections.entry(parent.into()).or_default().push(key.into());
+                    } else {
+                        sections.entry(String::new()).or_default().push(section.clone());
+                    }
+                    continue;
+                }
+            }
+            if let Some((key, _)) = line.split_once(" = ") {
+                if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    sections.entry(section.clone()).or_default().push(key.into());
+                }
+            }
+        }
+        sections
+    }
+
+    #[test]
+    fn example_toml_documents_every_key_of_every_section() {
+        use crate::egress::config::BasicAuth;
+        use crate::egress::windows::config::WindowsConfig;
+        use crate::remote_write::Limits;
+        use crate::router::config::RouteConfig;
+        let example = example_keys();
+        let sections: Vec<(&str, Vec<String>)> = vec![
+            ("", accepted_keys::<Config>()),
+            ("log", accepted_keys::<LogConfig>()),
+            ("kafka", accepted_keys::<KafkaConfig>()),
+            ("topics", accepted_keys::<TopicsConfig>()),
+            ("run", accepted_keys::<RunConfig>()),
+            ("run.tls", accepted_keys::<TlsConfig>()),
+            ("gateway", accepted_keys::<GatewayConfig>()),
+            ("gateway.tls", accepted_keys::<TlsConfig>()),
+            ("gateway.limits", accepted_keys::<Limits>()),
+            ("router", accepted_keys::<RouterConfig>()),
+            ("router.routes", accepted_keys::<RouteConfig>()),
+            ("egress", accepted_keys::<EgressConfig>()),
+            ("egress.basic_auth", accepted_keys::<BasicAuth>()),
+            ("egress.windows", accepted_keys::<WindowsConfig>()),
+        ];
+        let mut missing = Vec::new();
+        for (section, keys) in &sections {
+            assert!(!keys.is_empty(), "no keys read for [{section}]");
+            for key in keys {
+                if !example.get(*section).is_some_and(|k| k.contains(key)) {
+                    missing.push(format!("[{section}] {key}"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "config/example.toml lacks: {missing:?}");
+    }
+
     #[test]
     fn validation_names_every_bad_key() {
         let mut config = Config::default();
