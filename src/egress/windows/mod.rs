@@ -14,13 +14,15 @@
 //!   bounds the stored position, so held samples are never lost with the
 //!   state folder: their records are read again;
 //! - interpolated samples lie on the line between two real samples (see
-//!   `gap.rs`); they are not marked in the request (remote write 1.0 has
+//!   `gap.rs`); they are made when the sample closing the gap is taken in
+//!   and held under their own timestamps (`fill.rs`); they are not marked in the request (remote write 1.0 has
 //!   no field for it, and a label would make them another series): they are
 //!   counted, and each gap is recorded with how many samples filled it.
 
 pub mod codec;
 pub mod config;
 pub mod delay;
+pub mod fill;
 pub mod gap;
 pub mod series;
 pub mod store;
@@ -35,6 +37,7 @@ use std::sync::Arc;
 
 pub use config::{OnGap, OnLate, WindowsConfig};
 use delay::{Due, HeldOffsets, Watermark};
+use fill::Queues;
 pub use gap::Gap;
 pub use series::{Held, Point, Series};
 
@@ -221,15 +224,16 @@ impl Windows {
         out: &mut Emit,
     ) {
         let arrived_at = self.watermark.at();
+        let st = self.settings;
         let series = self
             .series
             .entry(hash)
             .or_insert_with(|| Series::new(labels()));
         for p in samples {
             self.watermark.see(p.ts);
-            if p.ts <= series.last_out {
+            if p.ts <= series.last_out || fill::inside_leaving_fill(series, p.ts) {
                 self.stats.late += 1;
-                match self.settings.on_late {
+                match st.on_late {
                     OnLate::Drop => {}
                     OnLate::Send => Emit::push(&mut out.send, hash, &series.labels, p),
                     OnLate::Topic => Emit::push(&mut out.late, hash, &series.labels, p),
@@ -239,15 +243,18 @@ impl Windows {
             let held = Held {
                 value: p.value,
                 offset,
-                arrived_at,
+                synthesized: false,
             };
-            if let Some(old) = series.held.insert(p.ts, held) {
-                // A second sample at the same time: the newer one wins, as in
-                // a receiver.
-                self.held.remove(old.offset);
+            // A second sample at the same time: the newer one wins, as in a
+            // receiver.
+            let mut q = Queues {
+                due: &mut self.due,
+                held: &mut self.held,
+            };
+            q.hold(hash, series, p.ts, held);
+            if st.on_gap == OnGap::Interpolate {
+                fill::refill(&st, &mut q, hash, series, p.ts, arrived_at);
             }
-            self.held.add(offset);
-            self.due.push(p.ts, hash);
         }
         self.dirty.insert(hash);
     }
@@ -285,13 +292,15 @@ impl Windows {
                 break;
             };
             self.held.remove(h.offset);
-            self.send(
-                hash,
-                &mut s,
-                Point { ts, value: h.value },
-                h.arrived_at,
-                out,
-            );
+            let p = Point { ts, value: h.value };
+            if h.synthesized {
+                Emit::push(&mut out.send, hash, &s.labels, p);
+                s.last_out = ts;
+                s.filled += 1;
+                self.stats.synthesized += 1;
+            } else {
+                self.send(hash, &mut s, p, out);
+            }
             released = true;
         }
         if released {
@@ -301,36 +310,23 @@ impl Windows {
         self.series.insert(hash, s);
     }
 
-    /// Sends one real sample of `s`, repairing the gap before it if any.
-    fn send(&mut self, hash: u64, s: &mut Series, p: Point, arrived_at: i64, out: &mut Emit) {
+    /// Sends one real sample of `s`, recording the gap before it if any
+    /// (with the fills sent into it) and marking it under `stale_marker`.
+    fn send(&mut self, hash: u64, s: &mut Series, p: Point, out: &mut Emit) {
         let st = self.settings;
         if let Some(prev) = s.sent {
             let interval = s.interval(st.default_interval);
-            if let Some(missing) = gap::missing(prev, p, interval, st.gap_factor) {
+            let missing = gap::missing(prev, p, interval, st.gap_factor)
+                .or((s.filled > 0).then_some(u64::from(s.filled)));
+            if let Some(missing) = missing {
                 self.stats.gaps += 1;
-                let mut synthesized = 0;
-                match st.on_gap {
-                    OnGap::None => {}
-                    OnGap::StaleMarker if !s.stale_sent => {
-                        let marker = Point {
-                            ts: prev.ts + interval,
-                            value: gap::stale_nan(),
-                        };
-                        Emit::push(&mut out.send, hash, &s.labels, marker);
-                        self.stats.stale_markers += 1;
-                    }
-                    OnGap::StaleMarker => {}
-                    // Only when the gap closed within the delay window: the
-                    // first missing sample was still ahead of the watermark
-                    // when the sample after the gap arrived.
-                    OnGap::Interpolate if prev.ts + interval > arrived_at && !s.stale_sent => {
-                        for f in gap::interpolate(prev, p, interval, missing) {
-                            Emit::push(&mut out.send, hash, &s.labels, f);
-                            synthesized += 1;
-                        }
-                        self.stats.synthesized += synthesized;
-                    }
-                    OnGap::Interpolate => {}
+                if st.on_gap == OnGap::StaleMarker && !s.stale_sent {
+                    let marker = Point {
+                        ts: prev.ts + interval,
+                        value: gap::stale_nan(),
+                    };
+                    Emit::push(&mut out.send, hash, &s.labels, marker);
+                    self.stats.stale_markers += 1;
                 }
                 self.gaps.push(Gap {
                     hash,
@@ -338,13 +334,14 @@ impl Windows {
                     start: prev.ts,
                     end: p.ts,
                     missing,
-                    synthesized,
+                    synthesized: u64::from(s.filled),
                 });
             }
             s.learn(p.ts - prev.ts);
         }
         Emit::push(&mut out.send, hash, &s.labels, p);
         s.sent = Some(p);
+        s.filled = 0;
         s.last_out = p.ts;
         s.stale_sent = false;
     }

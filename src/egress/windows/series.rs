@@ -3,7 +3,9 @@
 //! Invariants: every held sample is newer than `last_out` (what the series
 //! already sent, staleness markers included), so releasing held samples in
 //! key order keeps the series in timestamp order; `sent` is the newest
-//! real or synthesized sample sent, the base of gap detection.
+//! real sample sent, the base of gap detection, and `filled` counts the
+//! synthesized samples sent after it (non-zero while a filled gap is
+//! leaving: its closing sample is then the first real one held).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,11 +24,12 @@ pub struct Point {
 pub struct Held {
     /// The value.
     pub value: f64,
-    /// Offset of the record it came in.
+    /// Offset of the record it came in (for a synthesized sample: of the
+    /// record whose sample closed the gap, which re-creates it when read
+    /// again).
     pub offset: i64,
-    /// The partition's watermark when it arrived: whether a gap before it
-    /// closed within the delay window.
-    pub arrived_at: i64,
+    /// Interpolated into a gap, not received.
+    pub synthesized: bool,
 }
 
 /// How many recent deltas the interval is learned from.
@@ -38,8 +41,10 @@ pub struct Series {
     /// The series' labels as protobuf `TimeSeries` field-1 entries, ready
     /// to be copied into a request.
     pub labels: Arc<[u8]>,
-    /// Newest sample sent (real or interpolated).
+    /// Newest real sample sent.
     pub sent: Option<Point>,
+    /// Synthesized samples sent after `sent`.
+    pub filled: u32,
     /// Newest timestamp sent, staleness markers included.
     pub last_out: i64,
     /// Whether a staleness marker was sent after `sent`.
@@ -56,6 +61,7 @@ impl Series {
         Series {
             labels,
             sent: None,
+            filled: 0,
             last_out: i64::MIN,
             stale_sent: false,
             deltas: Vec::new(),
@@ -107,6 +113,7 @@ impl Series {
         }
         b.extend_from_slice(&self.last_out.to_be_bytes());
         b.push(u8::from(self.stale_sent));
+        b.extend_from_slice(&self.filled.to_be_bytes());
         b.push(self.deltas.len() as u8);
         for d in &self.deltas {
             b.extend_from_slice(&d.to_be_bytes());
@@ -118,7 +125,7 @@ impl Series {
             b.extend_from_slice(&ts.to_be_bytes());
             b.extend_from_slice(&h.value.to_bits().to_be_bytes());
             b.extend_from_slice(&h.offset.to_be_bytes());
-            b.extend_from_slice(&h.arrived_at.to_be_bytes());
+            b.push(u8::from(h.synthesized));
         }
         b
     }
@@ -139,6 +146,7 @@ impl Series {
         };
         let last_out = r.i64()?;
         let stale_sent = r.u8()? == 1;
+        let filled = r.u32()?;
         let n = usize::from(r.u8()?);
         if n > DELTAS {
             return None;
@@ -158,13 +166,18 @@ impl Series {
                 Held {
                     value: f64::from_bits(r.i64()? as u64),
                     offset: r.i64()?,
-                    arrived_at: r.i64()?,
+                    synthesized: match r.u8()? {
+                        0 => false,
+                        1 => true,
+                        _ => return None,
+                    },
                 },
             );
         }
         r.0.is_empty().then_some(Series {
             labels,
             sent,
+            filled,
             last_out,
             stale_sent,
             deltas,
@@ -173,8 +186,10 @@ impl Series {
     }
 }
 
-/// Format version of [`Series::encode`].
-const VERSION: u8 = 1;
+/// Format version of [`Series::encode`]. 2: `filled` after `stale_sent`,
+/// and each held sample ends with a synthesized flag (1 had the arrival
+/// watermark there); entries of another version do not decode.
+const VERSION: u8 = 2;
 
 struct Bytes<'a>(&'a [u8]);
 
@@ -219,12 +234,23 @@ mod tests {
             Held {
                 value: f64::from_bits(0x7ff0000000000002),
                 offset: 7,
-                arrived_at: -5,
+                synthesized: false,
             },
         );
+        s.held.insert(
+            75_000,
+            Held {
+                value: 5.0,
+                offset: 9,
+                synthesized: true,
+            },
+        );
+        s.filled = 3;
         let back = Series::decode(&s.encode()).expect("decodes");
         assert_eq!(back.encode(), s.encode());
         assert_eq!(back.held[&60_000].value.to_bits(), 0x7ff0000000000002);
+        assert!(back.held[&75_000].synthesized && !back.held[&60_000].synthesized);
+        assert_eq!(back.filled, 3);
         assert_eq!(Series::decode(&s.encode()[..10]), None, "truncated");
     }
 

@@ -241,3 +241,77 @@ fn a_short_gap_of_a_fast_series_is_filled_while_another_series_lags() {
     let want: Vec<i64> = (1..=51).step_by(2).collect();
     assert_eq!(&got[..want.len()], &want[..], "35, 37, 39 filled");
 }
+
+#[test]
+fn fills_leave_as_the_watermark_passes_them_not_with_the_closing_sample() {
+    // 2 s scrape, 8 s delay: 33 s, then 41 s closes a gap (35, 37, 39 s
+    // missing). 43 s moves the watermark to 35 s: the 35 s fill leaves,
+    // 41 s itself only once 49 s arrives.
+    let mut w = Windows::new(Settings {
+        delay: 8 * S,
+        default_interval: 2 * S,
+        ..settings(OnLate::Drop, OnGap::Interpolate)
+    });
+    let mut input: Vec<(i64, u64, i64, f64)> = (1..=33)
+        .step_by(2)
+        .map(|t| (t, 1, t * S, t as f64))
+        .collect();
+    input.push((41, 1, 41 * S, 41.0));
+    let out = run(&mut w, &input);
+    assert_eq!(points(&out.send, 1).last(), Some(&(33 * S, 33.0)));
+    assert_eq!(w.held_samples(), 4, "three fills and 41 s");
+    assert_eq!(w.holds_from(), Some(41), "fills are held under offset 41");
+    let out = run(&mut w, &[(43, 1, 43 * S, 43.0)]);
+    assert_eq!(points(&out.send, 1), [(35 * S, 35.0)]);
+    let stats = w.take_stats();
+    assert_eq!(
+        (stats.synthesized, stats.gaps),
+        (1, 0),
+        "the gap closes at 41 s"
+    );
+    let out = run(&mut w, &[(45, 1, 45 * S, 45.0), (47, 1, 47 * S, 47.0)]);
+    assert_eq!(points(&out.send, 1), [(37 * S, 37.0), (39 * S, 39.0)]);
+    // A real sample inside the gap after its fills began to leave is late.
+    let out = run(&mut w, &[(48, 1, 38 * S, 38.5), (49, 1, 49 * S, 49.0)]);
+    assert_eq!(points(&out.send, 1), [(41 * S, 41.0)]);
+    let stats = w.take_stats();
+    assert_eq!((stats.late, stats.gaps, stats.synthesized), (1, 1, 2));
+    let gaps = w.take_changes().gaps;
+    assert_eq!(
+        (
+            gaps[0].start,
+            gaps[0].end,
+            gaps[0].missing,
+            gaps[0].synthesized
+        ),
+        (33 * S, 41 * S, 3, 3)
+    );
+}
+
+#[test]
+fn a_sample_arriving_inside_a_held_fill_redraws_both_sides() {
+    // 0 s and 150 s (four 30 s fills) held; then 90 s arrives: the fills
+    // are redrawn on 0 → 90 s (30, 60 s) and 90 → 150 s (no gap: 2 intervals).
+    let mut w = Windows::new(Settings {
+        delay: 200 * S,
+        ..settings(OnLate::Drop, OnGap::Interpolate)
+    });
+    let mut out = run(
+        &mut w,
+        &[(0, 1, 0, 0.0), (1, 1, 150 * S, 150.0), (2, 1, 90 * S, 30.0)],
+    );
+    w.release_all(&mut out);
+    assert_eq!(
+        points(&out.send, 1),
+        [
+            (0, 0.0),
+            (30 * S, 10.0),
+            (60 * S, 20.0),
+            (90 * S, 30.0),
+            (150 * S, 150.0)
+        ]
+    );
+    assert_eq!(w.held_samples(), 0);
+    assert_eq!(w.holds_from(), None);
+    assert_eq!(w.take_stats().synthesized, 2);
+}
