@@ -27,6 +27,7 @@ mod outage;
 mod relabel_cli;
 mod router;
 mod scaleout;
+mod spec;
 mod topics_apply;
 mod utf8_names;
 mod vm_modern;

@@ -12,6 +12,7 @@ use streamroute::remote_write::proto::v1::{Label, Sample, TimeSeries, WriteReque
 use streamroute::remote_write::{compress, Encoding};
 
 use crate::common::{bootstrap, create_topic, read_topic, unique, write_file, Process};
+use crate::spec::{paper_jump, prometheus_hash, task_of};
 
 /// Topics and a config file for one router test.
 pub struct Setup {
@@ -143,29 +144,6 @@ pub async fn wait_for_samples(
     }
 }
 
-/// Prometheus' label hash, written out independently of the crate.
-fn independent_task(labels: &[Label], task_count: u64) -> u64 {
-    let mut bytes = Vec::new();
-    for l in labels.iter().filter(|l| l.name != "stream_task_id") {
-        bytes.extend_from_slice(l.name.as_bytes());
-        bytes.push(0xff);
-        bytes.extend_from_slice(l.value.as_bytes());
-        bytes.push(0xff);
-    }
-    xxhash_rust::xxh64::xxh64(&bytes, 0) % task_count
-}
-
-/// Jump consistent hash, integer form of Lamping & Veach's reference code.
-fn independent_jump(mut key: u64, buckets: i64) -> i64 {
-    let (mut b, mut j) = (-1i64, 0i64);
-    while j < buckets {
-        b = j;
-        key = key.wrapping_mul(2862933555777941757).wrapping_add(1);
-        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
-    }
-    b
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn series_land_in_the_right_partition_with_the_right_task_id() {
     let rules = "[[router.routes.relabel_configs]]\nsource_labels = [\"__name__\"]\nregex = \"drop_me\"\naction = \"drop\"\n\
@@ -234,19 +212,86 @@ async fn series_land_in_the_right_partition_with_the_right_task_id() {
             .expect("decimal");
         assert_eq!(
             task,
-            independent_task(&s.labels, 16),
+            u64::from(task_of(pairs(&s.labels), "stream_task_id", 16)),
             "stream_task_id of {:?}",
             s.labels
         );
         assert_eq!(
-            i64::from(*partition),
-            independent_jump(task, 3),
+            *partition as u32,
+            paper_jump(task, 3),
             "partition of task {task}"
         );
         seen.insert(label("id").expect("id"), s.samples[0].value);
     }
     assert_eq!(seen, want, "every kept series exactly once");
     assert_eq!(got.len(), want.len());
+}
+
+fn pairs(labels: &[Label]) -> impl Iterator<Item = (&str, &str)> {
+    labels.iter().map(|l| (l.name.as_str(), l.value.as_str()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partition_labels_put_series_with_equal_values_on_one_partition() {
+    let setup = setup(1, 4, 64, "partition_labels = [\"job\"]\n").await;
+    let jobs: Vec<String> = (0..8).map(|j| format!("job-{j}")).collect();
+    let timeseries = jobs
+        .iter()
+        .flat_map(|job| {
+            (0..12).map(move |i| {
+                series(
+                    &[("__name__", "pl"), ("i", &i.to_string()), ("job", job)],
+                    f64::from(i),
+                    1000,
+                )
+            })
+        })
+        .collect::<Vec<_>>();
+    let total = timeseries.len();
+    produce(
+        &producer(),
+        &setup.ingress,
+        &WriteRequest {
+            timeseries,
+            metadata: vec![],
+        },
+    )
+    .await;
+    let router = start_router(&setup).await;
+    let got = wait_for_samples(&setup.tasks, total, &router).await;
+    assert_eq!(got.len(), total, "every series once");
+    let mut partitions_of_job: BTreeMap<String, std::collections::BTreeSet<i32>> = BTreeMap::new();
+    let mut tasks_of_job: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for (partition, s) in &got {
+        let job = s.labels.iter().find(|l| l.name == "job").expect("job");
+        let task = s
+            .labels
+            .iter()
+            .find(|l| l.name == "stream_task_id")
+            .expect("task label");
+        let want = paper_jump(prometheus_hash([("job", job.value.as_str())]), 4);
+        assert_eq!(*partition as u32, want, "partition of {:?}", s.labels);
+        partitions_of_job
+            .entry(job.value.clone())
+            .or_default()
+            .insert(*partition);
+        tasks_of_job
+            .entry(job.value.clone())
+            .or_default()
+            .insert(task.value.clone());
+    }
+    for (job, partitions) in &partitions_of_job {
+        assert_eq!(partitions.len(), 1, "{job} on {partitions:?}");
+        // The tasks of a job differ, so routing by task would have spread it.
+        assert!(
+            tasks_of_job[job].len() > 1,
+            "{job}: {:?}",
+            tasks_of_job[job]
+        );
+    }
+    let used: std::collections::BTreeSet<i32> =
+        partitions_of_job.values().flatten().copied().collect();
+    assert!(used.len() >= 3, "jobs spread over {used:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
