@@ -18,6 +18,7 @@
 #   scripts/bench-vs-vmagent.sh [rounds] [rate] [seconds]
 #   BENCH_ALLOCATORS=1 scripts/bench-vs-vmagent.sh   also streamroute with the system malloc, mimalloc, jemalloc
 #   BENCH_PERF=perf.data scripts/bench-vs-vmagent.sh  and a perf profile of streamroute
+#   BENCH_FORMS=prost, BENCH_SKIP_OLD=1 (no vmagent 1.79 turns), BENCH_KAFKA_VARIANTS: see below
 #
 # Defaults: 1 round, 40,000 samples/s, 15 s per contender and form. Uses the
 # local broker (scripts/kafka-local.sh), fresh topics; KAFKA_BOOTSTRAP is
@@ -81,10 +82,11 @@ write_topic() {
   printf 'name = "%s"\npartitions = %d\nreplication_factor = 1\n[config]\n"compression.type" = "producer"\n"max.message.bytes" = "34603008"\n' \
     "$1" "$2" > "$WORK/topics/$1.toml"
 }
-# sr_config NAME LISTEN: a `streamroute run` config of its own (topics,
-# group, egress state) writing to the blackhole under /NAME.
+# sr_config NAME LISTEN [PROPS]: a `streamroute run` config of its own
+# (topics, group, egress state) writing to the blackhole under /NAME, with
+# PROPS (key=value,...) as [kafka.properties].
 sr_config() {
-  local name=$1 listen=$2 ingress="bench.vs.$1.ingress.$id" tasks="bench.vs.$1.tasks.$id" \
+  local name=$1 listen=$2 props=${3:-} ingress="bench.vs.$1.ingress.$id" tasks="bench.vs.$1.tasks.$id" \
     dead="bench.vs.$1.dead-letter.$id"
   write_topic "$ingress" 4
   write_topic "$tasks" 4
@@ -94,6 +96,8 @@ sr_config() {
 level = "warn"
 [kafka]
 bootstrap_servers = "127.0.0.1:$KAFKA_PORT"
+[kafka.properties]
+$(printf '%s' "$props" | tr ',' '\n' | sed -n 's/^\([^=]*\)=\(.*\)$/"\1" = "\2"/p')
 [topics]
 ingress = "$ingress"
 dead_letter = "$dead"
@@ -114,9 +118,17 @@ target = "http://$HOLE/$name/api/v1/write"
 state_dir = "$WORK/$name-egress-state"
 TOML
 }
-# The streamroute contenders: NAME=BINARY. With BENCH_ALLOCATORS=1, the same
-# code with the system's malloc, mimalloc and jemalloc (examples/alloc_*.rs).
+# The streamroute contenders: NAME=BINARY[=PROPS]. With BENCH_ALLOCATORS=1,
+# the same code with the system's malloc, mimalloc and jemalloc
+# (examples/alloc_*.rs). BENCH_KAFKA_VARIANTS="name:key=value,key=value;..."
+# adds one contender per variant with those librdkafka properties (every
+# client of the process: gateway and router producers, router and egress
+# consumers), e.g. "linger50:linger.ms=50".
 SR_CONTENDERS=("streamroute=$BIN")
+IFS=';' read -r -a variants <<<"${BENCH_KAFKA_VARIANTS:-}"
+for v in "${variants[@]}"; do
+  [ -n "$v" ] && SR_CONTENDERS+=("${v%%:*}=$BIN=${v#*:}")
+done
 if [ "${BENCH_ALLOCATORS:-0}" = 1 ]; then
   cargo build --release --quiet --example alloc_system --example alloc_mimalloc --example alloc_jemalloc
   for a in system mimalloc jemalloc; do
@@ -125,7 +137,9 @@ if [ "${BENCH_ALLOCATORS:-0}" = 1 ]; then
 fi
 port=$((BASE_PORT + 3))
 for c in "${SR_CONTENDERS[@]}"; do
-  sr_config "${c%%=*}" "127.0.0.1:$port"
+  rest=${c#*=}
+  props=""; [[ "$rest" == *=* ]] && props=${rest#*=}
+  sr_config "${c%%=*}" "127.0.0.1:$port" "$props"
   port=$((port + 1))
 done
 "$BIN" -c "$WORK/streamroute.toml" topics apply --dir "$WORK/topics" >/dev/null
@@ -153,8 +167,9 @@ VM179_PID=$!; PIDS+=($VM179_PID)
 port=$((BASE_PORT + 3))
 SR_ARGS=()
 for c in "${SR_CONTENDERS[@]}"; do
-  name=${c%%=*}
-  "${c#*=}" -c "$WORK/$name.toml" run >"$WORK/$name.log" 2>&1 &
+  name=${c%%=*} bin=${c#*=}
+  bin=${bin%%=*}
+  "$bin" -c "$WORK/$name.toml" run >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
   SR_ARGS+=(--contender "$name=http://127.0.0.1:$port/api/v1/write=$!,$BROKER_PID")
   SR_READY+=("$name http://127.0.0.1:$port/-/ready $! $WORK/$name.log")
@@ -171,6 +186,9 @@ wait_ready() { # NAME URL PID LOG
 }
 wait_ready vm151 "http://$VM151/health" "$VM151_PID" "$WORK/vm151.log"
 wait_ready vm179 "http://$VM179/health" "$VM179_PID" "$WORK/vm179.log"
+VM179_ARGS=(--contender "vm179=http://$VM179/api/v1/write=$VM179_PID")
+# BENCH_SKIP_OLD=1: no vmagent 1.79 turns (it still runs, idle).
+[ "${BENCH_SKIP_OLD:-0}" = 1 ] && VM179_ARGS=()
 for r in "${SR_READY[@]}"; do
   # shellcheck disable=SC2086 # four words
   wait_ready $r
@@ -186,14 +204,26 @@ if [ -n "${BENCH_PERF:-}" ]; then
 fi
 rc=0
 "$TOOL" run --blackhole "http://$HOLE" --rate "$RATE" --seconds "$SECONDS_PER_RUN" \
-  --rounds "$ROUNDS" --clk-tck "$(getconf CLK_TCK)" \
+  --rounds "$ROUNDS" --clk-tck "$(getconf CLK_TCK)" --forms "${BENCH_FORMS:-prost,explicit}" \
   --contender "vm151=http://$VM151/api/v1/write=$VM151_PID" \
-  --contender "vm179=http://$VM179/api/v1/write=$VM179_PID" \
+  "${VM179_ARGS[@]}" \
   "${SR_ARGS[@]}" \
   || rc=$?
 echo "load after:  $(uptime)"
 if [ -n "${PERF_PID:-}" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true; fi
 echo "(streamroute's \"others\" is the Kafka broker, which other work on this machine may also use)"
+# Task-topic storage on the broker per sample it holds (every sample the
+# blackhole got from that contender went through its task topic once).
+LOGS="$RUN_DIR/kafka-$KAFKA_PORT/logs"
+stats=$(curl -fsS "http://$HOLE/stats" || true)
+for c in "${SR_CONTENDERS[@]}"; do
+  name=${c%%=*}
+  samples=$(printf '%s\n' "$stats" | sed -n "s/.*\"path\":\"$name\",\"samples\":\([0-9]*\).*/\1/p")
+  bytes=$(cat "$LOGS/bench.vs.$name.tasks.$id"-*/*.log 2>/dev/null | wc -c)
+  ingress=$(cat "$LOGS/bench.vs.$name.ingress.$id"-*/*.log 2>/dev/null | wc -c)
+  awk -v n="$name" -v s="${samples:-0}" -v b="$bytes" -v i="$ingress" 'BEGIN { if (s > 0)
+    printf "%-14s task topic %.2f bytes/sample out, ingress topic %.2f bytes/sample in (%d out; in = out x 4/3, the rules keep 3 of 4)\n", n, b / s, i / (s * 4 / 3), s }'
+done
 cleanup
 PIDS=()
 [ "$rc" -eq 0 ] && rm -rf "$WORK" || log "kept $WORK for inspection"
