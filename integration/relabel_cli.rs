@@ -4,6 +4,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use crate::common::{binary, write_file};
+use crate::spec::{paper_jump, prometheus_hash, task_of};
 
 fn relabel(args: &[&str], stdin: &str) -> (bool, String, String) {
     let mut child = Command::new(binary())
@@ -80,8 +81,76 @@ fn task_count_and_partitions_wrap_the_result() {
         .expect("string")
         .parse()
         .expect("decimal");
-    assert!(shard < 8);
-    assert!(lines[0]["partition"].as_u64().expect("number") < 4);
+    // Independently: the hash of {job="api"} alone, and its jump partition.
+    let want = (prometheus_hash([("job", "api")]) % 8) as u32;
+    assert_eq!(shard, want, "task of job=api");
+    assert_eq!(
+        lines[0]["partition"].as_u64(),
+        Some(u64::from(paper_jump(u64::from(want), 4)))
+    );
+}
+
+#[test]
+fn every_task_id_and_partition_matches_an_independent_computation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = write_file(
+        dir.path(),
+        "rules.yml",
+        "- target_label: env\n  replacement: prod\n",
+    );
+    let input: String = (0..200)
+        .map(|i| {
+            format!(
+                "{{\"__name__\":\"m{}\",\"pod\":\"p-{i}\",\"stream_task_id\":\"9\"}}\n",
+                i % 7
+            )
+        })
+        .collect();
+    let rules = rules.to_str().expect("utf-8");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--rules", rules, "--task-count", "32", "--partitions", "5"];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = relabel(&args, &input);
+        assert!(ok, "{err}");
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+            .collect::<Vec<_>>()
+    };
+    let by_task = run(&[]);
+    let by_pod = run(&["--partition-labels", "pod"]);
+    assert_eq!(by_task.len(), 200);
+    let mut partitions = std::collections::BTreeSet::new();
+    for (i, (line, pod_line)) in by_task.iter().zip(&by_pod).enumerate() {
+        let (name, pod) = (format!("m{}", i % 7), format!("p-{i}"));
+        // After the rule: env added, the incoming task label replaced.
+        let labels = [
+            ("__name__", name.as_str()),
+            ("env", "prod"),
+            ("pod", pod.as_str()),
+        ];
+        let task = task_of(labels, "stream_task_id", 32);
+        assert_eq!(
+            line["labels"]["stream_task_id"].as_str(),
+            Some(task.to_string().as_str()),
+            "{line}"
+        );
+        assert_eq!(line["labels"]["env"].as_str(), Some("prod"));
+        let partition = paper_jump(u64::from(task), 5);
+        assert_eq!(
+            line["partition"].as_u64(),
+            Some(u64::from(partition)),
+            "{line}"
+        );
+        partitions.insert(partition);
+        let by_label = paper_jump(prometheus_hash([("pod", pod.as_str())]), 5);
+        assert_eq!(
+            pod_line["partition"].as_u64(),
+            Some(u64::from(by_label)),
+            "{pod_line}"
+        );
+        assert_eq!(pod_line["labels"], line["labels"]);
+    }
+    assert_eq!(partitions.len(), 5, "tasks spread over every partition");
 }
 
 #[test]
@@ -133,10 +202,11 @@ fn a_configured_route_relabels_and_stamps_like_the_router() {
     );
     assert!(ok, "{err}");
     assert_eq!(by_route, by_rules);
-    assert!(
-        by_route
-            .starts_with("null\n{\"labels\":{\"__name__\":\"y\",\"a\":\"b\",\"stream_task_id\":"),
-        "{by_route}"
+    let task = task_of([("__name__", "y"), ("a", "b")], "stream_task_id", 4);
+    let partition = paper_jump(u64::from(task), 3);
+    assert_eq!(
+        by_route,
+        format!("null\n{{\"labels\":{{\"__name__\":\"y\",\"a\":\"b\",\"stream_task_id\":\"{task}\"}},\"partition\":{partition}}}\n"),
     );
     let (ok, _, err) = relabel(
         &[
