@@ -74,21 +74,34 @@ PIDS+=($PRODUCE_PID)
 
 # Sum of a metric over all its label sets.
 metric() { curl -fsS http://127.0.0.1:9201/metrics | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d", s }'; }
-routed() { curl -fsS http://127.0.0.1:9201/metrics | awk '/^streamroute_router_samples_total\{.*outcome="out"/ { s += $2 } END { printf "%d", s }'; }
+# Router samples by outcome: in, out (routed) or dropped (by relabeling).
+router_samples() { curl -fsS http://127.0.0.1:9201/metrics | awk -v o="$1" '/^streamroute_router_samples_total\{/ && index($0, "outcome=\"" o "\"") { s += $2 } END { printf "%d", s }'; }
+routed() { router_samples out; }
 sent() { metric streamroute_egress_samples_total; }
 lag() { curl -fsS http://127.0.0.1:9201/metrics | awk '/^streamroute_router_consumer_lag_records/ { s += $2 } END { printf "%d", s }'; }
 vm_query() { curl -fsS --get http://127.0.0.1:8428/api/v1/query --data-urlencode "query=$1"; }
 
+# The flowing period: from the first sample egress sent to the last
+# change, so start-up (group join, first fetch) does not dilute the rate.
 t0=$SECONDS
+first_at="" last_at="" first_sent=0 last_sent=0
+track() {
+  local now=$1 s=$2
+  if [ -z "$first_at" ] && [ "$s" -gt 0 ]; then first_at=$now first_sent=$s; fi
+  if [ "$s" -gt "$last_sent" ]; then last_at=$now last_sent=$s; fi
+}
 while [ $((SECONDS - t0)) -lt "$SECONDS_TO_RUN" ]; do
+  s=$(sent)
+  track "$SECONDS" "$s"
   printf '\r[%3ds] received %s (gateway) | routed %s | sent to vmagent %s | lag %s records   ' \
-    $((SECONDS - t0)) "$(metric streamroute_gateway_samples_total)" "$(routed)" "$(sent)" "$(lag)"
+    $((SECONDS - t0)) "$(metric streamroute_gateway_samples_total)" "$(routed)" "$s" "$(lag)"
   sleep 1
 done
 echo
 wait "$PRODUCE_PID" 2>/dev/null || true
 # Let the last transactions and sends finish.
 for _ in $(seq 1 30); do
+  track "$SECONDS" "$(sent)"
   [ "$(lag)" = 0 ] && [ "$(sent)" -ge "$(routed)" ] && break
   sleep 1
 done
@@ -96,10 +109,19 @@ elapsed=$((SECONDS - t0))
 sleep 2 # vmagent flushes every 200 ms; VictoriaMetrics makes new series searchable within a second or so
 echo
 echo "== summary (${elapsed} s)"
-echo "gateway:  $(metric streamroute_gateway_samples_total) samples from Prometheus"
+from_prometheus=$(metric streamroute_gateway_samples_total)
+produced=$(tail -1 "$RUN_DIR/produce.log" | sed -n 's/.* payloads, \([0-9]*\) samples,.*/\1/p')
+router_in=$(router_samples in)
+earlier=$((router_in - from_prometheus - ${produced:-0}))
+echo "gateway:  $from_prometheus samples from Prometheus"
 tail -1 "$RUN_DIR/produce.log" | sed 's/^/produce:  /'
-echo "router:   $(routed) samples routed into streamroute.tasks.default"
-echo "egress:   $(sent) samples sent to vmagent, $(awk -v s="$(sent)" -v t="$elapsed" 'BEGIN { printf "%.0f", s / t }') samples/s end to end"
+echo "router:   $router_in samples read, $(router_samples dropped) dropped by the route's relabel rule (go_gc_*, go_memstats_*), $(routed) routed into streamroute.tasks.default"
+if [ "$earlier" -gt 0 ]; then
+  echo "          ($earlier of those were left in the ingress topic by an earlier run and routed now)"
+fi
+rate=$(awk -v a="$first_sent" -v b="$last_sent" -v t0="$first_at" -v t1="$last_at" \
+  'BEGIN { if (t1 > t0) printf "%.0f samples/s from the first to the last sample sent (%d s)", (b - a) / (t1 - t0), t1 - t0; else print "too short to measure a rate" }')
+echo "egress:   $(sent) samples sent to vmagent; $rate"
 series=$(vm_query 'count({stream_task_id!=""})' | sed -n 's/.*"value":\[[^,]*,"\([0-9]*\)".*/\1/p')
 echo "VictoriaMetrics: ${series:-0} series carry stream_task_id; series per task (first 8 of 64):"
 vm_query 'sort_desc(count by (stream_task_id) ({stream_task_id!=""}))' \
