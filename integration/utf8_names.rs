@@ -291,8 +291,7 @@ async fn series_without_metric_name_or_with_bad_histogram_count_get_400_naming_t
 
 /// VictoriaMetrics' export of series whose metric name is `name`, as JSON
 /// lines.
-async fn vm_export(name: &str) -> Vec<serde_json::Value> {
-    let vm = std::env::var("VM_URL").unwrap_or_else(|_| "http://127.0.0.1:8428".into());
+async fn vm_export(vm: &str, name: &str) -> Vec<serde_json::Value> {
     let selector = format!("{{__name__=\"{name}\"}}");
     let url = format!("{vm}/api/v1/export?match%5B%5D={}", urlencode(&selector));
     let r = http_get(&url).await.expect("export");
@@ -315,14 +314,29 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// VictoriaMetrics 1.79 (Debian's, the test bed's VM_URL).
 #[tokio::test(flavor = "multi_thread")]
-async fn run_delivers_utf8_names_to_victoriametrics_intact() {
+async fn run_delivers_utf8_names_to_victoriametrics_1_79_intact() {
+    let vm = std::env::var("VM_URL").unwrap_or_else(|_| "http://127.0.0.1:8428".into());
+    delivers_utf8_names_intact_to(&vm, "1.79").await;
+}
+
+/// The current VictoriaMetrics (v1.151.0, scripts/vm-modern.sh).
+#[tokio::test(flavor = "multi_thread")]
+async fn run_delivers_utf8_names_to_victoriametrics_1_151_intact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut vm = crate::vm_modern::victoria_metrics(dir.path(), "vm-utf8");
+    vm.wait_healthy().await;
+    delivers_utf8_names_intact_to(&vm.url(), "1.151").await;
+}
+
+/// `streamroute run` → VictoriaMetrics at `vm`: every UTF-8 name as sent.
+async fn delivers_utf8_names_intact_to(vm: &str, version: &str) {
     let (ingress, tasks, dead_letter) = (unique("ingress"), unique("tasks"), unique("dlq"));
     create_topic(&ingress, 1).await;
     create_topic(&tasks, 2).await;
     create_topic(&dead_letter, 1).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let vm = std::env::var("VM_URL").unwrap_or_else(|_| "http://127.0.0.1:8428".into());
     let config = write_file(
         dir.path(),
         "run.toml",
@@ -360,20 +374,20 @@ async fn run_delivers_utf8_names_to_victoriametrics_intact() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let series = loop {
-        let series = vm_export(&name).await;
+        let series = vm_export(vm, &name).await;
         if !series.is_empty() {
             break series;
         }
         assert!(
             Instant::now() < deadline,
-            "nothing named {name} in VictoriaMetrics after 30 s:\n{}",
+            "nothing named {name} in VictoriaMetrics {version} after 30 s:\n{}",
             run.log()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    // VictoriaMetrics 1.79 stores UTF-8 names as they were sent: the
-    // dotted metric name, the dotted and accented labels, and the label
-    // the router's relabel rule wrote under a UTF-8 target.
+    // VictoriaMetrics (1.79 and 1.151) stores UTF-8 names as they were
+    // sent: the dotted metric name, the dotted and accented labels, and
+    // the label the router's relabel rule wrote under a UTF-8 target.
     assert_eq!(series.len(), 1, "{series:?}");
     let metric = &series[0]["metric"];
     assert_eq!(metric["__name__"], name.as_str(), "{metric}");
