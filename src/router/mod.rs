@@ -10,6 +10,7 @@
 
 pub mod aggregation;
 pub mod config;
+pub mod metadata;
 pub mod metrics;
 pub mod route;
 pub mod task_id;

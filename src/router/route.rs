@@ -127,9 +127,37 @@ pub fn route_request(
     stats: &mut [RouteStats],
     mut emit: impl FnMut(usize, u32, u32, &TimeSeries),
 ) {
+    route_request_named(
+        request,
+        routes,
+        partitions,
+        stats,
+        false,
+        |r, p, t, s, _| emit(r, p, t, s),
+    )
+}
+
+/// [`route_request`], also handing `emit` each series' `__name__` before
+/// relabeling when `names` is set ("" otherwise), which metadata needs
+/// (see `super::metadata`).
+pub fn route_request_named(
+    request: WriteRequest,
+    routes: &[Route],
+    partitions: &[u32],
+    stats: &mut [RouteStats],
+    names: bool,
+    mut emit: impl FnMut(usize, u32, u32, &TimeSeries, &str),
+) {
     let mut scratch: Vec<Label> = Vec::new();
+    let mut original = String::new();
     for mut series in request.timeseries {
         let samples = (series.samples.len() + series.histograms.len()) as u64;
+        if names {
+            original.clear();
+            if let Some(name) = series.labels.iter().find(|l| l.name == "__name__") {
+                original.push_str(&name.value);
+            }
+        }
         for (i, route) in routes.iter().enumerate() {
             let last = i + 1 == routes.len();
             if !last {
@@ -143,7 +171,7 @@ pub fn route_request(
             match route.apply_routed(&mut series.labels, partitions[i]) {
                 Some((task, partition, routed)) => {
                     stats[i].aggregation_conflicts += u64::from(routed == Routed::Conflict);
-                    emit(i, partition, task, &series)
+                    emit(i, partition, task, &series, &original)
                 }
                 None => {
                     stats[i].series_dropped += 1;
