@@ -22,6 +22,7 @@ mod gateway_tls;
 mod kafka_roundtrip;
 mod kafka_security;
 mod kubernetes;
+mod metadata;
 mod operability;
 mod outage;
 mod relabel_cli;
