@@ -545,3 +545,136 @@ async fn the_router_recovers_from_a_kafka_outage_without_loss_or_duplicates() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// Router `instance_id` of the group, with transactions that write their
+/// batches as they go (5 samples each) and stay open for 3 s, so that a
+/// kill lands inside an open transaction that has written records, and the
+/// rebalance reaches the survivor mid-transaction rather than while it
+/// commits (then its next transaction has nothing to abort).
+async fn start_member(setup: &Setup, instance_id: &str) -> Process {
+    Process::start(
+        &["router"],
+        "STREAMROUTE_ROUTER__LISTEN",
+        &[
+            (
+                "STREAMROUTE_CONFIG_FILE",
+                setup.config.to_str().expect("utf-8").to_string(),
+            ),
+            ("STREAMROUTE_ROUTER__INSTANCE_ID", instance_id.to_string()),
+            ("STREAMROUTE_ROUTER__COMMIT_INTERVAL", "3s".to_string()),
+            ("STREAMROUTE_ROUTER__BATCH_MAX_SAMPLES", "5".to_string()),
+        ],
+    )
+    .await
+}
+
+/// `streamroute_router_transactions_total{outcome="aborted"}` of a router.
+async fn aborted_transactions(router: &Process) -> u64 {
+    let metrics = crate::common::http_get(&format!("http://{}/metrics", router.addr))
+        .await
+        .expect("metrics");
+    metrics
+        .body
+        .lines()
+        .find(|l| l.starts_with("streamroute_router_transactions_total{outcome=\"aborted\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Samples per (series `i`, timestamp) in `series`.
+fn sample_counts(series: &[(i32, TimeSeries)]) -> BTreeMap<(String, i64), usize> {
+    let mut counts = BTreeMap::new();
+    for (_, s) in series {
+        let i = s.labels.iter().find(|l| l.name == "i").expect("i");
+        for sample in &s.samples {
+            *counts
+                .entry((i.value.clone(), sample.timestamp))
+                .or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_killed_mid_transaction_leaves_every_sample_once_and_aborts_happened() {
+    use crate::scaleout::{last_assignment, read_uncommitted};
+    const PAYLOADS: u32 = 250;
+    const SERIES: u32 = 12;
+    let setup = setup(4, 3, 32, "").await;
+    let (mut a, b) = tokio::join!(start_member(&setup, "a"), start_member(&setup, "b"));
+    // Both members own ingress partitions before the stream starts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while last_assignment(&a).is_empty() || last_assignment(&b).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the group never split the partitions:\n{}\n{}",
+            a.log(),
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ingress = setup.ingress.clone();
+    let feeder = tokio::spawn(async move {
+        let producer = producer();
+        for k in 0..PAYLOADS {
+            let timeseries = (0..SERIES)
+                .map(|i| {
+                    series(
+                        &[("__name__", "ko"), ("i", &i.to_string())],
+                        f64::from(k),
+                        i64::from(k) * 1000,
+                    )
+                })
+                .collect();
+            produce(
+                &producer,
+                &ingress,
+                &WriteRequest {
+                    timeseries,
+                    metadata: vec![],
+                },
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let killed_with = last_assignment(&a);
+    a.kill9();
+    feeder.await.expect("feeder");
+    let total = (PAYLOADS * SERIES) as usize;
+    let got = wait_for_samples(&setup.tasks, total, &b).await;
+    assert_eq!(
+        last_assignment(&b),
+        (0..4).collect(),
+        "b took over a's partitions {killed_with:?}:\n{}",
+        b.log()
+    );
+    let counts = sample_counts(&got);
+    let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(duplicated.is_empty(), "duplicated samples: {duplicated:?}");
+    assert_eq!(counts.len(), total, "every sample exactly once");
+    // The dangerous path ran: b aborted a transaction when the group took
+    // its partitions away, and the topic holds records of aborted
+    // transactions (a's, left open by the kill, and b's), which
+    // read_committed hides.
+    let aborted = aborted_transactions(&b).await;
+    assert!(aborted > 0, "no transaction aborted:\n{}", b.log());
+    let tasks = setup.tasks.clone();
+    let uncommitted = tokio::task::spawn_blocking(move || read_uncommitted(&tasks, 3))
+        .await
+        .expect("reader");
+    let written: usize = uncommitted
+        .iter()
+        .map(|m| {
+            WriteRequest::decode(m.payload().unwrap_or_default())
+                .map_or(0, |r| r.timeseries.iter().map(|s| s.samples.len()).sum())
+        })
+        .sum();
+    eprintln!("aborted transactions in b: {aborted}; samples written {written}, committed {total}");
+    assert!(
+        written > total,
+        "no aborted record in the task topic: {written} samples written, {total} committed"
+    );
+}

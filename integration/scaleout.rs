@@ -296,9 +296,9 @@ fn assignments(name: &str, router: &Process) {
     }
 }
 
-/// Every record of `topic` up to its high watermark, read_uncommitted:
-/// records of aborted transactions included.
-fn read_uncommitted(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+/// Every record of `topic` (of `partitions` partitions) up to its high
+/// watermark, read_uncommitted: records of aborted transactions included.
+pub fn read_uncommitted(topic: &str, partitions: i32) -> Vec<rdkafka::message::OwnedMessage> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
@@ -309,7 +309,7 @@ fn read_uncommitted(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
         .expect("consumer");
     let mut tpl = rdkafka::TopicPartitionList::new();
     let mut ends = HashMap::new();
-    for p in 0..TASK_PARTITIONS {
+    for p in 0..partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, Duration::from_secs(10))
             .expect("watermarks");
@@ -343,7 +343,7 @@ fn read_uncommitted(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
 }
 
 /// The ingress partitions of a router's last assignment, from its log.
-fn last_assignment(router: &Process) -> BTreeSet<i32> {
+pub fn last_assignment(router: &Process) -> BTreeSet<i32> {
     let log = router.log();
     let Some(line) = log
         .lines()
@@ -582,10 +582,11 @@ async fn routers_joining_and_dying_keep_task_topics_exactly_once_across_a_cluste
     // router's open one, and those aborted by rebalances) are in the log.
     let tasks = cluster.tasks.clone();
     let n = name.clone();
-    let uncommitted =
-        tokio::task::spawn_blocking(move || count_samples(&read_uncommitted(&tasks), &n))
-            .await
-            .expect("reader");
+    let uncommitted = tokio::task::spawn_blocking(move || {
+        count_samples(&read_uncommitted(&tasks, TASK_PARTITIONS), &n)
+    })
+    .await
+    .expect("reader");
     let aborted: usize = uncommitted.values().sum::<usize>() - counts.values().sum::<usize>();
     eprintln!(
         "read_uncommitted: {aborted} more samples (of aborted transactions) than read_committed"
