@@ -114,13 +114,14 @@ const V1: [(&str, &str); 2] = [
 ];
 const PARTITIONS: u32 = 3;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn metadata_reaches_the_receiver_with_its_series_and_not_for_dropped_families() {
+/// `streamroute run` (gateway, router with one route of `relabel` rules
+/// into a task topic of [`PARTITIONS`], egress to `receiver`/<partition>),
+/// its dead-letter topic and its folder.
+async fn start_run(receiver: SocketAddr, relabel: &str) -> (Process, String, tempfile::TempDir) {
     let (ingress, tasks, dead_letter) = (unique("ingress"), unique("tasks"), unique("dlq"));
     create_topic(&ingress, 1).await;
     create_topic(&tasks, PARTITIONS as i32).await;
     create_topic(&dead_letter, 1).await;
-    let (receiver, received) = capture().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_file(
         dir.path(),
@@ -130,9 +131,7 @@ async fn metadata_reaches_the_receiver_with_its_series_and_not_for_dropped_famil
              [run]\nroles = [\"gateway\", \"router\", \"egress\"]\nshutdown_grace = \"5s\"\n\
              [router]\ngroup_id = \"{group}\"\ncommit_interval = \"200ms\"\n\
              [[router.routes]]\nname = \"main\"\ntopic = \"{tasks}\"\ntask_count = 16\n\
-             relabel_configs = [\
-             {{ source_labels = [\"__name__\"], regex = \"sr_dropped_total\", action = \"drop\" }}, \
-             {{ source_labels = [\"__name__\"], regex = \"sr_old_total\", target_label = \"__name__\", replacement = \"sr_new_total\" }}]\n\
+             relabel_configs = [{relabel}]\n\
              [egress]\ntopic = \"{tasks}\"\ntarget = \"http://{receiver}/{{partition}}\"\nstate_dir = \"{state}\"\n\
              flush_interval = \"200ms\"\nretry_initial_backoff = \"100ms\"\nretry_max_backoff = \"2s\"\n",
             group = unique("group"),
@@ -148,6 +147,15 @@ async fn metadata_reaches_the_receiver_with_its_series_and_not_for_dropped_famil
         )],
     )
     .await;
+    (run, dead_letter, dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_reaches_the_receiver_with_its_series_and_not_for_dropped_families() {
+    let (receiver, received) = capture().await;
+    let relabel = "{ source_labels = [\"__name__\"], regex = \"sr_dropped_total\", action = \"drop\" }, \
+        { source_labels = [\"__name__\"], regex = \"sr_old_total\", target_label = \"__name__\", replacement = \"sr_new_total\" }";
+    let (run, dead_letter, _dir) = start_run(receiver, relabel).await;
     let url = format!("http://{}/api/v1/write", run.addr);
     let ts = recent_ms();
 
@@ -338,4 +346,107 @@ async fn metadata_reaches_the_receiver_with_its_series_and_not_for_dropped_famil
         "{alone_on:?}"
     );
     assert!(read_topic(&dead_letter).is_empty(), "nothing dead-lettered");
+}
+
+struct Prometheus(std::process::Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `# TYPE` and `# HELP` of `family` in a text exposition.
+fn exposition_metadata(text: &str, family: &str) -> (MetricType, String) {
+    let line = |kind: &str| {
+        let prefix = format!("# {kind} {family} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in the exposition"))
+            .to_string()
+    };
+    let kind = match line("TYPE").as_str() {
+        "counter" => MetricType::Counter,
+        "gauge" => MetricType::Gauge,
+        "histogram" => MetricType::Histogram,
+        "summary" => MetricType::Summary,
+        other => panic!("unexpected type {other}"),
+    };
+    (kind, line("HELP"))
+}
+
+/// A real Prometheus 2.42 (Debian) scraping itself sends its metadata in
+/// requests of their own (`metadata_config.send_interval`, shortened to
+/// 2 s): each family reaches every partition's receiver with the type and
+/// help Prometheus' own /metrics exposition states.
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_metadata_reaches_every_partition_with_its_exposition_type_and_help() {
+    let (receiver, received) = capture().await;
+    let (run, _dead_letter, dir) = start_run(receiver, "").await;
+    let port = crate::common::free_port();
+    let config = write_file(
+        dir.path(),
+        "prometheus.yml",
+        &format!(
+            "global:\n  scrape_interval: 1s\n\
+             scrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n\
+             remote_write:\n  - url: http://{}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n      max_shards: 1\n\
+             \x20   metadata_config:\n      send_interval: 2s\n",
+            run.addr
+        ),
+    );
+    let _prometheus = Prometheus(
+        std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).expect("log"))
+            .spawn()
+            .expect("prometheus is installed (Debian package prometheus)"),
+    );
+    let families = ["go_gc_duration_seconds", "prometheus_http_requests_total"];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let exposition = loop {
+        if let Ok(r) = crate::common::http_get(&format!("http://127.0.0.1:{port}/metrics")).await {
+            if r.status == 200 && families.iter().all(|f| r.body.contains(f)) {
+                break r.body;
+            }
+        }
+        assert!(Instant::now() < deadline, "prometheus did not start");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for family in families {
+        let (kind, help) = exposition_metadata(&exposition, family);
+        loop {
+            let on: Vec<u32> = {
+                let got = received.lock().expect("lock");
+                (0..PARTITIONS)
+                    .filter(|p| {
+                        got.metadata.get(p).is_some_and(|m| {
+                            m.iter().any(|m| {
+                                m.metric_family_name == family
+                                    && m.r#type == kind as i32
+                                    && m.help == help
+                            })
+                        })
+                    })
+                    .collect()
+            };
+            if on.len() == PARTITIONS as usize {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{family} ({kind:?}, {help:?}) on partitions {on:?} only after 90 s\nprometheus log:\n{}\nstreamroute log:\n{}",
+                std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default(),
+                run.log()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 }
