@@ -867,8 +867,14 @@ impl Worker {
             );
             let metadata = families.map(|f| f.finish(&self.partitions));
             for (route, partition, md) in metadata.into_iter().flatten() {
-                let batch = batches.entry((route, partition, tenant.clone()));
-                append_metadata(batch.or_default(), &md);
+                let key = (route, partition, tenant.clone());
+                let batch = batches.entry(key.clone()).or_default();
+                append_metadata(batch, &md);
+                // Many families (Prometheus sends them all at once) fill a
+                // batch too; writing a key twice finds it gone the second time.
+                if batch.encoded.len() >= max_bytes {
+                    full.push(key);
+                }
             }
         }
         for key in full {
