@@ -1,10 +1,12 @@
-//! The gateway while Kafka is down: 503 with Retry-After, never 2xx, and
-//! back to 204 once Kafka returns, without a restart of the gateway.
+//! The gateway while Kafka is down: 503 with Retry-After, never 2xx, not
+//! ready, at most `max_in_flight` requests waiting for Kafka (the next is
+//! 503 at once), and back to 204 and ready once Kafka returns, without a
+//! restart of the gateway.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::common::{create_topic_on, http_post, read_topic_on, unique, PrivateKafka};
+use crate::common::{create_topic_on, http_get, http_post, read_topic_on, unique, PrivateKafka};
 use crate::gateway::{decode_record, request, snappy, start_gateway};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -14,13 +16,18 @@ async fn kafka_outage_gives_503_then_204_and_every_acknowledged_payload_is_store
     create_topic_on(&kafka.bootstrap, &topic, 1).await;
     let gateway = start_gateway(
         &topic,
-        &[(
-            "STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS",
-            kafka.bootstrap.clone(),
-        )],
+        &[
+            (
+                "STREAMROUTE_KAFKA__BOOTSTRAP_SERVERS",
+                kafka.bootstrap.clone(),
+            ),
+            ("STREAMROUTE_GATEWAY__MAX_IN_FLIGHT", "1".to_string()),
+        ],
     )
     .await;
     let url = format!("http://{}/api/v1/write", gateway.addr);
+    let ready = format!("http://{}/-/ready", gateway.addr);
+    wait_ready_status(&ready, 200, &gateway).await;
     let headers = [("content-encoding", "snappy")];
     let mut acknowledged = BTreeSet::new();
     let mut next = 0usize;
@@ -64,6 +71,38 @@ async fn kafka_outage_gives_503_then_204_and_every_acknowledged_payload_is_store
     }
     assert_eq!(unavailable, 3);
 
+    // One request waits for Kafka (up to produce_timeout, 3 s) in the only
+    // in-flight slot: the next one is turned away at once.
+    let waiting = tokio::spawn(send(next));
+    next += 1;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let (_, busy) = send(next).await;
+    next += 1;
+    let busy = busy.expect("post");
+    assert_eq!(busy.status, 503, "{}", busy.body);
+    assert!(
+        busy.body.contains("too many requests in flight"),
+        "{}",
+        busy.body
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_, waited) = waiting.await.expect("task");
+    let waited = waited.expect("post");
+    assert_eq!(waited.status, 503, "{}", waited.body);
+    assert!(
+        !waited.body.contains("too many requests in flight"),
+        "the first request did not hold the slot: {}",
+        waited.body
+    );
+
+    // Not ready while the ingress topic cannot be reached.
+    wait_ready_status(&ready, 503, &gateway).await;
+
     kafka.script("start");
     // Kafka back: the same gateway process accepts again within a bounded time.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -86,6 +125,8 @@ async fn kafka_outage_gives_503_then_204_and_every_acknowledged_payload_is_store
         }
     }
 
+    wait_ready_status(&ready, 200, &gateway).await;
+
     // Every acknowledged payload is in the topic (payloads answered 503 may
     // be there too: the sender retries those and VictoriaMetrics deduplicates).
     let stored: BTreeSet<usize> = read_topic_on(&kafka.bootstrap, &topic)
@@ -101,4 +142,22 @@ async fn kafka_outage_gives_503_then_204_and_every_acknowledged_payload_is_store
         missing.is_empty(),
         "acknowledged but not stored: {missing:?}"
     );
+}
+
+/// Polls `url` (the readiness endpoint) until it answers `status`; the
+/// gateway probes every 10 s while ready, every second while not.
+async fn wait_ready_status(url: &str, status: u16, gateway: &crate::common::Process) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let got = http_get(url).await.map(|r| r.status);
+        if got == Ok(status) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} never answered {status} (last {got:?}):\n{}",
+            gateway.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -15,6 +15,7 @@ mod egress_windows;
 mod egress_windows_load;
 mod egress_windows_vm;
 mod gateway;
+mod gateway_guarantees;
 mod gateway_hostile;
 mod gateway_outage;
 mod gateway_prometheus;
