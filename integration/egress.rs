@@ -555,15 +555,58 @@ async fn a_receiver_answering_429_is_waited_for_as_told_and_nothing_is_dropped()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn kill_9_repeatedly_resumes_from_sled_and_loses_nothing() {
-    // Positions flushed after every request: a kill resends at most the
-    // request whose acknowledgement was not yet on disk, per partition.
+async fn a_receiver_answering_503_is_retried_and_every_sample_arrives_once() {
+    let (addr, received) = receiver(move |n, _| {
+        if n < 3 {
+            (503, vec![], "overloaded".into())
+        } else {
+            (204, vec![], String::new())
+        }
+    })
+    .await;
     let setup = setup(
-        2,
-        &vmagent(),
-        "max_samples_per_send = 200\nstate_flush_every = \"0s\"\n",
+        1,
+        &format!("http://{addr}/api/v1/write"),
+        "max_samples_per_send = 100\n",
     )
     .await;
+    let producer = producer();
+    let ts = recent_ms();
+    for k in 0..3 {
+        produce_task(&producer, &setup.tasks, 0, &request("m", k * 100, 100, ts)).await;
+    }
+    let egress = start_egress(&setup).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while ids(&received).len() < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 300 series arrived:\n{}",
+            ids(&received).len(),
+            egress.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Give a wrongly repeated request time to arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let want: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+    assert_eq!(ids(&received), want, "every series once, in order");
+    let metrics = http_get(&format!("http://{}/metrics", egress.addr))
+        .await
+        .expect("metrics")
+        .body;
+    assert_eq!(
+        metric_value(&metrics, "streamroute_egress_retries_total{reason=\"5xx\"}"),
+        3.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_repeatedly_resumes_from_sled_and_loses_nothing() {
+    // The default state_flush_every (0s: positions flushed after every
+    // request): a kill resends at most the request whose acknowledgement
+    // was not yet on disk, per partition.
+    let setup = setup(2, &vmagent(), "max_samples_per_send = 200\n").await;
     let name = format!("sr_it_kill_{}", uuid::Uuid::new_v4().simple());
     let ts = recent_ms();
     // A stream of 2 × 60 records of 50 series, written while egress is killed.
