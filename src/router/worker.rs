@@ -18,6 +18,7 @@
 //! what it left open. The router is not ready from the first failed step
 //! until a transaction commits again with a broker reachable.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,8 +47,8 @@ use crate::kafka::record::{copy_headers, IngressMeta, HEADER_ROUTE};
 use crate::kafka::stats::StatsContext;
 use crate::kafka::KafkaConfig;
 use crate::remote_write::{
-    decode_request, decompress_reusing, fast, sniff, validate_v1, DecodeError, Encoding, Limits,
-    Protocol, WriteRequest,
+    compress, decode_request, decompress_reusing, fast, sniff, validate_v1, DecodeError, Encoding,
+    Limits, Protocol, WriteRequest,
 };
 
 /// Errors that stop the router.
@@ -914,25 +915,29 @@ impl Worker {
         txn: &mut Txn,
     ) -> Result<(), KafkaError> {
         let (route, partition, tenant) = key;
+        let name = &self.routes[*route].name;
+        let (encoding, value) = record_value(&batch.encoded, self.routes[*route].record_encoding);
+        if encoding != self.routes[*route].record_encoding {
+            warn!(route = %name, "cannot compress a task record; writing it as identity");
+        }
         let meta = IngressMeta {
-            encoding: Some(Encoding::Identity),
+            encoding: Some(encoding),
             protocol: Protocol::V1,
             tenant: tenant.clone(),
             received_at_ms: None,
         };
-        let name = &self.routes[*route].name;
         let headers = meta.to_headers().insert(Header {
             key: HEADER_ROUTE,
             value: Some(name.as_str()),
         });
         let record = BaseRecord::<(), [u8]>::to(&self.routes[*route].topic)
             .partition(*partition as i32)
-            .payload(&batch.encoded)
+            .payload(value.as_ref())
             .headers(headers);
         self.send(record)?;
         let written = txn.written.entry(*route).or_default();
         written.0 += 1;
-        written.1 += batch.encoded.len() as u64;
+        written.1 += value.len() as u64;
         *txn.partition_samples
             .entry((*route, *partition))
             .or_default() += (batch.samples + batch.histograms) as u64;
@@ -1151,5 +1156,18 @@ fn sleep_unless(shutdown: &CancellationToken, duration: Duration) {
     let until = Instant::now() + duration;
     while !shutdown.is_cancelled() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A task record's value in `wanted` encoding, with the encoding it is
+/// really in: identity when compressing fails (a body too large for
+/// snappy), so the header always tells consumers the truth.
+fn record_value(encoded: &[u8], wanted: Encoding) -> (Encoding, Cow<'_, [u8]>) {
+    if wanted == Encoding::Identity {
+        return (Encoding::Identity, Cow::Borrowed(encoded));
+    }
+    match compress(encoded, wanted) {
+        Ok(body) => (wanted, Cow::Owned(body)),
+        Err(_) => (Encoding::Identity, Cow::Borrowed(encoded)),
     }
 }
