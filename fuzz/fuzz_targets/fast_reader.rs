@@ -46,7 +46,10 @@ fuzz_target!(|raw: &[u8]| {
     // reader leaves to prost) and in prost's own form.
     if let Ok(request) = WriteRequest::decode(raw) {
         if request.metadata.is_empty() && validate_v1(&request, &limits).is_ok() {
-            assert!(agrees(&request.encode_to_vec(), &limits), "declined prost's own form");
+            assert!(
+                agrees(&request.encode_to_vec(), &limits),
+                "declined prost's own form"
+            );
             if !read && !holds_group(raw) {
                 panic!("declined a valid request");
             }
@@ -60,7 +63,9 @@ fn holds_group(raw: &[u8]) -> bool {
     fn walk(buf: &[u8], depth: u32) -> bool {
         let mut r = buf;
         while !r.is_empty() {
-            let Some((key, n)) = varint(r) else { return false };
+            let Some((key, n)) = varint(r) else {
+                return false;
+            };
             r = &r[n..];
             match key & 7 {
                 3 | 4 => return true,
@@ -71,13 +76,20 @@ fn holds_group(raw: &[u8]) -> bool {
                 1 if r.len() >= 8 => r = &r[8..],
                 5 if r.len() >= 4 => r = &r[4..],
                 2 => {
-                    let Some((len, n)) = varint(r) else { return false };
-                    let Some(body) = r.get(n..n + len as usize) else { return false };
+                    let Some((len, n)) = varint(r) else {
+                        return false;
+                    };
+                    let Some(end) = usize::try_from(len).ok().and_then(|l| l.checked_add(n)) else {
+                        return false;
+                    };
+                    let Some(body) = r.get(n..end) else {
+                        return false;
+                    };
                     // Nested messages are all field numbers 1..=16 here.
                     if depth < 4 && key >> 3 <= 16 && walk(body, depth + 1) {
                         return true;
                     }
-                    r = &r[n + len as usize..];
+                    r = &r[end..];
                 }
                 _ => return false,
             }
