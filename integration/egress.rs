@@ -601,12 +601,55 @@ async fn a_receiver_answering_503_is_retried_and_every_sample_arrives_once() {
     );
 }
 
+/// The default `state_flush_every` writes the position after every
+/// request: a kill right after a delivery (well within a second) resends
+/// nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_default_flush_a_kill_right_after_a_delivery_resends_nothing() {
+    let (addr, received) = receiver(|_, _| (204, vec![], String::new())).await;
+    let setup = setup(
+        1,
+        &format!("http://{addr}/api/v1/write"),
+        "max_samples_per_send = 100\n",
+    )
+    .await;
+    let producer = producer();
+    let ts = recent_ms();
+    for k in 0..3 {
+        produce_task(&producer, &setup.tasks, 0, &request("m", k * 100, 100, ts)).await;
+    }
+    let mut egress = start_egress(&setup).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ids(&received).len() < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "not delivered:\n{}",
+            egress.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let delivered = received.lock().expect("lock").last().map(|(at, _, _)| *at);
+    egress.kill9();
+    let killed_after = delivered.map(|at| at.elapsed());
+    let restarted = start_egress(&setup).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let want: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+    assert_eq!(
+        ids(&received),
+        want,
+        "resent after a kill {killed_after:?} after the last delivery:\n{}",
+        restarted.log()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_repeatedly_resumes_from_sled_and_loses_nothing() {
     // The default state_flush_every (0s: positions flushed after every
     // request): a kill resends at most the request whose acknowledgement
     // was not yet on disk, per partition.
-    let setup = setup(2, &vmagent(), "max_samples_per_send = 200\n").await;
+    // Requests of 50 samples (one record each), about 20 per second per
+    // partition: a flush every second would resend many per kill.
+    let setup = setup(2, &vmagent(), "max_samples_per_send = 50\n").await;
     let name = format!("sr_it_kill_{}", uuid::Uuid::new_v4().simple());
     let ts = recent_ms();
     // A stream of 2 × 60 records of 50 series, written while egress is killed.
@@ -643,7 +686,7 @@ async fn kill_9_repeatedly_resumes_from_sled_and_loses_nothing() {
     let keys: BTreeSet<_> = got.keys().cloned().collect();
     assert_eq!(keys, want, "every sample, nothing else");
     assert!(
-        duplicates <= kills * 2 * 200,
+        duplicates <= kills * 2 * 50,
         "{duplicates} duplicates: more than one request per partition per kill"
     );
     eprintln!(
