@@ -26,6 +26,7 @@ mod kubernetes;
 mod metadata;
 mod operability;
 mod outage;
+mod record_encoding;
 mod relabel_cli;
 mod router;
 mod scaleout;

@@ -39,7 +39,7 @@ use super::EgressError;
 
 mod windowed;
 use crate::kafka::producer::{DurableProducer, SendError};
-use crate::kafka::record::HEADER_TENANT;
+use crate::kafka::record::{task_value, HEADER_ENCODING, HEADER_TENANT};
 use crate::remote_write::{compress, Encoding};
 use crate::state::{next_offset_after, Position, State};
 
@@ -535,9 +535,13 @@ impl PartitionWorker {
         message: &BorrowedMessage<'_>,
         batch: &mut Batch,
     ) -> Result<Option<Pending>, EgressError> {
-        let value = message.payload().unwrap_or_default();
+        let raw = message.payload().unwrap_or_default();
+        // The record's headers as read, and as they are once the value is
+        // decompressed (content-encoding identity), for dead-lettering.
+        let mut original = OwnedHeaders::new();
         let mut headers = OwnedHeaders::new();
         let mut tenant = None;
+        let mut encoding = None;
         if let Some(h) = message.headers() {
             for header in h.iter() {
                 if header.key == HEADER_TENANT {
@@ -545,26 +549,40 @@ impl PartitionWorker {
                         .value
                         .map(|v| String::from_utf8_lossy(v).into_owned());
                 }
+                original = original.insert(Header {
+                    key: header.key,
+                    value: header.value,
+                });
+                if header.key == HEADER_ENCODING {
+                    encoding = header.value;
+                    continue;
+                }
                 headers = headers.insert(Header {
                     key: header.key,
                     value: header.value,
                 });
             }
         }
+        let headers = headers.insert(Header {
+            key: HEADER_ENCODING,
+            value: Some(Encoding::Identity.as_str()),
+        });
         let key = message.key().map(<[u8]>::to_vec);
-        let checked = count(value).and_then(|c| {
+        // Decompressed first: counting and the windows see plain protobuf.
+        let checked = task_value(raw, encoding).and_then(|value| {
+            let c = count(&value).map_err(str::to_string)?;
             let decoded = match self.windows {
                 // The windows need the samples; count() accepted the
                 // structure, prost also checks the strings.
                 Some(_) => Some(
-                    <crate::remote_write::WriteRequest as prost::Message>::decode(value)
-                        .map_err(|_| "not a valid protobuf WriteRequest")?,
+                    <crate::remote_write::WriteRequest as prost::Message>::decode(value.as_ref())
+                        .map_err(|_| "not a valid protobuf WriteRequest".to_string())?,
                 ),
                 None => None,
             };
-            Ok((c, decoded))
+            Ok((value.into_owned(), c, decoded))
         });
-        let (counts, decoded) = match checked {
+        let (value, counts, decoded) = match checked {
             Ok(c) => c,
             Err(reason) => {
                 warn!(
@@ -573,14 +591,15 @@ impl PartitionWorker {
                     reason,
                     "task record is not a WriteRequest; dead-lettering it"
                 );
+                // As it was read: its own headers still describe it.
                 let record = Record {
                     offset: message.offset(),
                     start: 0,
-                    end: value.len(),
+                    end: raw.len(),
                     key,
-                    headers,
+                    headers: original,
                 };
-                self.dead_letter_records(value, &[record], "malformed_record", reason, None)
+                self.dead_letter_records(raw, &[record], "malformed_record", &reason, None)
                     .await;
                 // The batch now ends past it, so the position moves over it.
                 if batch.records.is_empty() {
@@ -593,7 +612,7 @@ impl PartitionWorker {
         };
         Ok(Some(Pending {
             offset: message.offset(),
-            value: value.to_vec(),
+            value,
             counts,
             key,
             headers,

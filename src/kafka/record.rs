@@ -13,10 +13,16 @@
 //!   - `received-at`: when the gateway accepted it, unix milliseconds
 //! - key: the sender identity when the gateway is configured with
 //!   `gateway.key_header`, else none (records spread over partitions).
+//!
+//! Task records (what the router writes) use the same headers plus `route`;
+//! their value is a 1.0 `WriteRequest` in the route's `record_encoding`,
+//! named in `content-encoding` (no header: identity). [`task_value`] undoes it.
+
+use std::borrow::Cow;
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
-use crate::remote_write::{Encoding, Protocol};
+use crate::remote_write::{decompress, Encoding, Protocol};
 
 /// Header naming the value's encoding.
 pub const HEADER_ENCODING: &str = "content-encoding";
@@ -28,6 +34,35 @@ pub const HEADER_TENANT: &str = "tenant";
 pub const HEADER_RECEIVED_AT: &str = "received-at";
 /// Header naming the route that wrote a task-topic record.
 pub const HEADER_ROUTE: &str = "route";
+
+/// Largest decoded task-record value accepted: a router batch is at most
+/// `router.batch_max_bytes` (256 MiB at most) unless one series alone is
+/// larger, and that is bounded by the router's `max_decoded_bytes`.
+pub const MAX_TASK_VALUE: usize = 512 << 20;
+
+/// A task record's value as plain protobuf, decompressed as its
+/// `content-encoding` header (`encoding`, the raw header value) says;
+/// without the header it is identity (records of older routers).
+pub fn task_value<'a>(value: &'a [u8], encoding: Option<&[u8]>) -> Result<Cow<'a, [u8]>, String> {
+    let encoding = match encoding {
+        None => Encoding::Identity,
+        Some(raw) => std::str::from_utf8(raw)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                format!(
+                    "header {HEADER_ENCODING} {:?} is not identity, snappy or zstd",
+                    String::from_utf8_lossy(raw)
+                )
+            })?,
+    };
+    match encoding {
+        Encoding::Identity => Ok(Cow::Borrowed(value)),
+        other => decompress(value, other, MAX_TASK_VALUE)
+            .map(Cow::Owned)
+            .map_err(|e| format!("{other} value does not decompress: {e}")),
+    }
+}
 
 /// Metadata carried in an ingress record's headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +221,25 @@ mod tests {
             vec![(HEADER_TENANT, Some(&b"a"[..])), ("empty", None)]
         );
         assert!(copy_headers::<OwnedHeaders>(None).unwrap().is_none());
+    }
+
+    #[test]
+    fn task_values_decode_by_their_header() {
+        let raw = b"\x0a\x13\x0a\x11\x0a\x08__name__\x12\x05up_up".repeat(50);
+        let snappy = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
+        let zstd = zstd::bulk::compress(&raw, 1).unwrap();
+        assert!(snappy.len() < raw.len() && zstd.len() < raw.len());
+        assert_eq!(task_value(&snappy, Some(b"snappy")).unwrap(), &raw[..]);
+        assert_eq!(task_value(&zstd, Some(b"zstd")).unwrap(), &raw[..]);
+        assert_eq!(task_value(&raw, Some(b"identity")).unwrap(), &raw[..]);
+        // No header: identity, taken as it is (even if it looks compressed).
+        assert_eq!(task_value(&snappy, None).unwrap(), &snappy[..]);
+        let err = task_value(&raw, Some(b"gzip")).unwrap_err();
+        assert!(err.contains("gzip"), "{err}");
+        let err = task_value(&raw, Some(b"zstd")).unwrap_err();
+        assert!(err.contains("zstd value does not decompress"), "{err}");
+        let err = task_value(&zstd, Some(b"snappy")).unwrap_err();
+        assert!(err.contains("snappy"), "{err}");
     }
 
     #[test]

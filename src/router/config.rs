@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::relabel::{load_configs, RelabelConfig, Rules};
-use crate::remote_write::NameValidation;
+use crate::remote_write::{Encoding, NameValidation};
 use crate::router::aggregation::Aggregation;
 use crate::router::task_id::{TaskIdConfig, DEFAULT_TASK_LABEL};
 
@@ -86,6 +86,17 @@ pub struct RouteConfig {
     /// A YAML file holding a list of relabel rules, applied after the inline ones.
     #[serde(default)]
     pub relabel_file: Option<PathBuf>,
+    /// Encoding of the task records' values, named in their
+    /// `content-encoding` header: `"identity"` (plain protobuf, the default:
+    /// the broker's zstd batch compression already shrinks it), `"snappy"`
+    /// or `"zstd"` for downstream consumers that expect a compressed
+    /// remote-write body (vmagent's Kafka consumer). Egress reads all three.
+    #[serde(default = "default_record_encoding")]
+    pub record_encoding: String,
+}
+
+fn default_record_encoding() -> String {
+    Encoding::Identity.as_str().to_string()
 }
 
 fn default_task_label() -> String {
@@ -106,7 +117,18 @@ impl RouteConfig {
             partition_labels: Vec::new(),
             relabel_configs: Vec::new(),
             relabel_file: None,
+            record_encoding: default_record_encoding(),
         }
+    }
+
+    /// The parsed `record_encoding`.
+    pub fn record_encoding(&self) -> Result<Encoding, String> {
+        Encoding::parse(&self.record_encoding).map_err(|_| {
+            format!(
+                "{:?} is not one of \"identity\", \"snappy\", \"zstd\"",
+                self.record_encoding
+            )
+        })
     }
 }
 
@@ -249,6 +271,12 @@ impl RouterConfig {
                 key("partition_labels"),
                 format!("cannot be combined with routes[{i}].stream_aggr_file: the partition must follow the aggregation groups' task id"),
             );
+            let encoding = route.record_encoding();
+            check(
+                encoding.is_ok(),
+                key("record_encoding"),
+                encoding.err().unwrap_or_default(),
+            );
             let aggregation = route.aggregation();
             check(
                 aggregation.is_ok(),
@@ -338,5 +366,13 @@ mod tests {
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, "routes[0].partition_labels");
         assert!(route(|r| r.stream_aggr_file = Some(file.clone())).is_empty());
+
+        let p = route(|r| r.record_encoding = "gzip".into());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "routes[0].record_encoding");
+        assert!(p[0].1.contains("gzip") && p[0].1.contains("zstd"), "{p:?}");
+        for ok in ["identity", "snappy", "zstd"] {
+            assert!(route(|r| r.record_encoding = ok.into()).is_empty(), "{ok}");
+        }
     }
 }

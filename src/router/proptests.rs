@@ -90,6 +90,7 @@ fn compile(spec: &RouteSpec) -> Route {
             partition_labels: spec.partition_labels.clone(),
             relabel_configs,
             relabel_file: None,
+            record_encoding: "identity".into(),
             task_labels_without: vec![],
             stream_aggr_file: None,
         },

@@ -16,7 +16,7 @@ use super::task_id::{
 use crate::relabel::{LabelPair, Rules};
 use crate::remote_write::fast::FastRequest;
 use crate::remote_write::proto::v1::{Label, TimeSeries, WriteRequest};
-use crate::remote_write::NameValidation;
+use crate::remote_write::{Encoding, NameValidation};
 
 /// A compiled route.
 pub struct Route {
@@ -28,6 +28,8 @@ pub struct Route {
     task: TaskIdConfig,
     partition_labels: Vec<String>,
     aggregation: Option<Aggregation>,
+    /// Encoding of the task records' values (`record_encoding`).
+    pub record_encoding: Encoding,
 }
 
 impl Route {
@@ -40,6 +42,7 @@ impl Route {
             task: config.task(),
             partition_labels: config.partition_labels.clone(),
             aggregation: config.aggregation()?,
+            record_encoding: config.record_encoding()?,
         })
     }
 
@@ -409,6 +412,7 @@ mod tests {
                 partition_labels: vec![],
                 relabel_configs,
                 relabel_file: None,
+                record_encoding: "identity".into(),
             },
             NameValidation::default(),
         )
