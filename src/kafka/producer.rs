@@ -261,6 +261,28 @@ mod tests {
         }
     }
 
+    /// The gateway's producer waits for every in-sync replica: librdkafka's
+    /// effective `acks` is -1 (all) with idempotence, also when
+    /// `kafka.properties` asks otherwise (config checks refuse that key,
+    /// this holds even past them).
+    #[test]
+    fn the_producer_is_built_with_acks_all_and_idempotence_whatever_the_properties() {
+        for properties in [vec![], vec![("acks", "1"), ("enable.idempotence", "false")]] {
+            let kafka = KafkaConfig {
+                properties: properties
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..KafkaConfig::default()
+            };
+            let producer =
+                DurableProducer::new(&kafka, "gateway", Duration::from_secs(5), 1 << 20).unwrap();
+            let native = producer.config.create_native_config().unwrap();
+            assert_eq!(native.get("acks").unwrap(), "-1", "{properties:?}");
+            assert_eq!(native.get("enable.idempotence").unwrap(), "true");
+        }
+    }
+
     #[tokio::test]
     async fn a_producer_whose_sends_keep_failing_is_replaced_and_the_new_one_delivers() {
         let mock = MockCluster::new(1).unwrap();
