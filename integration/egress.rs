@@ -1372,3 +1372,59 @@ async fn a_target_list_that_does_not_match_the_partitions_is_refused_at_start() 
     assert!(text.contains(&want), "{text}");
     assert!(matches!(ready, Ok(r) if r.status == 503), "{text}");
 }
+
+/// A record another producer wrote with a header key that is not UTF-8
+/// (rdkafka 0.38 panics reading such a key) is dead-lettered, and the
+/// partition moves on to the next record instead of crashing and reading
+/// the same record again after every restart.
+#[tokio::test]
+async fn a_record_with_a_non_utf8_header_key_is_dead_lettered_and_the_partition_moves_on() {
+    use std::os::unix::ffi::OsStrExt;
+    let (addr, received) = receiver(|_, _| (204, vec![], String::new())).await;
+    let setup = setup(1, &format!("http://{addr}/api/v1/write"), "").await;
+    let ts = recent_ms();
+    // kcat writes the header key's bytes as given (0xff is not UTF-8) and
+    // sends a file given as an argument as one record.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = dir.path().join("record.bin");
+    std::fs::write(&body, request("m", 0, 5, ts).encode_to_vec()).expect("write");
+    let status = std::process::Command::new("kcat")
+        .args([
+            "-b",
+            &crate::common::bootstrap(),
+            "-P",
+            "-t",
+            &setup.tasks,
+            "-p",
+            "0",
+            "-H",
+        ])
+        .arg(std::ffi::OsStr::from_bytes(b"\xffkey=v"))
+        .arg(&body)
+        .status()
+        .expect("kcat (Debian package kafkacat, installed by scripts/setup.sh)");
+    assert!(status.success());
+    let producer = producer();
+    produce_task(&producer, &setup.tasks, 0, &request("m", 5, 5, ts)).await;
+    let egress = start_egress(&setup).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ids(&received).len() < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the record after the foreign one did not arrive:\n{}",
+            egress.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let want: Vec<String> = (5..10).map(|i| i.to_string()).collect();
+    assert_eq!(ids(&received), want, "only the well-formed record is sent");
+    let dead = read_topic(&setup.dead_letter);
+    assert_eq!(
+        dead.len(),
+        1,
+        "the foreign record is dead-lettered once:\n{}",
+        egress.log()
+    );
+    // rdkafka's panic is caught (the panic hook still prints it); the
+    // partition was not restarted, so the foreign record was read once.
+}

@@ -39,7 +39,7 @@ use super::EgressError;
 
 mod windowed;
 use crate::kafka::producer::{DurableProducer, SendError};
-use crate::kafka::record::{task_value, HEADER_ENCODING, HEADER_TENANT};
+use crate::kafka::record::{copy_headers, task_value, HEADER_ENCODING, HEADER_TENANT};
 use crate::remote_write::{compress, Encoding};
 use crate::state::{next_offset_after, Position, State};
 
@@ -542,7 +542,11 @@ impl PartitionWorker {
         let mut headers = OwnedHeaders::new();
         let mut tenant = None;
         let mut encoding = None;
-        if let Some(h) = message.headers() {
+        // Copied through the guard against rdkafka's panic on a header key
+        // that is not UTF-8 (another producer may write one): such a record
+        // is dead-lettered below instead of crashing the partition.
+        let copied = copy_headers(message.headers());
+        if let Ok(Some(h)) = &copied {
             for header in h.iter() {
                 if header.key == HEADER_TENANT {
                     tenant = header
@@ -569,7 +573,11 @@ impl PartitionWorker {
         });
         let key = message.key().map(<[u8]>::to_vec);
         // Decompressed first: counting and the windows see plain protobuf.
-        let checked = task_value(raw, encoding).and_then(|value| {
+        let decoded_value = match &copied {
+            Err(reason) => Err(reason.clone()),
+            Ok(_) => task_value(raw, encoding),
+        };
+        let checked = decoded_value.and_then(|value| {
             let c = count(&value).map_err(str::to_string)?;
             let decoded = match self.windows {
                 // The windows need the samples; count() accepted the
