@@ -222,7 +222,10 @@ impl Config {
         if let Some(path) = &mut self.egress.tls_ca_file {
             resolve(path);
         }
-        for tls in [&mut self.run.tls, &mut self.gateway.tls].into_iter().flatten() {
+        for tls in [&mut self.run.tls, &mut self.gateway.tls]
+            .into_iter()
+            .flatten()
+        {
             resolve(&mut tls.cert_file);
             resolve(&mut tls.key_file);
         }
@@ -534,8 +537,16 @@ mod tests {
         let error = serde_json::from_str::<T>(r#"{"__no_such_key__": 0}"#)
             .expect_err("unknown keys are refused")
             .to_string();
-        let expected = error.split("expected").nth(1).expect("serde lists the keys");
-        expected.split('`').skip(1).step_by(2).map(String::from).collect()
+        let expected = error
+            .split("expected")
+            .nth(1)
+            .expect("serde lists the keys");
+        expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(String::from)
+            .collect()
     }
 
     /// config/example.toml as section → keys, counting commented-out keys
@@ -549,19 +560,28 @@ mod tests {
             let line = line.strip_prefix("# ").unwrap_or(line).trim_end();
             if let Some(header) = line.strip_prefix('[') {
                 let name = header.trim_start_matches('[').trim_end_matches(']');
-                if name.chars().all(|c| c.is_ascii_alphanumeric() || "_.".contains(c)) {
+                if name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.".contains(c))
+                {
                     section = name.to_string();
                     if let Some((parent, key)) = section.rsplit_once('.') {
                         sections.entry(parent.into()).or_default().push(key.into());
                     } else {
-                        sections.entry(String::new()).or_default().push(section.clone());
+                        sections
+                            .entry(String::new())
+                            .or_default()
+                            .push(section.clone());
                     }
                     continue;
                 }
             }
             if let Some((key, _)) = line.split_once(" = ") {
                 if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    sections.entry(section.clone()).or_default().push(key.into());
+                    sections
+                        .entry(section.clone())
+                        .or_default()
+                        .push(key.into());
                 }
             }
         }
