@@ -40,6 +40,7 @@ log "running the remote-write receiver compliance suite against the gateway"
 "$ROOT/scripts/compliance.sh"
 
 log "linting"
+cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 
 log "all tests passed in $((SECONDS - t0)) s"
