@@ -303,6 +303,11 @@ impl Windows {
             }
             released = true;
         }
+        if s.held.is_empty() {
+            // An emptied BTreeMap keeps its node (~380 bytes): a million
+            // series holding nothing would keep them all.
+            s.held = std::collections::BTreeMap::new();
+        }
         if released {
             self.schedule_stale(hash, &s);
             self.dirty.insert(hash);
