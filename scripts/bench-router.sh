@@ -6,6 +6,8 @@
 #
 #   scripts/bench-router.sh [series] [samples-per-series]
 #
+# RECORD_ENCODING=identity|snappy|zstd sets the route's record_encoding.
+#
 # Needs the local broker (its log directory is read), started if missing.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -37,6 +39,7 @@ group_id = "bench-router-$id"
 name = "bench"
 topic = "$TASKS"
 task_count = 64
+record_encoding = "${RECORD_ENCODING:-identity}"
 TOML
 "$BIN" -c "$WORK/config.toml" topics apply --dir "$WORK/topics" >/dev/null
 log "producing $TOTAL samples into $INGRESS"
