@@ -20,8 +20,8 @@ fn hwm() -> String {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let series: u64 = a[1].parse().unwrap();
-    let rounds: i64 = a[2].parse().unwrap();
+    let series: u64 = a[1].parse().expect("SERIES");
+    let rounds: i64 = a[2].parse().expect("ROUNDS");
     let store = a[3] == "store";
     let settings = Settings {
         delay: 5_000,
@@ -32,7 +32,8 @@ async fn main() {
         expire_after: 3_600_000,
     };
     let mut w = Windows::new(settings);
-    let state = State::open(std::path::Path::new(&a[4]), Duration::from_secs(1)).unwrap();
+    let state =
+        State::open(std::path::Path::new(&a[4]), Duration::from_secs(1)).expect("open sled");
     let prefix = partition_key("t", 0);
     let mut unsaved = Unsaved::default();
     let started = Instant::now();
@@ -70,10 +71,10 @@ async fn main() {
                     partition: 0,
                     next_offset: w.holds_from().unwrap_or(offset),
                 };
-                state.set_with_windows(&p, &wb, &gb).await.unwrap();
+                state.set_with_windows(&p, &wb, &gb).await.expect("sled");
                 unsaved.clear();
                 if last_flush.elapsed() > Duration::from_secs(1) {
-                    state.flush().await.unwrap();
+                    state.flush().await.expect("sled");
                     last_flush = Instant::now();
                 }
             } else {
