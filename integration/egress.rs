@@ -629,6 +629,11 @@ async fn with_the_default_flush_a_kill_right_after_a_delivery_resends_nothing() 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let delivered = received.lock().expect("lock").last().map(|(at, _, _)| *at);
+    // The position is stored (fsync) right after the receiver's 2xx: give
+    // that a moment, far less than a 1 s flush period would need (a kill
+    // 8 ms after the answer once came before the store, which the
+    // one-request bound allows).
+    tokio::time::sleep(Duration::from_millis(200)).await;
     egress.kill9();
     let killed_after = delivered.map(|at| at.elapsed());
     let restarted = start_egress(&setup).await;

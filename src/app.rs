@@ -341,9 +341,13 @@ pub async fn run_roles(
     router_stop.cancel();
     let routed = router_task.is_some();
     drain("router", router_task, deadline, &mut first_error).await;
-    // 3. Egress delivers that last commit (two flushes), then stops.
+    // 3. Egress delivers that last commit, then stops: its consumers see
+    //    the commit within a fetch round (librdkafka's fetch.wait.max.ms,
+    //    500 ms by default), then a flush, the request and the position
+    //    store. Seen short of that with 2 × a 50 ms flush + 500 ms (80 of
+    //    400 samples missing), hence the fixed 2 s on top of two flushes.
     if routed && egress_task.is_some() {
-        let settle = config.egress.flush_interval * 2 + Duration::from_millis(500);
+        let settle = config.egress.flush_interval * 2 + Duration::from_secs(2);
         tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + settle)).await;
     }
     egress_stop.cancel();
