@@ -30,7 +30,7 @@ pub enum Command {
     /// Create or check the topics declared in the topics folder.
     Topics(TopicsArgs),
     /// Show what a relabel rule set does to series read as JSON lines on stdin.
-    Relabel(RelabelArgs),
+    Relabel(crate::commands::relabel::RelabelArgs),
     /// Push remote-write payload files or synthetic load into the ingress topic.
     Produce(crate::produce::ProduceArgs),
     /// Look into streamroute's state.
@@ -98,39 +98,4 @@ pub struct GapsArgs {
     /// At most this many gaps, newest first.
     #[arg(long, default_value_t = crate::egress::gaps::DEFAULT_LIMIT)]
     pub limit: usize,
-}
-
-/// `streamroute relabel`.
-#[derive(Debug, Args)]
-pub struct RelabelArgs {
-    /// YAML file holding a list of relabel rules (Prometheus `relabel_configs` format).
-    #[arg(long, conflicts_with = "route")]
-    pub rules: Option<PathBuf>,
-    /// Use this configured route (with --config) instead of --rules.
-    #[arg(long)]
-    pub route: Option<String>,
-    /// Inject the task label computed with this many tasks.
-    #[arg(long)]
-    pub task_count: Option<u32>,
-    /// Labels the task id is computed from (default: all).
-    #[arg(long, value_delimiter = ',', requires = "task_count")]
-    pub task_labels: Option<Vec<String>>,
-    /// Labels left out of the task id's hash (default: none).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        requires = "task_count",
-        conflicts_with = "task_labels"
-    )]
-    pub task_labels_without: Option<Vec<String>>,
-    /// Name of the injected task label.
-    #[arg(long, default_value = "stream_task_id", requires = "task_count")]
-    pub task_label_name: String,
-    /// Also print the partition out of this many each series goes to.
-    #[arg(long)]
-    pub partitions: Option<u32>,
-    /// Labels whose hash picks the partition instead of the task id (a
-    /// route's `partition_labels`).
-    #[arg(long, value_delimiter = ',', requires = "partitions")]
-    pub partition_labels: Option<Vec<String>>,
 }
