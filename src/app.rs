@@ -205,10 +205,9 @@ pub fn shutdown_on_signal() -> CancellationToken {
 /// egress that cannot reach Kafka or open its state never takes the
 /// gateway down. On shutdown the roles drain in data-flow order: the
 /// listener and gateway first (no new writes, the producer flushed), then
-/// the router (its last transaction commits), then egress (which delivers
-/// up to the partitions' ends, so that last commit too). All of it within
-/// `run.shutdown_grace`; what egress has not delivered by then is sent at
-/// the next start.
+/// the router (its last transaction commits), then egress (which gets a
+/// moment to deliver that last commit). All of it within
+/// `run.shutdown_grace`.
 pub async fn run_roles(
     config: Arc<Config>,
     roles: &[Role],
@@ -271,8 +270,7 @@ pub async fn run_roles(
     info!(addr = %listen, roles = ?roles, "streamroute started");
 
     // One stop token per stage, cancelled in data-flow order below.
-    let (gateway_stop, router_stop, egress_stop, egress_hard_stop) = (
-        CancellationToken::new(),
+    let (gateway_stop, router_stop, egress_stop) = (
         CancellationToken::new(),
         CancellationToken::new(),
         CancellationToken::new(),
@@ -310,18 +308,16 @@ pub async fn run_roles(
     });
     let egress_task = roles.contains(&Role::Egress).then(|| {
         let (config, ready, stop) = (config.clone(), readiness.clone(), egress_stop.clone());
-        let hard_stop = egress_hard_stop.clone();
         tokio::spawn(supervise(
             "egress",
             readiness.clone(),
             stop.clone(),
             move || {
                 let (config, ready, stop) = (config.clone(), ready.clone(), stop.clone());
-                let (gaps, hard_stop) = (gaps.clone(), hard_stop.clone());
+                let gaps = gaps.clone();
                 async move {
                     crate::egress::Egress::new(config, ready)
                         .with_gaps(gaps)
-                        .with_hard_stop(hard_stop)
                         .run(stop)
                         .await
                         .map_err(AppError::from)
@@ -343,20 +339,22 @@ pub async fn run_roles(
     }
     // 2. The router commits what it read.
     router_stop.cancel();
+    let routed = router_task.is_some();
     drain("router", router_task, deadline, &mut first_error).await;
-    // 3. Egress delivers up to the partitions' ends, which now hold that
-    //    last commit (`egress/drain.rs`), then stops; at the deadline it
-    //    stops wherever it is and the rest is sent at the next start.
+    // 3. Egress delivers that last commit, then stops: its consumers see
+    //    the commit within a fetch round (librdkafka's fetch.wait.max.ms,
+    //    500 ms by default), then a flush, the request and the position
+    //    store. Seen short of that with 2 × a 50 ms flush + 500 ms (80 of
+    //    400 samples missing), hence the fixed 2 s on top of two flushes.
+    if routed && egress_task.is_some() {
+        let settle = config.egress.flush_interval * 2 + Duration::from_secs(2);
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + settle)).await;
+    }
     egress_stop.cancel();
-    let hard_stop = egress_hard_stop.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep_until(deadline).await;
-        hard_stop.cancel();
-    });
     drain(
         "egress",
         egress_task,
-        deadline + Duration::from_secs(4),
+        deadline + Duration::from_secs(1),
         &mut first_error,
     )
     .await;
