@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::cli::{Cli, Command, InspectArgs, InspectWhat, TopicsAction, TopicsArgs};
+use crate::cli::{Cli, Command};
 use crate::config::{Config, Role};
 use crate::gateway::Gateway;
 use crate::http::{Handler, Readiness, Server};
@@ -40,18 +40,18 @@ pub enum AppError {
     /// The egress role failed.
     #[error(transparent)]
     Egress(#[from] crate::egress::EgressError),
-    /// Topic files or the admin API failed.
+    /// `topics` failed or found drift.
     #[error(transparent)]
-    Topics(#[from] crate::topics::TopicsError),
+    Topics(#[from] crate::commands::topics::TopicsCommandError),
+    /// `inspect` failed.
+    #[error(transparent)]
+    Inspect(#[from] crate::commands::inspect::InspectError),
     /// `relabel` failed.
     #[error(transparent)]
     Relabel(#[from] crate::commands::relabel::RelabelCliError),
     /// `produce` failed.
     #[error(transparent)]
     Produce(#[from] crate::produce::ProduceError),
-    /// `topics check` found drift.
-    #[error("the cluster differs from the topic files")]
-    Drift,
     /// Anything else, with its message.
     #[error("{0}")]
     Other(String),
@@ -144,17 +144,19 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
                 )
                 .await
             }
-            Command::Topics(args) => topics(&config, &args).await,
+            Command::Topics(args) => {
+                crate::commands::topics::run(&config.kafka, &config.topics.dir, &args)
+                    .await
+                    .map_err(AppError::from)
+            }
             Command::Produce(args) => crate::produce::run(&config, &args)
                 .await
                 .map(|_| ())
                 .map_err(AppError::from),
-            Command::Inspect(InspectArgs {
-                what: InspectWhat::Offsets { state },
-            }) => inspect_offsets(state.as_deref().unwrap_or(&config.egress.state_dir)),
-            Command::Inspect(InspectArgs {
-                what: InspectWhat::Gaps(args),
-            }) => inspect_gaps(&args, &config.egress.state_dir),
+            Command::Inspect(args) => {
+                crate::commands::inspect::run(&args, &config.egress.state_dir)
+                    .map_err(AppError::from)
+            }
             Command::Version | Command::Relabel(_) | Command::Check(_) => Ok(()),
         }
     });
@@ -425,107 +427,9 @@ fn flatten(done: Result<Result<(), AppError>, tokio::task::JoinError>) -> Option
     }
 }
 
-/// `streamroute inspect offsets [--state DIR]`: one line per stored position.
-fn inspect_offsets(dir: &std::path::Path) -> Result<(), AppError> {
-    let state = open_state_folder(dir)?;
-    println!("topic\tpartition\tnext_offset");
-    for p in state.all().map_err(|e| AppError::Other(e.to_string()))? {
-        println!("{}\t{}\t{}", p.topic, p.partition, p.next_offset);
-    }
-    Ok(())
-}
-
-/// `streamroute inspect gaps --state DIR [--match SEL] [--since D]`: the
-/// recent gaps with their series, newest first.
-fn inspect_gaps(args: &crate::cli::GapsArgs, configured: &std::path::Path) -> Result<(), AppError> {
-    use crate::egress::gaps::{recent, rfc3339, GapQuery};
-    let query = GapQuery::parse(
-        args.selector.as_deref(),
-        args.since.as_deref(),
-        Some(&args.limit.to_string()),
-    )
-    .map_err(AppError::Other)?;
-    let state = open_state_folder(args.state.as_deref().unwrap_or(configured))?;
-    let (rows, bad) = recent(&state, &query).map_err(|e| AppError::Other(e.to_string()))?;
-    println!("end\tstart\tmissing\tsynthesized\ttopic\tpartition\tseries");
-    for r in &rows {
-        println!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            rfc3339(r.gap.end),
-            rfc3339(r.gap.start),
-            r.gap.missing,
-            r.gap.synthesized,
-            r.topic,
-            r.partition,
-            r.series()
-        );
-    }
-    if bad > 0 {
-        eprintln!("{bad} stored gap(s) do not decode and were skipped");
-    }
-    Ok(())
-}
-
-/// Opens an egress state folder for reading by a command.
-fn open_state_folder(dir: &std::path::Path) -> Result<crate::state::State, AppError> {
-    // Opening creates a database: refuse folders that do not hold one.
-    if !dir.join("db").is_file() {
-        return Err(AppError::Other(format!(
-            "{} holds no egress state (egress.state_dir)",
-            dir.display()
-        )));
-    }
-    // sled locks the folder: this fails while an egress worker has it open.
-    crate::state::State::open(dir, Duration::ZERO).map_err(|e| AppError::Other(e.to_string()))
-}
-
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-async fn topics(config: &Config, args: &TopicsArgs) -> Result<(), AppError> {
-    let dir = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| config.topics.dir.clone());
-    let specs = crate::topics::load_dir(&dir)?;
-    if specs.is_empty() {
-        return Err(AppError::Other(format!(
-            "no topic files (*.toml) in {}",
-            dir.display()
-        )));
-    }
-    let admin = crate::topics::admin::TopicAdmin::new(&config.kafka)?;
-    let plan = admin.plan(&specs).await?;
-    for drift in &plan.drift {
-        println!("{drift}");
-    }
-    match args.action {
-        TopicsAction::Check => {
-            for change in &plan.changes {
-                println!("drift: {change} is needed");
-            }
-            if plan.changes.is_empty() && plan.drift.is_empty() {
-                println!("no drift: {} topic(s) match {}", specs.len(), dir.display());
-                Ok(())
-            } else {
-                Err(AppError::Drift)
-            }
-        }
-        TopicsAction::Apply => {
-            for change in &plan.changes {
-                admin.apply(change).await?;
-                println!("{change}");
-            }
-            if plan.changes.is_empty() {
-                println!("no change: {} topic(s) up to date", specs.len());
-            } else {
-                admin.wait_until_visible(&specs).await?;
-            }
-            Ok(())
-        }
-    }
 }

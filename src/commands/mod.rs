@@ -2,4 +2,6 @@
 //! with its arguments and its error.
 
 pub mod check;
+pub mod inspect;
 pub mod relabel;
+pub mod topics;
