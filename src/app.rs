@@ -51,7 +51,7 @@ pub enum AppError {
     Relabel(#[from] crate::commands::relabel::RelabelCliError),
     /// `produce` failed.
     #[error(transparent)]
-    Produce(#[from] crate::produce::ProduceError),
+    Produce(#[from] crate::commands::produce::ProduceError),
     /// Anything else, with its message.
     #[error("{0}")]
     Other(String),
@@ -149,10 +149,16 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
                     .await
                     .map_err(AppError::from)
             }
-            Command::Produce(args) => crate::produce::run(&config, &args)
-                .await
-                .map(|_| ())
-                .map_err(AppError::from),
+            // Records as large as the gateway writes to the same topic.
+            Command::Produce(args) => crate::commands::produce::run(
+                &config.kafka,
+                &config.topics.ingress,
+                config.gateway.max_decoded_bytes,
+                &args,
+            )
+            .await
+            .map(|_| ())
+            .map_err(AppError::from),
             Command::Inspect(args) => {
                 crate::commands::inspect::run(&args, &config.egress.state_dir)
                     .map_err(AppError::from)

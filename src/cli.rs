@@ -32,7 +32,7 @@ pub enum Command {
     /// Show what a relabel rule set does to series read as JSON lines on stdin.
     Relabel(crate::commands::relabel::RelabelArgs),
     /// Push remote-write payload files or synthetic load into the ingress topic.
-    Produce(crate::produce::ProduceArgs),
+    Produce(crate::commands::produce::ProduceArgs),
     /// Look into streamroute's state.
     Inspect(crate::commands::inspect::InspectArgs),
     /// Check a config file or a relabel rules file, like promtool check; exit 0 or 1.

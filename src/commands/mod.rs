@@ -3,5 +3,6 @@
 
 pub mod check;
 pub mod inspect;
+pub mod produce;
 pub mod relabel;
 pub mod topics;
