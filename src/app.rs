@@ -213,9 +213,10 @@ pub fn shutdown_on_signal() -> CancellationToken {
 /// egress that cannot reach Kafka or open its state never takes the
 /// gateway down. On shutdown the roles drain in data-flow order: the
 /// listener and gateway first (no new writes, the producer flushed), then
-/// the router (its last transaction commits), then egress (which gets a
-/// moment to deliver that last commit). All of it within
-/// `run.shutdown_grace`.
+/// the router (its last transaction commits), then egress (which delivers
+/// up to the partitions' ends, so that last commit too). All of it within
+/// `run.shutdown_grace`; what egress has not delivered by then is sent at
+/// the next start.
 pub async fn run_roles(
     config: Arc<Config>,
     roles: &[Role],
@@ -283,6 +284,8 @@ pub async fn run_roles(
         CancellationToken::new(),
         CancellationToken::new(),
     );
+    // When the router and egress stop draining (see the end of this function).
+    let (router_hard_stop, egress_hard_stop) = (CancellationToken::new(), CancellationToken::new());
     let server_stop = CancellationToken::new();
     let server_task = tokio::spawn(server.serve(server_stop.clone(), grace));
     let gateway_task = gateway.clone().map(|g| {
@@ -299,14 +302,17 @@ pub async fn run_roles(
     });
     let router_task = roles.contains(&Role::Router).then(|| {
         let (config, ready, stop) = (config.clone(), readiness.clone(), router_stop.clone());
+        let hard_stop = router_hard_stop.clone();
         tokio::spawn(supervise(
             "router",
             readiness.clone(),
             stop.clone(),
             move || {
                 let (config, ready, stop) = (config.clone(), ready.clone(), stop.clone());
+                let hard_stop = hard_stop.clone();
                 async move {
                     crate::router::Router::new(config, ready)?
+                        .with_hard_stop(hard_stop)
                         .run(stop)
                         .await
                         .map_err(AppError::from)
@@ -316,16 +322,18 @@ pub async fn run_roles(
     });
     let egress_task = roles.contains(&Role::Egress).then(|| {
         let (config, ready, stop) = (config.clone(), readiness.clone(), egress_stop.clone());
+        let hard_stop = egress_hard_stop.clone();
         tokio::spawn(supervise(
             "egress",
             readiness.clone(),
             stop.clone(),
             move || {
                 let (config, ready, stop) = (config.clone(), ready.clone(), stop.clone());
-                let gaps = gaps.clone();
+                let (gaps, hard_stop) = (gaps.clone(), hard_stop.clone());
                 async move {
                     crate::egress::Egress::new(config, ready)
                         .with_gaps(gaps)
+                        .with_hard_stop(hard_stop)
                         .run(stop)
                         .await
                         .map_err(AppError::from)
@@ -345,24 +353,31 @@ pub async fn run_roles(
     if let Some(g) = &gateway {
         g.close(deadline.saturating_duration_since(tokio::time::Instant::now()));
     }
-    // 2. The router commits what it read.
+    // 2. The router reads the ingress partitions to their ends, which now
+    //    hold every acknowledged write, and commits (`router/drain.rs`);
+    //    it gets half of what is left of the grace, egress the rest.
     router_stop.cancel();
-    let routed = router_task.is_some();
+    let now = tokio::time::Instant::now();
+    let router_deadline = now + deadline.saturating_duration_since(now) / 2;
+    let hard_stop = router_hard_stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(router_deadline).await;
+        hard_stop.cancel();
+    });
     drain("router", router_task, deadline, &mut first_error).await;
-    // 3. Egress delivers that last commit, then stops: its consumers see
-    //    the commit within a fetch round (librdkafka's fetch.wait.max.ms,
-    //    500 ms by default), then a flush, the request and the position
-    //    store. Seen short of that with 2 × a 50 ms flush + 500 ms (80 of
-    //    400 samples missing), hence the fixed 2 s on top of two flushes.
-    if routed && egress_task.is_some() {
-        let settle = config.egress.flush_interval * 2 + Duration::from_secs(2);
-        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + settle)).await;
-    }
+    // 3. Egress delivers up to the partitions' ends, which now hold that
+    //    last commit (`egress/drain.rs`), then stops; at the deadline it
+    //    stops wherever it is and the rest is sent at the next start.
     egress_stop.cancel();
+    let hard_stop = egress_hard_stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(deadline).await;
+        hard_stop.cancel();
+    });
     drain(
         "egress",
         egress_task,
-        deadline + Duration::from_secs(1),
+        deadline + Duration::from_secs(4),
         &mut first_error,
     )
     .await;

@@ -10,6 +10,7 @@
 
 pub mod aggregation;
 pub mod config;
+mod drain;
 pub mod metadata;
 pub mod metrics;
 pub mod route;

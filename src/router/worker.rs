@@ -237,6 +237,7 @@ pub struct Router {
     config: Arc<Config>,
     routes: Vec<Route>,
     readiness: Readiness,
+    hard_stop: Option<CancellationToken>,
 }
 
 impl Router {
@@ -269,16 +270,39 @@ impl Router {
             config,
             routes,
             readiness,
+            hard_stop: None,
         })
     }
 
-    /// Runs until `shutdown`, then commits the open transaction and leaves the group.
+    /// On shutdown the router drains (`drain.rs`) until `hard_stop` is
+    /// cancelled; without one, for at most `run.shutdown_grace`.
+    pub fn with_hard_stop(mut self, hard_stop: CancellationToken) -> Router {
+        self.hard_stop = Some(hard_stop);
+        self
+    }
+
+    /// Runs until `shutdown`, then reads the ingress partitions to their
+    /// ends as of then (until the hard stop), commits and leaves the group.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RouterError> {
         let progress = Arc::new(Progress::new());
         let watchdog = tokio::spawn(watch(progress.clone(), self.readiness.clone()));
+        let hard_stop = self.hard_stop.clone().unwrap_or_else(|| {
+            let token = CancellationToken::new();
+            let (grace, fire, shutdown) = (
+                self.config.run.shutdown_grace,
+                token.clone(),
+                shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                tokio::time::sleep(grace).await;
+                fire.cancel();
+            });
+            token
+        });
         let result = tokio::task::spawn_blocking(move || {
             let mut worker = Worker::new(self.config, self.routes, progress)?;
-            worker.run(&shutdown)
+            worker.run(&shutdown, &hard_stop)
         })
         .await
         .map_err(|e| RouterError::Thread(e.to_string()))?;
@@ -470,7 +494,16 @@ impl Worker {
     /// consumer failed fatally (librdkafka fences a static member whose
     /// session expired during a long outage, and such a consumer never
     /// reads again): the role is then started anew with fresh clients.
-    fn run(&mut self, shutdown: &CancellationToken) -> Result<(), RouterError> {
+    ///
+    /// After `shutdown` it keeps going until the ingress partitions are
+    /// read to the ends they had then, or `hard_stop`; a failed
+    /// transaction while draining ends it (its records are read again at
+    /// the next start).
+    fn run(
+        &mut self,
+        shutdown: &CancellationToken,
+        hard_stop: &CancellationToken,
+    ) -> Result<(), RouterError> {
         // Kafka may not be there yet: keep trying, stay not ready.
         while !shutdown.is_cancelled() {
             self.progress.beat("starting");
@@ -489,8 +522,23 @@ impl Worker {
         info!(group = %self.config.router.group_id, topic = %self.config.topics.ingress, "router running");
         let mut txn = Txn::default();
         let mut failures = 0u32;
-        while !shutdown.is_cancelled() {
-            match self.transaction(&mut txn, shutdown) {
+        let mut drain: Option<(Ends, Instant)> = None;
+        loop {
+            if shutdown.is_cancelled() {
+                let ingress = &self.config.topics.ingress;
+                let (ends, since) = drain.get_or_insert_with(|| {
+                    (Ends::of_assignment(&self.consumer, ingress), Instant::now())
+                });
+                if ends.reached(&self.consumer, ingress) {
+                    ends.log_reached(since.elapsed());
+                    break;
+                }
+                if hard_stop.is_cancelled() || failures > 0 {
+                    ends.report_left(&self.consumer, ingress);
+                    break;
+                }
+            }
+            match self.transaction(&mut txn, hard_stop) {
                 Ok(()) => {
                     if failures > 0 {
                         info!(failures, "transactions commit again");
