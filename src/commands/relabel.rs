@@ -216,7 +216,7 @@ impl Pipeline {
                 names.join(", ")
             )));
         };
-        let route = compile(route, config.gateway.limits.name_validation)?;
+        let route = compile(route, config.router.limits().name_validation)?;
         Ok(Pipeline {
             stage: Stage::Route(route),
             partitions,
