@@ -914,8 +914,9 @@ impl Worker {
                     }
                 },
             );
-            let metadata = families.map(|f| f.finish(&self.partitions));
+            let metadata = families.map(|f| f.finish(&self.routes, &self.partitions));
             for (route, partition, md) in metadata.into_iter().flatten() {
+                txn.stats[route].metadata_out += 1;
                 let key = (route, partition, tenant.clone());
                 let batch = batches.entry(key.clone()).or_default();
                 append_metadata(batch, &md);
@@ -1100,6 +1101,8 @@ impl Worker {
                 .increment(s.samples_dropped);
             metrics::counter!(m::SAMPLES, "route" => r.clone(), "outcome" => "out")
                 .increment(s.samples_in - s.samples_dropped);
+            metrics::counter!(m::METADATA_FORWARDED, "route" => r.clone())
+                .increment(s.metadata_out);
             if route.aggregation().is_some() {
                 metrics::counter!(m::AGGREGATION_CONFLICTS, "route" => r.clone())
                     .increment(s.aggregation_conflicts);
