@@ -242,7 +242,13 @@ pub async fn run_roles(
     let mut handler: Option<Arc<dyn Handler>> = None;
     let mut gateway = None;
     if roles.contains(&Role::Gateway) {
-        let g = Arc::new(Gateway::new(&config, readiness.clone())?);
+        let g = Gateway::new(
+            &config.gateway,
+            &config.kafka,
+            &config.topics.ingress,
+            readiness.clone(),
+        )?;
+        let g = Arc::new(g);
         handler = Some(g.clone());
         gateway = Some(g);
     }
