@@ -412,16 +412,22 @@ async fn metadata_only_families_are_dropped_and_renamed_by_the_route_rules() {
     }
     // Anything still in flight lands too.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let got = received.lock().expect("lock");
-    let mut names: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-    for (p, entries) in &got.metadata {
-        let mut on: Vec<String> = entries
+    let (names, all): (BTreeMap<u32, Vec<String>>, Vec<MetricMetadata>) = {
+        let got = received.lock().expect("lock");
+        let names = got
+            .metadata
             .iter()
-            .map(|m| m.metric_family_name.clone())
+            .map(|(p, entries)| {
+                let mut on: Vec<String> = entries
+                    .iter()
+                    .map(|m| m.metric_family_name.clone())
+                    .collect();
+                on.sort();
+                (*p, on)
+            })
             .collect();
-        on.sort();
-        names.insert(*p, on);
-    }
+        (names, got.metadata.values().flatten().cloned().collect())
+    };
     let want: BTreeMap<u32, Vec<String>> = (0..PARTITIONS)
         .map(|p| {
             (
@@ -434,12 +440,7 @@ async fn metadata_only_families_are_dropped_and_renamed_by_the_route_rules() {
         names, want,
         "exactly the kept and renamed families, once per partition"
     );
-    assert!(got
-        .metadata
-        .values()
-        .flatten()
-        .all(|m| m == &kept || m == &after));
-    drop(got);
+    assert!(all.iter().all(|m| m == &kept || m == &after), "{all:?}");
     // 2 families × 3 partitions.
     let deadline = Instant::now() + Duration::from_secs(10);
     while metadata_forwarded(&run).await != 2.0 * PARTITIONS as f64 {
