@@ -34,7 +34,7 @@ use tracing::{debug, error, info, warn};
 use super::config::{EgressConfig, SendEncoding, StartFrom};
 use super::metrics as m;
 use super::scan::{count, Counts};
-use super::send::{encoding_name, Outcome, Sender};
+use super::send::{encoding_name, Outcome};
 use super::EgressError;
 
 mod windowed;
@@ -73,7 +73,7 @@ pub struct Shared {
     pub kafka: crate::kafka::KafkaConfig,
     pub dead_letter_topic: String,
     pub state: State,
-    pub sender: Arc<Sender>,
+    pub sender: super::targets::Targets,
     pub dead_letter: Arc<DurableProducer>,
 }
 
@@ -701,6 +701,7 @@ impl PartitionWorker {
                 .shared
                 .sender
                 .send(
+                    self.partition,
                     &self.url,
                     body.clone(),
                     self.encoding,

@@ -37,6 +37,7 @@ pub use config::{Credential, GatewayConfig};
 use crate::http::Readiness;
 use crate::kafka::producer::DurableProducer;
 use crate::kafka::KafkaConfig;
+use crate::live::Live;
 
 /// Errors that stop the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,9 @@ pub enum GatewayError {
 /// The gateway: an HTTP handler plus its producer.
 pub struct Gateway {
     config: GatewayConfig,
+    /// The same section as reloaded: auth and limits are read from here
+    /// per request (`src/reload.rs`).
+    live: Live<GatewayConfig>,
     topic: String,
     producer: DurableProducer,
     in_flight: Semaphore,
@@ -81,6 +85,7 @@ impl Gateway {
         readiness.register("gateway");
         Ok(Gateway {
             config: gateway.clone(),
+            live: Live::new(gateway.clone()),
             topic: ingress_topic.to_string(),
             producer,
             in_flight: Semaphore::new(gateway.max_in_flight),
@@ -90,6 +95,12 @@ impl Gateway {
             readiness,
             metadata_timeout: kafka.request_timeout.min(Duration::from_secs(5)),
         })
+    }
+
+    /// Reads auth and limits from `live` (hot reload) from now on.
+    pub fn with_live(mut self, live: Live<GatewayConfig>) -> Gateway {
+        self.live = live;
+        self
     }
 
     /// Keeps readiness current (ready while the ingress topic answers

@@ -22,3 +22,12 @@ mod proptests;
 
 pub use config::RouterConfig;
 pub use worker::{Router, RouterError};
+
+/// What hot reload (`src/reload.rs`) may replace in a running router: the
+/// compiled routes and the limits records are validated with. The worker
+/// takes a new one between transactions, so a transaction never mixes old
+/// and new rules.
+pub struct Rules {
+    pub routes: std::sync::Arc<Vec<route::Route>>,
+    pub limits: crate::remote_write::Limits,
+}

@@ -36,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::config::RouterConfig;
+use super::drain::Ends;
+use super::Rules;
 use super::metadata::{append_metadata, Families};
 use super::metrics as m;
 use super::route::{
@@ -43,6 +45,7 @@ use super::route::{
 };
 use crate::config::Config;
 use crate::http::Readiness;
+use crate::live::Live;
 use crate::kafka::record::{copy_headers, IngressMeta, HEADER_ROUTE};
 use crate::kafka::stats::StatsContext;
 use crate::kafka::KafkaConfig;
@@ -238,6 +241,7 @@ pub struct Router {
     routes: Vec<Route>,
     readiness: Readiness,
     hard_stop: Option<CancellationToken>,
+    live: Option<Live<Rules>>,
 }
 
 impl Router {
@@ -248,7 +252,7 @@ impl Router {
             .routes
             .iter()
             .map(|r| {
-                Route::compile(r, config.gateway.limits.name_validation).map_err(|reason| {
+                Route::compile(r, config.router.limits().name_validation).map_err(|reason| {
                     RouterError::Route {
                         route: r.name.clone(),
                         reason,
@@ -271,7 +275,15 @@ impl Router {
             routes,
             readiness,
             hard_stop: None,
+            live: None,
         })
+    }
+
+    /// Takes its routes and limits from `live` (hot reload) from now on,
+    /// swapping them between transactions.
+    pub fn with_live(mut self, live: Live<Rules>) -> Router {
+        self.live = Some(live);
+        self
     }
 
     /// On shutdown the router drains (`drain.rs`) until `hard_stop` is
@@ -300,8 +312,14 @@ impl Router {
             });
             token
         });
+        let live = self.live.clone().unwrap_or_else(|| {
+            Live::new(Rules {
+                routes: Arc::new(self.routes),
+                limits: self.config.router.limits(),
+            })
+        });
         let result = tokio::task::spawn_blocking(move || {
-            let mut worker = Worker::new(self.config, self.routes, progress)?;
+            let mut worker = Worker::new(self.config, live, progress)?;
             worker.run(&shutdown, &hard_stop)
         })
         .await
@@ -361,7 +379,10 @@ struct Txn {
 
 struct Worker {
     config: Arc<Config>,
-    routes: Vec<Route>,
+    routes: Arc<Vec<Route>>,
+    /// Where `routes` and `limits` come from, and the version taken.
+    live: Live<Rules>,
+    rules_version: u64,
     partitions: Vec<u32>,
     partitions_checked: Instant,
     consumer: BaseConsumer<RouterContext>,
@@ -446,9 +467,11 @@ fn consumer_config(kafka: &KafkaConfig, router: &RouterConfig) -> rdkafka::Clien
 impl Worker {
     fn new(
         config: Arc<Config>,
-        routes: Vec<Route>,
+        live: Live<Rules>,
         progress: Arc<Progress>,
     ) -> Result<Worker, RouterError> {
+        let rules_version = live.version();
+        let rules = live.get();
         let revoked = Arc::new(AtomicBool::new(false));
         let lost = Arc::new(AtomicBool::new(false));
         let context = RouterContext {
@@ -463,11 +486,13 @@ impl Worker {
         let producer = producer_config(&config.kafka, &config.router)
             .create_with_context(StatsContext::new(PRODUCER_CLIENT))
             .map_err(RouterError::Client)?;
-        let n = routes.len();
+        let n = rules.routes.len();
         Ok(Worker {
-            limits: config.gateway.limits.clone(),
+            limits: rules.limits.clone(),
             config,
-            routes,
+            routes: rules.routes.clone(),
+            live,
+            rules_version,
             partitions: vec![0; n],
             partitions_checked: Instant::now(),
             consumer,
@@ -620,6 +645,20 @@ impl Worker {
         Ok(())
     }
 
+    /// Between transactions: takes the rules of the last reload, if any.
+    /// Reload keeps the routes' names and topics, so `partitions` stays.
+    fn take_reloaded_rules(&mut self) {
+        let version = self.live.version();
+        if version == self.rules_version {
+            return;
+        }
+        let rules = self.live.get();
+        self.routes = rules.routes.clone();
+        self.limits = rules.limits.clone();
+        self.rules_version = version;
+        info!("router takes the reloaded rules from this transaction on");
+    }
+
     fn begin(&self) -> Result<(), KafkaError> {
         self.producer.begin_transaction()?;
         self.open.set(true);
@@ -637,6 +676,7 @@ impl Worker {
                 warn!(error = %e, "cannot refresh task topic partitions; keeping the known counts");
             }
         }
+        self.take_reloaded_rules();
         txn.stats = vec![RouteStats::default(); self.routes.len()];
         self.begin()?;
         let deadline = Instant::now() + self.config.router.commit_interval;
