@@ -37,21 +37,21 @@ use tracing::{debug, error, info, warn};
 
 use super::config::RouterConfig;
 use super::drain::Ends;
-use super::Rules;
 use super::metadata::{append_metadata, Families};
 use super::metrics as m;
 use super::route::{
     append_series, entry_len, route_fast, route_request_named, Output, Route, RouteStats,
 };
+use super::Rules;
 use crate::config::Config;
 use crate::http::Readiness;
-use crate::live::Live;
 use crate::kafka::record::{copy_headers, IngressMeta, HEADER_ROUTE};
 use crate::kafka::stats::StatsContext;
 use crate::kafka::KafkaConfig;
+use crate::live::Live;
 use crate::remote_write::{
     compress, decode_request, decompress_reusing, fast, sniff, validate_v1, DecodeError, Encoding,
-    Limits, Protocol, WriteRequest,
+    Limits, Protocol, Reader, WriteRequest,
 };
 
 /// Errors that stop the router.
@@ -866,6 +866,12 @@ impl Worker {
         let fast_request = raw
             .as_deref()
             .and_then(|raw| fast::parse(raw, &self.limits));
+        let reader = if fast_request.is_some() {
+            Reader::Fast
+        } else {
+            Reader::Prost
+        };
+        reader.count("router");
         let slow_request = if fast_request.is_some() {
             None
         } else {
