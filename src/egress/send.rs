@@ -342,24 +342,30 @@ mod tests {
 
     #[test]
     fn a_bad_header_or_ca_file_is_named_in_the_error() {
-        let mut config = EgressConfig::default();
-        config.headers.insert("bad name".into(), "v".into());
+        let config = EgressConfig {
+            headers: [("bad name".into(), "v".into())].into(),
+            ..EgressConfig::default()
+        };
         let e = Sender::new(&config).err().map(|e| e.to_string());
         assert_eq!(
             e.as_deref(),
             Some("header bad name: invalid HTTP header name")
         );
 
-        let mut config = EgressConfig::default();
-        config.headers.insert("x-env".into(), "line\nbreak".into());
+        let config = EgressConfig {
+            headers: [("x-env".into(), "line\nbreak".into())].into(),
+            ..EgressConfig::default()
+        };
         let e = Sender::new(&config).err();
         assert!(
             matches!(&e, Some(SenderError::HeaderValue { name, .. }) if name == "x-env"),
             "{e:?}"
         );
 
-        let mut config = EgressConfig::default();
-        config.tls_ca_file = Some("/nonexistent/ca.pem".into());
+        let config = EgressConfig {
+            tls_ca_file: Some("/nonexistent/ca.pem".into()),
+            ..EgressConfig::default()
+        };
         let e = Sender::new(&config).err().map(|e| e.to_string());
         assert!(
             e.as_deref()
