@@ -8,6 +8,7 @@ mod aggregation_routing;
 mod check_command;
 mod common;
 mod config_errors;
+mod dashboard;
 mod egress;
 mod egress_gaps;
 mod egress_state;

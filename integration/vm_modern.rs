@@ -123,18 +123,25 @@ impl Drop for Daemon {
 /// one series at one timestamp leave two samples) and without the query
 /// latency offset (so fresh samples are visible at once).
 pub fn victoria_metrics(dir: &Path, name: &str) -> Daemon {
+    victoria_metrics_with(dir, name, &[])
+}
+
+/// [`victoria_metrics`] with more flags (`-promscrape.config=…`, say).
+pub fn victoria_metrics_with(dir: &Path, name: &str, extra: &[String]) -> Daemon {
     let data = dir.join(format!("{name}-data"));
+    let mut args = vec![
+        format!("-storageDataPath={}", data.display()),
+        "-retentionPeriod=100y".into(),
+        "-dedup.minScrapeInterval=0".into(),
+        "-search.latencyOffset=0s".into(),
+        "-search.disableCache".into(),
+    ];
+    args.extend_from_slice(extra);
     Daemon::spawn(
         &modern_bin("VM_MODERN_BIN", "victoria-metrics"),
         name,
         dir,
-        &[
-            format!("-storageDataPath={}", data.display()),
-            "-retentionPeriod=100y".into(),
-            "-dedup.minScrapeInterval=0".into(),
-            "-search.latencyOffset=0s".into(),
-            "-search.disableCache".into(),
-        ],
+        &args,
     )
 }
 
@@ -195,7 +202,8 @@ pub async fn export(vm: &Daemon, selector: &str) -> Vec<Exported> {
         .collect()
 }
 
-fn urlencode(s: &str) -> String {
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
