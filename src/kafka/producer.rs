@@ -305,6 +305,44 @@ mod tests {
         delivered(&producer, b"after").await;
     }
 
+    /// A broker answering a produce with an out-of-order sequence makes an
+    /// idempotent producer with the gap-less guarantee fail fatally (it
+    /// cannot know whether records were lost): the failed send replaces
+    /// the producer at once (no `stuck_after` wait), and the new one delivers.
+    #[tokio::test]
+    async fn a_producer_librdkafka_declares_fatally_failed_is_replaced_at_once() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t", 1, 1).unwrap();
+        let kafka = KafkaConfig {
+            bootstrap_servers: mock.bootstrap_servers(),
+            properties: [("enable.gapless.guarantee".to_string(), "true".to_string())]
+                .into_iter()
+                .collect(),
+            ..KafkaConfig::default()
+        };
+        let mut producer =
+            DurableProducer::new(&kafka, "test", Duration::from_millis(300), 1 << 10).unwrap();
+        producer.stuck_after = Duration::from_secs(3600);
+        delivered(&producer, b"before").await;
+        let first = producer.current();
+        mock.request_errors(
+            rdkafka::types::RDKafkaApiKey::Produce,
+            &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+        );
+        let until = Instant::now() + Duration::from_secs(5);
+        while first.client().fatal_error().is_none() {
+            let _ = send(&producer, b"during").await;
+            assert!(Instant::now() < until, "librdkafka raised no fatal error");
+        }
+        // The error may have turned fatal after the send that saw it.
+        let _ = send(&producer, b"during").await;
+        assert!(
+            !Arc::ptr_eq(&first, &producer.current()),
+            "a fatally failed producer must be replaced at its first failed send"
+        );
+        delivered(&producer, b"after").await;
+    }
+
     #[tokio::test]
     async fn records_the_brokers_refuse_do_not_replace_the_producer() {
         let mock = MockCluster::new(1).unwrap();
