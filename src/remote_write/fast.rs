@@ -469,4 +469,4 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may unwrap
-mod tests;
+pub(crate) mod tests;

@@ -1,6 +1,9 @@
 //! Property tests: whatever bytes arrive, decoding returns Ok or a clear
-//! error, never panics and never yields more than `max_decoded` bytes; valid
-//! requests survive every encoding unchanged; misordered labels are refused.
+//! error, never panics and never yields more than `max_decoded` bytes (the
+//! zero-copy reader `fast::parse`, which reads every 1.0 body first in the
+//! gateway and the router, included: on hostile bytes it reads like prost
+//! or declines); valid requests survive every encoding unchanged;
+//! misordered labels are refused.
 
 use std::collections::BTreeMap;
 
@@ -223,7 +226,17 @@ fn decode_every_way(body: &[u8], max: usize) -> Result<(), TestCaseError> {
                     prop_assert!(!e.to_string().is_empty());
                 }
             }
+            // The gateway's path: the fast reader first for 1.0.
+            match check_bounded(body, enc, proto, max, &Limits::default(), 64 << 20) {
+                Ok(checked) => prop_assert!(checked.decoded_len <= max),
+                Err(e) => prop_assert!(!e.reason().is_empty()),
+            }
         }
+    }
+    // The router's path: the fast reader on the decoded bytes as they are.
+    super::fast::tests::agrees_with_prost(body);
+    if let Ok(raw) = decompress(body, Encoding::Snappy, max) {
+        super::fast::tests::agrees_with_prost(&raw);
     }
     Ok(())
 }
