@@ -9,15 +9,107 @@
 //! partition, so its samples keep their order.
 
 pub mod aggregation;
+mod batches;
 pub mod config;
+mod consumer;
+mod events;
 pub mod metadata;
 pub mod metrics;
+mod process;
+mod producer;
+mod progress;
 pub mod route;
 pub mod task_id;
+mod txn;
 mod worker;
 
 #[cfg(test)]
 mod proptests;
 
+use std::sync::Arc;
+
+use rdkafka::error::KafkaError;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
 pub use config::RouterConfig;
-pub use worker::{Router, RouterError};
+use progress::{watch, Progress};
+use route::Route;
+use worker::Worker;
+
+use crate::config::Config;
+use crate::http::Readiness;
+
+/// Errors that stop the router.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// A route could not be compiled (config validation normally catches this).
+    #[error("route {route}: {reason}")]
+    Route { route: String, reason: String },
+    /// A Kafka client could not be created.
+    #[error("cannot create a kafka client: {0}")]
+    Client(KafkaError),
+    /// The worker thread failed.
+    #[error("router thread failed: {0}")]
+    Thread(String),
+    /// The ingress consumer failed fatally (for example fenced after its
+    /// session expired); the role must be started again.
+    #[error("the ingress consumer failed fatally: {0}")]
+    ConsumerFailed(String),
+}
+
+/// The router role.
+pub struct Router {
+    config: Arc<Config>,
+    routes: Vec<Route>,
+    readiness: Readiness,
+}
+
+impl Router {
+    /// Compiles the routes and registers readiness.
+    pub fn new(config: Arc<Config>, readiness: Readiness) -> Result<Router, RouterError> {
+        let routes = config
+            .router
+            .routes
+            .iter()
+            .map(|r| {
+                Route::compile(r, config.gateway.limits.name_validation).map_err(|reason| {
+                    RouterError::Route {
+                        route: r.name.clone(),
+                        reason,
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for route in &routes {
+            for finding in route.aggregation().map(|a| a.report()).unwrap_or_default() {
+                if finding.warning {
+                    warn!(route = %route.name, "stream aggregation routing: {}", finding.text);
+                } else {
+                    info!(route = %route.name, "stream aggregation routing: {}", finding.text);
+                }
+            }
+        }
+        readiness.register("router");
+        Ok(Router {
+            config,
+            routes,
+            readiness,
+        })
+    }
+
+    /// Runs until `shutdown`, then commits the open transaction and leaves the group.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), RouterError> {
+        let progress = Arc::new(Progress::new());
+        let watchdog = tokio::spawn(watch(progress.clone(), self.readiness.clone()));
+        let result = tokio::task::spawn_blocking(move || {
+            let mut worker = Worker::new(self.config, self.routes, progress)?;
+            worker.run(&shutdown)
+        })
+        .await
+        .map_err(|e| RouterError::Thread(e.to_string()))?;
+        watchdog.abort();
+        self.readiness.set("router", false);
+        result
+    }
+}
