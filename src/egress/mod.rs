@@ -15,7 +15,9 @@
 //! ready and holds the partitions until it works again; it never stops
 //! the role.
 
+mod batch;
 pub mod config;
+mod events;
 pub mod gaps;
 mod keeper;
 pub mod metrics;
@@ -76,7 +78,7 @@ pub enum EgressError {
     /// A blocking task failed.
     #[error("egress task failed: {0}")]
     Thread(String),
-    /// A partition's consumer stopped fetching (see `worker::STALL_AFTER`);
+    /// A partition's consumer stopped fetching (see `worker/position.rs`, `STALL_AFTER`);
     /// the role is restarted with fresh clients.
     #[error("consumer of partition {partition} is wedged: {reason}")]
     Stalled { partition: i32, reason: String },
