@@ -149,6 +149,7 @@ fn to_v2(req: &WriteRequest) -> v2::Request {
                 .map(|s| v2::Sample {
                     value: s.value,
                     timestamp: s.timestamp,
+                    start_timestamp: 0,
                 })
                 .collect(),
             ..Default::default()

@@ -378,10 +378,12 @@ async fn remote_write_2_is_carried_through_with_the_written_headers() {
                 v2::Sample {
                     value: 1.0,
                     timestamp: 1_700_000_000_000,
+                    start_timestamp: 0,
                 },
                 v2::Sample {
                     value: 2.0,
                     timestamp: 1_700_000_001_000,
+                    start_timestamp: 0,
                 },
             ],
             exemplars: vec![v2::Exemplar {

@@ -215,6 +215,7 @@ async fn metadata_reaches_the_receiver_with_its_series_and_not_for_dropped_famil
             samples: vec![v2::Sample {
                 value: 3.0,
                 timestamp: ts,
+                start_timestamp: 0,
             }],
             metadata: Some(v2::Metadata {
                 r#type: MetricType::Counter as i32,

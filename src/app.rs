@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::cli::{Cli, Command, InspectArgs, InspectWhat, TopicsAction, TopicsArgs};
+use crate::cli::{Cli, Command};
 use crate::config::{Config, Role};
 use crate::gateway::Gateway;
 use crate::http::{Handler, Readiness, Server};
@@ -40,18 +40,18 @@ pub enum AppError {
     /// The egress role failed.
     #[error(transparent)]
     Egress(#[from] crate::egress::EgressError),
-    /// Topic files or the admin API failed.
+    /// `topics` failed or found drift.
     #[error(transparent)]
-    Topics(#[from] crate::topics::TopicsError),
+    Topics(#[from] crate::commands::topics::TopicsCommandError),
+    /// `inspect` failed.
+    #[error(transparent)]
+    Inspect(#[from] crate::commands::inspect::InspectError),
     /// `relabel` failed.
     #[error(transparent)]
-    Relabel(#[from] crate::relabel::cli::RelabelCliError),
+    Relabel(#[from] crate::commands::relabel::RelabelCliError),
     /// `produce` failed.
     #[error(transparent)]
-    Produce(#[from] crate::produce::ProduceError),
-    /// `topics check` found drift.
-    #[error("the cluster differs from the topic files")]
-    Drift,
+    Produce(#[from] crate::commands::produce::ProduceError),
     /// Anything else, with its message.
     #[error("{0}")]
     Other(String),
@@ -78,7 +78,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Ok(())
         }
         Command::Relabel(args) => {
-            crate::relabel::cli::run(&args, cli.config.as_deref()).map_err(AppError::from)
+            crate::commands::relabel::run(&args, cli.config.as_deref()).map_err(AppError::from)
         }
         // Checks a file of its own; exits 1 (not 2) on problems, like promtool.
         Command::Check(args) => return crate::commands::check::run(&args),
@@ -144,17 +144,25 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
                 )
                 .await
             }
-            Command::Topics(args) => topics(&config, &args).await,
-            Command::Produce(args) => crate::produce::run(&config, &args)
-                .await
-                .map(|_| ())
-                .map_err(AppError::from),
-            Command::Inspect(InspectArgs {
-                what: InspectWhat::Offsets { state },
-            }) => inspect_offsets(state.as_deref().unwrap_or(&config.egress.state_dir)),
-            Command::Inspect(InspectArgs {
-                what: InspectWhat::Gaps(args),
-            }) => inspect_gaps(&args, &config.egress.state_dir),
+            Command::Topics(args) => {
+                crate::commands::topics::run(&config.kafka, &config.topics.dir, &args)
+                    .await
+                    .map_err(AppError::from)
+            }
+            // Records as large as the gateway writes to the same topic.
+            Command::Produce(args) => crate::commands::produce::run(
+                &config.kafka,
+                &config.topics.ingress,
+                config.gateway.max_decoded_bytes,
+                &args,
+            )
+            .await
+            .map(|_| ())
+            .map_err(AppError::from),
+            Command::Inspect(args) => {
+                crate::commands::inspect::run(&args, &config.egress.state_dir)
+                    .map_err(AppError::from)
+            }
             Command::Version | Command::Relabel(_) | Command::Check(_) => Ok(()),
         }
     });
@@ -205,9 +213,10 @@ pub fn shutdown_on_signal() -> CancellationToken {
 /// egress that cannot reach Kafka or open its state never takes the
 /// gateway down. On shutdown the roles drain in data-flow order: the
 /// listener and gateway first (no new writes, the producer flushed), then
-/// the router (its last transaction commits), then egress (which gets a
-/// moment to deliver that last commit). All of it within
-/// `run.shutdown_grace`.
+/// the router (its last transaction commits), then egress (which delivers
+/// up to the partitions' ends, so that last commit too). All of it within
+/// `run.shutdown_grace`; what egress has not delivered by then is sent at
+/// the next start.
 pub async fn run_roles(
     config: Arc<Config>,
     roles: &[Role],
@@ -275,6 +284,8 @@ pub async fn run_roles(
         CancellationToken::new(),
         CancellationToken::new(),
     );
+    // When the router and egress stop draining (see the end of this function).
+    let (router_hard_stop, egress_hard_stop) = (CancellationToken::new(), CancellationToken::new());
     let server_stop = CancellationToken::new();
     let server_task = tokio::spawn(server.serve(server_stop.clone(), grace));
     let gateway_task = gateway.clone().map(|g| {
@@ -291,14 +302,17 @@ pub async fn run_roles(
     });
     let router_task = roles.contains(&Role::Router).then(|| {
         let (config, ready, stop) = (config.clone(), readiness.clone(), router_stop.clone());
+        let hard_stop = router_hard_stop.clone();
         tokio::spawn(supervise(
             "router",
             readiness.clone(),
             stop.clone(),
             move || {
                 let (config, ready, stop) = (config.clone(), ready.clone(), stop.clone());
+                let hard_stop = hard_stop.clone();
                 async move {
                     crate::router::Router::new(config, ready)?
+                        .with_hard_stop(hard_stop)
                         .run(stop)
                         .await
                         .map_err(AppError::from)
@@ -308,16 +322,18 @@ pub async fn run_roles(
     });
     let egress_task = roles.contains(&Role::Egress).then(|| {
         let (config, ready, stop) = (config.clone(), readiness.clone(), egress_stop.clone());
+        let hard_stop = egress_hard_stop.clone();
         tokio::spawn(supervise(
             "egress",
             readiness.clone(),
             stop.clone(),
             move || {
                 let (config, ready, stop) = (config.clone(), ready.clone(), stop.clone());
-                let gaps = gaps.clone();
+                let (gaps, hard_stop) = (gaps.clone(), hard_stop.clone());
                 async move {
                     crate::egress::Egress::new(config, ready)
                         .with_gaps(gaps)
+                        .with_hard_stop(hard_stop)
                         .run(stop)
                         .await
                         .map_err(AppError::from)
@@ -337,24 +353,31 @@ pub async fn run_roles(
     if let Some(g) = &gateway {
         g.close(deadline.saturating_duration_since(tokio::time::Instant::now()));
     }
-    // 2. The router commits what it read.
+    // 2. The router reads the ingress partitions to their ends, which now
+    //    hold every acknowledged write, and commits (`router/drain.rs`);
+    //    it gets half of what is left of the grace, egress the rest.
     router_stop.cancel();
-    let routed = router_task.is_some();
+    let now = tokio::time::Instant::now();
+    let router_deadline = now + deadline.saturating_duration_since(now) / 2;
+    let hard_stop = router_hard_stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(router_deadline).await;
+        hard_stop.cancel();
+    });
     drain("router", router_task, deadline, &mut first_error).await;
-    // 3. Egress delivers that last commit, then stops: its consumers see
-    //    the commit within a fetch round (librdkafka's fetch.wait.max.ms,
-    //    500 ms by default), then a flush, the request and the position
-    //    store. Seen short of that with 2 × a 50 ms flush + 500 ms (80 of
-    //    400 samples missing), hence the fixed 2 s on top of two flushes.
-    if routed && egress_task.is_some() {
-        let settle = config.egress.flush_interval * 2 + Duration::from_secs(2);
-        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + settle)).await;
-    }
+    // 3. Egress delivers up to the partitions' ends, which now hold that
+    //    last commit (`egress/drain.rs`), then stops; at the deadline it
+    //    stops wherever it is and the rest is sent at the next start.
     egress_stop.cancel();
+    let hard_stop = egress_hard_stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(deadline).await;
+        hard_stop.cancel();
+    });
     drain(
         "egress",
         egress_task,
-        deadline + Duration::from_secs(1),
+        deadline + Duration::from_secs(4),
         &mut first_error,
     )
     .await;
@@ -425,107 +448,9 @@ fn flatten(done: Result<Result<(), AppError>, tokio::task::JoinError>) -> Option
     }
 }
 
-/// `streamroute inspect offsets [--state DIR]`: one line per stored position.
-fn inspect_offsets(dir: &std::path::Path) -> Result<(), AppError> {
-    let state = open_state_folder(dir)?;
-    println!("topic\tpartition\tnext_offset");
-    for p in state.all().map_err(|e| AppError::Other(e.to_string()))? {
-        println!("{}\t{}\t{}", p.topic, p.partition, p.next_offset);
-    }
-    Ok(())
-}
-
-/// `streamroute inspect gaps --state DIR [--match SEL] [--since D]`: the
-/// recent gaps with their series, newest first.
-fn inspect_gaps(args: &crate::cli::GapsArgs, configured: &std::path::Path) -> Result<(), AppError> {
-    use crate::egress::gaps::{recent, rfc3339, GapQuery};
-    let query = GapQuery::parse(
-        args.selector.as_deref(),
-        args.since.as_deref(),
-        Some(&args.limit.to_string()),
-    )
-    .map_err(AppError::Other)?;
-    let state = open_state_folder(args.state.as_deref().unwrap_or(configured))?;
-    let (rows, bad) = recent(&state, &query).map_err(|e| AppError::Other(e.to_string()))?;
-    println!("end\tstart\tmissing\tsynthesized\ttopic\tpartition\tseries");
-    for r in &rows {
-        println!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            rfc3339(r.gap.end),
-            rfc3339(r.gap.start),
-            r.gap.missing,
-            r.gap.synthesized,
-            r.topic,
-            r.partition,
-            r.series()
-        );
-    }
-    if bad > 0 {
-        eprintln!("{bad} stored gap(s) do not decode and were skipped");
-    }
-    Ok(())
-}
-
-/// Opens an egress state folder for reading by a command.
-fn open_state_folder(dir: &std::path::Path) -> Result<crate::state::State, AppError> {
-    // Opening creates a database: refuse folders that do not hold one.
-    if !dir.join("db").is_file() {
-        return Err(AppError::Other(format!(
-            "{} holds no egress state (egress.state_dir)",
-            dir.display()
-        )));
-    }
-    // sled locks the folder: this fails while an egress worker has it open.
-    crate::state::State::open(dir, Duration::ZERO).map_err(|e| AppError::Other(e.to_string()))
-}
-
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-async fn topics(config: &Config, args: &TopicsArgs) -> Result<(), AppError> {
-    let dir = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| config.topics.dir.clone());
-    let specs = crate::topics::load_dir(&dir)?;
-    if specs.is_empty() {
-        return Err(AppError::Other(format!(
-            "no topic files (*.toml) in {}",
-            dir.display()
-        )));
-    }
-    let admin = crate::topics::admin::TopicAdmin::new(&config.kafka)?;
-    let plan = admin.plan(&specs).await?;
-    for drift in &plan.drift {
-        println!("{drift}");
-    }
-    match args.action {
-        TopicsAction::Check => {
-            for change in &plan.changes {
-                println!("drift: {change} is needed");
-            }
-            if plan.changes.is_empty() && plan.drift.is_empty() {
-                println!("no drift: {} topic(s) match {}", specs.len(), dir.display());
-                Ok(())
-            } else {
-                Err(AppError::Drift)
-            }
-        }
-        TopicsAction::Apply => {
-            for change in &plan.changes {
-                admin.apply(change).await?;
-                println!("{change}");
-            }
-            if plan.changes.is_empty() {
-                println!("no change: {} topic(s) up to date", specs.len());
-            } else {
-                admin.wait_until_visible(&specs).await?;
-            }
-            Ok(())
-        }
-    }
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 /// Kafka-native stream processor for Prometheus remote-write data.
 #[derive(Debug, Parser)]
@@ -28,109 +28,15 @@ pub enum Command {
     /// Run egress workers alone: task-topic partitions out to vmagent.
     Egress,
     /// Create or check the topics declared in the topics folder.
-    Topics(TopicsArgs),
+    Topics(crate::commands::topics::TopicsArgs),
     /// Show what a relabel rule set does to series read as JSON lines on stdin.
-    Relabel(RelabelArgs),
+    Relabel(crate::commands::relabel::RelabelArgs),
     /// Push remote-write payload files or synthetic load into the ingress topic.
-    Produce(crate::produce::ProduceArgs),
+    Produce(crate::commands::produce::ProduceArgs),
     /// Look into streamroute's state.
-    Inspect(InspectArgs),
+    Inspect(crate::commands::inspect::InspectArgs),
     /// Check a config file or a relabel rules file, like promtool check; exit 0 or 1.
     Check(crate::commands::check::CheckArgs),
     /// Print the version.
     Version,
-}
-
-/// `streamroute topics`.
-#[derive(Debug, Args)]
-pub struct TopicsArgs {
-    /// apply or check.
-    #[command(subcommand)]
-    pub action: TopicsAction,
-    /// Folder of topic files (default: `topics.dir` from the config).
-    #[arg(long, global = true)]
-    pub dir: Option<PathBuf>,
-}
-
-/// `streamroute topics apply|check`.
-#[derive(Debug, Subcommand)]
-pub enum TopicsAction {
-    /// Create missing topics and raise partition counts; report other drift. Never deletes.
-    Apply,
-    /// Report drift; exit 1 when the cluster differs from the files.
-    Check,
-}
-
-/// `streamroute inspect`.
-#[derive(Debug, Args)]
-pub struct InspectArgs {
-    /// What to show.
-    #[command(subcommand)]
-    pub what: InspectWhat,
-}
-
-/// `streamroute inspect …`.
-#[derive(Debug, Subcommand)]
-pub enum InspectWhat {
-    /// Print the egress positions (next offset to read) stored in a state folder.
-    Offsets {
-        /// The egress state folder (default: `egress.state_dir` of the config).
-        #[arg(long)]
-        state: Option<PathBuf>,
-    },
-    /// Print the recent gaps found by the egress windows, with their series.
-    Gaps(GapsArgs),
-}
-
-/// `streamroute inspect gaps`.
-#[derive(Debug, Args)]
-pub struct GapsArgs {
-    /// The egress state folder (default: `egress.state_dir` of the config);
-    /// egress must be stopped (the running role serves GET /api/v1/gaps instead).
-    #[arg(long)]
-    pub state: Option<PathBuf>,
-    /// Only series this PromQL selector selects, e.g. '{job="x"}'.
-    #[arg(long = "match")]
-    pub selector: Option<String>,
-    /// Only gaps that ended at most this long ago, e.g. 1h.
-    #[arg(long)]
-    pub since: Option<String>,
-    /// At most this many gaps, newest first.
-    #[arg(long, default_value_t = crate::egress::gaps::DEFAULT_LIMIT)]
-    pub limit: usize,
-}
-
-/// `streamroute relabel`.
-#[derive(Debug, Args)]
-pub struct RelabelArgs {
-    /// YAML file holding a list of relabel rules (Prometheus `relabel_configs` format).
-    #[arg(long, conflicts_with = "route")]
-    pub rules: Option<PathBuf>,
-    /// Use this configured route (with --config) instead of --rules.
-    #[arg(long)]
-    pub route: Option<String>,
-    /// Inject the task label computed with this many tasks.
-    #[arg(long)]
-    pub task_count: Option<u32>,
-    /// Labels the task id is computed from (default: all).
-    #[arg(long, value_delimiter = ',', requires = "task_count")]
-    pub task_labels: Option<Vec<String>>,
-    /// Labels left out of the task id's hash (default: none).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        requires = "task_count",
-        conflicts_with = "task_labels"
-    )]
-    pub task_labels_without: Option<Vec<String>>,
-    /// Name of the injected task label.
-    #[arg(long, default_value = "stream_task_id", requires = "task_count")]
-    pub task_label_name: String,
-    /// Also print the partition out of this many each series goes to.
-    #[arg(long)]
-    pub partitions: Option<u32>,
-    /// Labels whose hash picks the partition instead of the task id (a
-    /// route's `partition_labels`).
-    #[arg(long, value_delimiter = ',', requires = "partitions")]
-    pub partition_labels: Option<Vec<String>>,
 }

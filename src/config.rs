@@ -4,7 +4,13 @@
 //!
 //! Every struct sits next to the code that uses it; this file only holds the
 //! top level and the start-up validation. `validate` reports every problem at
-//! once, each naming its key.
+//! once, each a [`Problem`] naming its dotted key: each section checks itself
+//! (keys relative to it) and this file puts them under the section's name
+//! and checks the rules that span sections.
+//!
+//! May depend on: every role's and building block's config section (this
+//! file sits above them; none of them imports it), `problem`. An absent
+//! `router.limits` is filled in with `gateway.limits` here, at load.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -18,8 +24,12 @@ use serde::{Deserialize, Serialize};
 use crate::egress::EgressConfig;
 use crate::gateway::GatewayConfig;
 use crate::kafka::KafkaConfig;
+pub use crate::problem::Problem;
+use crate::problem::Problems;
 use crate::router::RouterConfig;
+use crate::telemetry::LogConfig;
 use crate::tls::TlsConfig;
+use crate::topics::TopicsConfig;
 
 /// The whole configuration of one streamroute process.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -39,39 +49,6 @@ pub struct Config {
     pub router: RouterConfig,
     /// The egress role.
     pub egress: EgressConfig,
-}
-
-/// Logging settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// A tracing filter, e.g. `info` or `streamroute=debug,rdkafka=warn`.
-    /// `RUST_LOG` wins when set.
-    pub level: String,
-    /// `text` for people, `json` for log pipelines.
-    pub format: LogFormat,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Topic names used by the roles.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TopicsConfig {
-    /// Folder with one TOML file per topic, read by `streamroute topics`.
-    pub dir: PathBuf,
-    /// The ingress topic: raw remote-write payloads from the gateway or any producer.
-    pub ingress: String,
-    /// Where records that can never be processed go, with the reason in headers.
-    pub dead_letter: String,
 }
 
 /// Settings for `streamroute run`.
@@ -112,25 +89,6 @@ impl fmt::Display for Role {
     }
 }
 
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            level: "info".into(),
-            format: LogFormat::Text,
-        }
-    }
-}
-
-impl Default for TopicsConfig {
-    fn default() -> Self {
-        TopicsConfig {
-            dir: PathBuf::from("topics"),
-            ingress: "streamroute.ingress".into(),
-            dead_letter: "streamroute.dead-letter".into(),
-        }
-    }
-}
-
 impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
@@ -140,15 +98,6 @@ impl Default for RunConfig {
             tls: None,
         }
     }
-}
-
-/// One problem found in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key, e.g. `kafka.properties.acks`.
-    pub key: String,
-    /// What is wrong with it.
-    pub reason: String,
 }
 
 /// Everything wrong with a configuration.
@@ -173,8 +122,12 @@ impl Config {
     /// Loads defaults, then `file` if given, then `STREAMROUTE_*` variables,
     /// and validates the result.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let config = Config::load_unvalidated(file)?;
+        let mut config = Config::load_unvalidated(file)?;
         config.validate()?;
+        // What the gateway accepted the router takes, unless told otherwise.
+        if config.router.limits.is_none() {
+            config.router.limits = Some(config.gateway.limits.clone());
+        }
         Ok(config)
     }
 
@@ -242,78 +195,54 @@ impl Config {
     /// Checks every rule, including those that compare two fields, and
     /// returns all problems together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
-        let mut problem = |key: &str, reason: String| {
-            problems.push(Problem {
-                key: key.into(),
-                reason,
-            })
-        };
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            problem("log.level", format!("not a valid log filter: {e}"));
-        }
-        for (key, reason) in self.kafka.problems() {
-            problem(&key, reason);
-        }
-        for (key, value) in [
-            ("topics.ingress", &self.topics.ingress),
-            ("topics.dead_letter", &self.topics.dead_letter),
-        ] {
-            if let Err(reason) = crate::topics::check_topic_name(value) {
-                problem(key, reason);
-            }
-        }
-        if self.topics.ingress == self.topics.dead_letter {
-            problem(
-                "topics.dead_letter",
-                "must differ from topics.ingress".into(),
-            );
-        }
+        let mut out = Problems::default();
+        out.extend_within("log", self.log.problems());
+        out.extend_within("kafka", self.kafka.problems());
+        out.extend_within("topics", self.topics.problems());
         if self.run.roles.is_empty() {
-            problem(
+            out.push(
                 "run.roles",
-                "lists no role; name at least one of gateway, router, egress".into(),
+                "lists no role; name at least one of gateway, router, egress",
             );
         }
         if self.run.shutdown_grace.is_zero() {
-            problem("run.shutdown_grace", "must be greater than zero".into());
+            out.push("run.shutdown_grace", "must be greater than zero");
         } else if self.run.shutdown_grace > Duration::from_secs(10 * 60) {
             // Service managers kill long before; the roles would not drain anyway.
-            problem("run.shutdown_grace", "must be at most 10m".into());
+            out.push("run.shutdown_grace", "must be at most 10m");
         }
         if self.kafka.request_timeout > Duration::from_secs(10 * 60) {
-            problem("kafka.request_timeout", "must be at most 10m".into());
+            out.push("kafka.request_timeout", "must be at most 10m");
         }
         if let Some(tls) = &self.run.tls {
-            for (key, reason) in tls.problems() {
-                problem(&format!("run.tls.{key}"), reason);
-            }
+            out.extend_within("run.tls", tls.problems());
         }
-        for (key, reason) in self.gateway.problems() {
-            problem(&format!("gateway.{key}"), reason);
+        out.extend_within("gateway", self.gateway.problems());
+        // Absent, router.limits is gateway.limits, checked just above.
+        if let Some(limits) = &self.router.limits {
+            out.extend_within(
+                "router.limits",
+                crate::gateway::config::limits_problems(limits),
+            );
         }
-        for (key, reason) in self.router.problems(self.gateway.limits.name_validation) {
-            problem(&format!("router.{key}"), reason);
-        }
+        out.extend_within("router", self.router.problems(self.router_names()));
         if self
             .router
             .routes
             .iter()
             .any(|r| r.topic == self.topics.ingress || r.topic == self.topics.dead_letter)
         {
-            problem(
+            out.push(
                 "router.routes",
-                "a route's topic must differ from topics.ingress and topics.dead_letter".into(),
+                "a route's topic must differ from topics.ingress and topics.dead_letter",
             );
         }
-        for (key, reason) in self.egress.problems() {
-            problem(&format!("egress.{key}"), reason);
-        }
+        out.extend_within("egress", self.egress.problems());
         if self.egress.topic == self.topics.ingress || self.egress.topic == self.topics.dead_letter
         {
-            problem(
+            out.push(
                 "egress.topic",
-                "must differ from topics.ingress and topics.dead_letter".into(),
+                "must differ from topics.ingress and topics.dead_letter",
             );
         }
         let listens = [
@@ -326,14 +255,26 @@ impl Config {
                 .iter()
                 .find(|(_, a)| a == addr && addr.port() != 0)
             {
-                problem(key, format!("{addr} is already used by {other}"));
+                out.push(*key, format!("{addr} is already used by {other}"));
             }
         }
+        let problems = out.into_vec();
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    /// The label-name rule the router's relabel rules are checked under:
+    /// `router.limits`', else (before [`Config::load`] fills it in) the
+    /// gateway's.
+    pub fn router_names(&self) -> crate::remote_write::NameValidation {
+        self.router
+            .limits
+            .as_ref()
+            .unwrap_or(&self.gateway.limits)
+            .name_validation
     }
 }
 
@@ -606,6 +547,7 @@ mod tests {
             ("gateway.tls", accepted_keys::<TlsConfig>()),
             ("gateway.limits", accepted_keys::<Limits>()),
             ("router", accepted_keys::<RouterConfig>()),
+            ("router.limits", accepted_keys::<Limits>()),
             ("router.routes", accepted_keys::<RouteConfig>()),
             ("egress", accepted_keys::<EgressConfig>()),
             ("egress.basic_auth", accepted_keys::<BasicAuth>()),
@@ -621,6 +563,42 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "config/example.toml lacks: {missing:?}");
+    }
+
+    #[test]
+    fn router_limits_are_the_gateway_s_unless_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sr.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(Some(&path))
+        };
+        let gateway =
+            "[gateway.limits]\nmax_labels_per_series = 10\nname_validation = \"legacy\"\n";
+        let config = load(gateway).unwrap();
+        assert_eq!(config.router.limits.as_ref(), Some(&config.gateway.limits));
+        assert_eq!(config.router.limits().max_labels_per_series, 10);
+
+        let config = load(&format!(
+            "{gateway}[router.limits]\nmax_labels_per_series = 20\n"
+        ))
+        .unwrap();
+        assert_eq!(config.gateway.limits.max_labels_per_series, 10);
+        let router = config.router.limits();
+        assert_eq!(router.max_labels_per_series, 20);
+        assert_eq!(
+            router.name_validation,
+            crate::remote_write::NameValidation::Utf8,
+            "a section set is taken whole, its other keys at their defaults"
+        );
+
+        let Err(ConfigError::Invalid(problems)) =
+            load("[router.limits]\nmax_series_per_request = 0\n")
+        else {
+            panic!("expected problems")
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["router.limits.max_series_per_request"]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod problem;
 pub mod produce;
 pub mod relabel;
 pub mod remote_write;

@@ -1,11 +1,59 @@
-//! Logs (tracing) and metrics (the Prometheus exporter), set up once per process.
+//! Logs (tracing) and metrics (the Prometheus exporter), set up once per
+//! process, and the `[log]` config section.
+//!
+//! May depend on: `metrics` (names and descriptions), `problem`. Not on
+//! `config`, which holds a [`LogConfig`].
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
+use crate::problem::Problem;
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `streamroute=debug,rdkafka=warn`.
+    /// `RUST_LOG` wins when set.
+    pub level: String,
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Problems, keys relative to `log.`.
+    pub fn problems(&self) -> Vec<Problem> {
+        match EnvFilter::try_new(&self.level) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![Problem::new(
+                "level",
+                format!("not a valid log filter: {e}"),
+            )],
+        }
+    }
+}
 
 /// Installs the log subscriber. `RUST_LOG` wins over `log.level`.
 pub fn init_logging(config: &LogConfig) {

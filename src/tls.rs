@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
+use crate::problem::Problem;
+
 /// Serve HTTPS instead of plain HTTP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,16 +90,16 @@ impl TlsError {
 }
 
 impl TlsConfig {
-    /// Problems as (key relative to `tls.`, reason). Both files are checked
-    /// on their own so that every problem is reported at once.
-    pub fn problems(&self) -> Vec<(String, String)> {
+    /// Problems, keys relative to `tls.`. Both files are checked on their
+    /// own so that every problem is reported at once.
+    pub fn problems(&self) -> Vec<Problem> {
         let errors: Vec<TlsError> = match (load_certs(&self.cert_file), load_key(&self.key_file)) {
             (Ok(certs), Ok(key)) => server_config(self, certs, key).err().into_iter().collect(),
             (certs, key) => certs.err().into_iter().chain(key.err()).collect(),
         };
         errors
             .into_iter()
-            .map(|e| (e.field().to_string(), e.to_string()))
+            .map(|e| Problem::new(e.field(), e.to_string()))
             .collect()
     }
 }
@@ -296,12 +298,15 @@ mod tests {
             key_file: dir.path().join("absent.key"),
         };
         let problems = config.problems();
-        let keys: Vec<_> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["cert_file", "key_file"], "{problems:?}");
         assert!(
-            problems[0].1.contains("holds no certificate"),
+            problems[0].reason.contains("holds no certificate"),
             "{problems:?}"
         );
-        assert!(problems[1].1.starts_with("cannot read "), "{problems:?}");
+        assert!(
+            problems[1].reason.starts_with("cannot read "),
+            "{problems:?}"
+        );
     }
 }

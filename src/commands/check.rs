@@ -145,7 +145,7 @@ pub fn check_config(file: &Path, offline: bool) -> Report {
             }
         }
     }
-    let names = config.gateway.limits.name_validation;
+    let names = config.router_names();
     let mut rule_count = 0;
     for (i, route) in config.router.routes.iter().enumerate() {
         let key = format!("router.routes[{i}]");
@@ -189,9 +189,12 @@ pub fn check_config(file: &Path, offline: bool) -> Report {
     report
 }
 
-/// The key validation gives a route's rule error (`router.routes[i] (name)`).
+/// The keys validation gives a route's rule errors
+/// (`router.routes[i].relabel_configs`, `router.routes[i].relabel_file`),
+/// which this check reports rule by rule instead.
 fn is_route_rules_key(key: &str) -> bool {
-    key.starts_with("router.routes[") && key.ends_with(')') && key.contains("] (")
+    key.starts_with("router.routes[")
+        && (key.ends_with("].relabel_configs") || key.ends_with("].relabel_file"))
 }
 
 /// Every rule of `configs` that does not compile, as (position, reason).

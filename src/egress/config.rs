@@ -10,6 +10,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
+use crate::problem::{Problem, Problems};
+
 /// The egress role: task-topic partitions out to remote-write receivers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -267,28 +269,22 @@ impl EgressConfig {
             .unwrap_or_else(|| format!("streamroute-egress.{}", self.topic))
     }
 
-    /// Problems as (key relative to `egress.`, reason).
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        let mut check = |ok: bool, key: &str, reason: &str| {
-            if !ok {
-                out.push((key.to_string(), reason.to_string()));
-            }
-        };
-        let topic = crate::topics::check_topic_name(&self.topic);
-        check(topic.is_ok(), "topic", &topic.err().unwrap_or_default());
+    /// Problems, keys relative to `egress.`.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Problems::default();
+        if let Err(e) = crate::topics::check_topic_name(&self.topic) {
+            out.push("topic", e.to_string());
+        }
         let partitions = self.partitions.parse();
-        check(
-            partitions.is_ok(),
-            "partitions",
-            partitions.as_ref().err().map_or("", String::as_str),
-        );
-        check(
+        if let Err(e) = &partitions {
+            out.push("partitions", e.to_string());
+        }
+        out.check(
             !self.state_dir.as_os_str().is_empty(),
             "state_dir",
             "must not be empty",
         );
-        check(
+        out.check(
             !self.state_dir.is_file(),
             "state_dir",
             "is a file; name a folder",
@@ -296,18 +292,18 @@ impl EgressConfig {
         let positive = "must be greater than zero";
         let at_most =
             |max: Duration| format!("must be at most {}", humantime::format_duration(max));
-        check(
+        out.check(
             self.max_samples_per_send > 0,
             "max_samples_per_send",
             positive,
         );
-        check(
+        out.check(
             self.max_samples_per_send <= MAX_SAMPLES_PER_SEND,
             "max_samples_per_send",
             &format!("must be at most {MAX_SAMPLES_PER_SEND}"),
         );
-        check(self.max_bytes_per_send > 0, "max_bytes_per_send", positive);
-        check(
+        out.check(self.max_bytes_per_send > 0, "max_bytes_per_send", positive);
+        out.check(
             self.max_bytes_per_send <= MAX_BYTES_PER_SEND,
             "max_bytes_per_send",
             &format!("must be at most {MAX_BYTES_PER_SEND}"),
@@ -318,20 +314,20 @@ impl EgressConfig {
             ("retry_initial_backoff", self.retry_initial_backoff),
             ("commit_interval", self.commit_interval),
         ] {
-            check(!value.is_zero(), key, positive);
-            check(value <= MAX_INTERVAL, key, &at_most(MAX_INTERVAL));
+            out.check(!value.is_zero(), key, positive);
+            out.check(value <= MAX_INTERVAL, key, &at_most(MAX_INTERVAL));
         }
-        check(
+        out.check(
             self.state_flush_every <= MAX_STATE_FLUSH,
             "state_flush_every",
             &at_most(MAX_STATE_FLUSH),
         );
-        check(
+        out.check(
             self.retry_max_backoff >= self.retry_initial_backoff,
             "retry_max_backoff",
             "must be at least retry_initial_backoff",
         );
-        check(
+        out.check(
             self.retry_max_backoff <= MAX_BACKOFF,
             "retry_max_backoff",
             &at_most(MAX_BACKOFF),
@@ -340,13 +336,13 @@ impl EgressConfig {
             let ok = !group.trim().is_empty()
                 && group.len() <= 255
                 && !group.chars().any(char::is_control);
-            check(
+            out.check(
                 ok,
                 "group_id",
                 "must be 1 to 255 characters, none of them control characters",
             );
         }
-        check(
+        out.check(
             !(self.basic_auth.is_some() && self.bearer_token.is_some()),
             "bearer_token",
             "set either basic_auth or bearer_token, not both",
@@ -355,23 +351,20 @@ impl EgressConfig {
             let ok = url.parse::<hyper::Uri>().is_ok_and(|u| {
                 matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
             });
-            check(
+            out.check(
                 ok,
                 "target",
                 &format!("{url:?} is not an http:// or https:// URL"),
             );
         }
         if let Some(path) = &self.tls_ca_file {
-            let loaded = load_ca_file(path);
-            check(
-                loaded.is_ok(),
-                "tls_ca_file",
-                &loaded.err().unwrap_or_default(),
-            );
+            if let Err(e) = load_ca_file(path) {
+                out.push("tls_ca_file", e.to_string());
+            }
         }
         if let (Target::List(list), Ok(PartitionSet::Some(set))) = (&self.target, &partitions) {
             if let Some(p) = set.iter().find(|p| **p as usize >= list.len()) {
-                check(
+                out.check(
                     false,
                     "target",
                     &format!("lists {} URL(s) but partition {p} is owned", list.len()),
@@ -381,35 +374,56 @@ impl EgressConfig {
         for (name, value) in &self.headers {
             let ok = hyper::header::HeaderName::try_from(name.as_str()).is_ok()
                 && hyper::header::HeaderValue::try_from(value.as_str()).is_ok();
-            check(ok, &format!("headers.{name}"), "is not a valid HTTP header");
+            out.check(ok, &format!("headers.{name}"), "is not a valid HTTP header");
         }
         if let Some(name) = &self.forward_tenant_header {
-            check(
+            out.check(
                 hyper::header::HeaderName::try_from(name.as_str()).is_ok(),
                 "forward_tenant_header",
                 "is not a valid header name",
             );
         }
-        for (key, reason) in self.windows.problems() {
-            out.push((format!("windows.{key}"), reason));
-        }
-        out
+        out.extend_within("windows", self.windows.problems());
+        out.into_vec()
     }
 }
 
+/// Why `egress.tls_ca_file` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not PEM.
+    #[error("{} is not valid PEM: {source}", path.display())]
+    Pem {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The file holds no certificate.
+    #[error("{} holds no certificate (expected a PEM \"BEGIN CERTIFICATE\" block)", .0.display())]
+    Empty(PathBuf),
+}
+
 /// The CA certificates in a PEM file; at least one.
-pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, CaFileError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| match e {
-            rustls_pki_types::pem::Error::Io(e) => format!("cannot read {}: {e}", path.display()),
-            e => format!("{} is not valid PEM: {e}", path.display()),
+            rustls_pki_types::pem::Error::Io(source) => CaFileError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+            source => CaFileError::Pem {
+                path: path.to_path_buf(),
+                source,
+            },
         })?;
     if certs.is_empty() {
-        return Err(format!(
-            "{} holds no certificate (expected a PEM \"BEGIN CERTIFICATE\" block)",
-            path.display()
-        ));
+        return Err(CaFileError::Empty(path.to_path_buf()));
     }
     Ok(certs)
 }
@@ -463,7 +477,7 @@ mod tests {
             retry_max_backoff: Duration::from_millis(1),
             ..EgressConfig::default()
         };
-        let keys: Vec<String> = config.problems().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = config.problems().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["retry_max_backoff", "target"]);
     }
 
@@ -480,7 +494,7 @@ mod tests {
             group_id: Some(" ".into()),
             ..EgressConfig::default()
         };
-        let keys: Vec<String> = config.problems().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = config.problems().into_iter().map(|p| p.key).collect();
         assert_eq!(
             keys,
             [
@@ -541,7 +555,7 @@ mod tests {
         let keys = |c: &EgressConfig| {
             c.problems()
                 .into_iter()
-                .map(|(k, r)| format!("{k}: {r}"))
+                .map(|p| format!("{}: {}", p.key, p.reason))
                 .collect::<Vec<_>>()
         };
         let absent = dir.path().join("absent.pem");

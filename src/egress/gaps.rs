@@ -40,24 +40,46 @@ pub struct GapQuery {
     pub limit: usize,
 }
 
+/// A malformed gap filter; the message names the filter.
+#[derive(Debug, thiserror::Error)]
+pub enum GapQueryError {
+    /// `match` is not a PromQL selector.
+    #[error("match: {0}")]
+    Match(String),
+    /// `since` is not a duration.
+    #[error("since: {text:?}: {source}")]
+    Since {
+        /// The text given.
+        text: String,
+        /// Why it is not a duration.
+        source: humantime::DurationError,
+    },
+    /// `limit` is not a count.
+    #[error("limit: {0:?} is not a count")]
+    Limit(String),
+}
+
 impl GapQuery {
     /// From the textual filters; the error names the bad one.
     pub fn parse(
         selector: Option<&str>,
         since: Option<&str>,
         limit: Option<&str>,
-    ) -> Result<GapQuery, String> {
+    ) -> Result<GapQuery, GapQueryError> {
         let selector = selector
-            .map(|s| Selector::parse(s).map_err(|e| format!("match: {e}")))
+            .map(|s| Selector::parse(s).map_err(GapQueryError::Match))
             .transpose()?;
         let since = since
-            .map(|s| humantime::parse_duration(s).map_err(|e| format!("since: {s:?}: {e}")))
+            .map(|s| {
+                humantime::parse_duration(s).map_err(|source| GapQueryError::Since {
+                    text: s.to_string(),
+                    source,
+                })
+            })
             .transpose()?;
         let limit = match limit {
             None => DEFAULT_LIMIT,
-            Some(l) => l
-                .parse()
-                .map_err(|_| format!("limit: {l:?} is not a count"))?,
+            Some(l) => l.parse().map_err(|_| GapQueryError::Limit(l.to_string()))?,
         };
         Ok(GapQuery {
             selector,
@@ -212,7 +234,7 @@ impl GapsApi {
         let filters = GapQuery::parse(get("match[]").or(get("match")), get("since"), get("limit"));
         let query = match filters {
             Ok(q) => q,
-            Err(e) => return json(StatusCode::BAD_REQUEST, error_body(&e)),
+            Err(e) => return json(StatusCode::BAD_REQUEST, error_body(&e.to_string())),
         };
         let Some(state) = self.source.get() else {
             return json(
@@ -331,15 +353,16 @@ mod tests {
 
     #[test]
     fn bad_filters_name_themselves() {
-        assert!(GapQuery::parse(Some("{job="), None, None)
-            .unwrap_err()
-            .starts_with("match: "));
-        assert!(GapQuery::parse(None, Some("soon"), None)
-            .unwrap_err()
-            .starts_with("since: "));
-        assert!(GapQuery::parse(None, None, Some("-1"))
-            .unwrap_err()
-            .starts_with("limit: "));
+        let error = |s, since, l| GapQuery::parse(s, since, l).unwrap_err();
+        let e = error(Some("{job="), None, None);
+        assert!(matches!(e, GapQueryError::Match(_)), "{e:?}");
+        assert!(e.to_string().starts_with("match: "), "{e}");
+        let e = error(None, Some("soon"), None);
+        assert!(matches!(e, GapQueryError::Since { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("since: \"soon\": "), "{e}");
+        let e = error(None, None, Some("-1"));
+        assert!(matches!(e, GapQueryError::Limit(_)), "{e:?}");
+        assert!(e.to_string().starts_with("limit: "), "{e}");
         assert_eq!(
             GapQuery::parse(None, None, None).unwrap().limit,
             DEFAULT_LIMIT

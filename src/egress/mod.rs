@@ -17,6 +17,7 @@
 
 mod batch;
 pub mod config;
+mod drain;
 mod events;
 pub mod gaps;
 mod keeper;
@@ -99,6 +100,7 @@ pub struct Egress {
     config: Arc<Config>,
     readiness: Readiness,
     gaps: Option<gaps::GapsSource>,
+    hard_stop: Option<CancellationToken>,
 }
 
 impl Egress {
@@ -113,7 +115,15 @@ impl Egress {
             config,
             readiness,
             gaps: None,
+            hard_stop: None,
         }
+    }
+
+    /// On shutdown egress drains (`drain.rs`) until `hard_stop` is
+    /// cancelled; without one, for at most `run.shutdown_grace`.
+    pub fn with_hard_stop(mut self, hard_stop: CancellationToken) -> Egress {
+        self.hard_stop = Some(hard_stop);
+        self
     }
 
     /// Hands the state to `source` once it is open (`GET /api/v1/gaps`).
@@ -172,7 +182,23 @@ impl Egress {
             .iter()
             .map(|w| (w.partition, w.consumer.clone(), w.position.clone()))
             .collect();
-        let stop = shutdown.child_token();
+        // Not a child of `shutdown`: on shutdown the partitions first drain.
+        let stop = CancellationToken::new();
+        let hard_stop = self.hard_stop.clone().unwrap_or_else(|| {
+            let token = CancellationToken::new();
+            let (grace, fire, shutdown) = (
+                self.config.run.shutdown_grace,
+                token.clone(),
+                shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                tokio::time::sleep(grace).await;
+                fire.cancel();
+            });
+            token
+        });
+        let mut draining = false;
         let mut tasks = JoinSet::new();
         for w in workers {
             tasks.spawn(w.run(stop.clone()));
@@ -203,6 +229,21 @@ impl Egress {
                         }
                     }
                 },
+                _ = shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    let done = if egress.windows.enabled() {
+                        drain::Done::Read { settle: egress.flush_interval * 2 }
+                    } else {
+                        drain::Done::Stored
+                    };
+                    let (topic, partitions, stop, hard_stop) =
+                        (egress.topic.clone(), lag.clone(), stop.clone(), hard_stop.clone());
+                    let probe = shared.kafka.request_timeout.min(PROBE_TIMEOUT);
+                    tokio::spawn(async move {
+                        drain::until_caught_up(&topic, &partitions, done, probe, &hard_stop).await;
+                        stop.cancel();
+                    });
+                }
                 _ = tick.tick(), if !stop.is_cancelled() => {
                     let reachable = update_lag(&egress.topic, &lag, shared.kafka.request_timeout.min(PROBE_TIMEOUT)).await;
                     if reachable != kafka_reachable {

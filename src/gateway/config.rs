@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::problem::{Problem, Problems};
 use crate::remote_write::validate::Limits;
 use crate::tls::TlsConfig;
 
@@ -106,74 +107,57 @@ impl Default for GatewayConfig {
 }
 
 impl GatewayConfig {
-    /// Problems as (key relative to `gateway.`, reason).
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let mut check = |ok: bool, key: &str, reason: &str| {
-            if !ok {
-                out.push((key.to_string(), reason.to_string()));
-            }
-        };
-        check(
+    /// Problems, keys relative to `gateway.`.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Problems::default();
+        out.check(
             self.max_body_bytes > 0,
             "max_body_bytes",
             "must be greater than zero",
         );
-        check(
+        out.check(
             self.max_decoded_bytes >= self.max_body_bytes,
             "max_decoded_bytes",
             "must be at least max_body_bytes (a decoded payload is never smaller than its body)",
         );
-        check(
+        out.check(
             !self.produce_timeout.is_zero(),
             "produce_timeout",
             "must be greater than zero",
         );
-        check(
+        out.check(
             self.max_decode_memory_bytes > 0,
             "max_decode_memory_bytes",
             "must be greater than zero",
         );
-        check(
+        out.check(
             self.max_concurrent_decodes > 0,
             "max_concurrent_decodes",
             "must be greater than zero",
         );
-        check(
+        out.check(
             self.max_body_bytes_in_flight >= self.max_body_bytes,
             "max_body_bytes_in_flight",
             "must be at least max_body_bytes (one full body must fit)",
         );
-        check(
+        out.check(
             !self.header_read_timeout.is_zero(),
             "header_read_timeout",
             "must be greater than zero",
         );
-        check(
+        out.check(
             !self.body_read_timeout.is_zero(),
             "body_read_timeout",
             "must be greater than zero",
         );
-        let limits = [
-            ("max_labels_per_series", self.limits.max_labels_per_series),
-            ("max_label_name_len", self.limits.max_label_name_len),
-            ("max_label_value_len", self.limits.max_label_value_len),
-            ("max_series_per_request", self.limits.max_series_per_request),
-        ];
-        for (key, value) in limits {
-            check(
-                value > 0,
-                &format!("limits.{key}"),
-                "must be greater than zero",
-            );
-        }
-        check(
+        out.extend_within("limits", limits_problems(&self.limits));
+        out.check(
             self.max_in_flight > 0,
             "max_in_flight",
             "must be greater than zero",
         );
         if let Some(h) = &self.key_header {
-            check(
+            out.check(
                 hyper::header::HeaderName::from_bytes(h.as_bytes()).is_ok(),
                 "key_header",
                 "is not a valid HTTP header name",
@@ -181,12 +165,12 @@ impl GatewayConfig {
         }
         for (i, credential) in self.auth.iter().enumerate() {
             match credential {
-                Credential::Bearer { token } => check(
+                Credential::Bearer { token } => out.check(
                     !token.is_empty(),
                     &format!("auth[{i}].token"),
                     "must not be empty",
                 ),
-                Credential::Basic { username, .. } => check(
+                Credential::Basic { username, .. } => out.check(
                     !username.is_empty() && !username.contains(':'),
                     &format!("auth[{i}].username"),
                     "must be non-empty and hold no ':'",
@@ -194,14 +178,25 @@ impl GatewayConfig {
             }
         }
         if let Some(tls) = &self.tls {
-            out.extend(
-                tls.problems()
-                    .into_iter()
-                    .map(|(key, reason)| (format!("tls.{key}"), reason)),
-            );
+            out.extend_within("tls", tls.problems());
         }
-        out
+        out.into_vec()
     }
+}
+
+/// Problems of a `limits` section (`gateway.limits`, `router.limits`),
+/// keys relative to it.
+pub fn limits_problems(limits: &Limits) -> Vec<Problem> {
+    let mut out = Problems::default();
+    for (key, value) in [
+        ("max_labels_per_series", limits.max_labels_per_series),
+        ("max_label_name_len", limits.max_label_name_len),
+        ("max_label_value_len", limits.max_label_value_len),
+        ("max_series_per_request", limits.max_series_per_request),
+    ] {
+        out.check(value > 0, key, "must be greater than zero");
+    }
+    out.into_vec()
 }
 
 #[cfg(test)]
@@ -216,7 +211,7 @@ mod tests {
         config.limits.max_series_per_request = 0;
         config.body_read_timeout = Duration::ZERO;
         config.max_concurrent_decodes = 0;
-        let keys: Vec<String> = config.problems().into_iter().map(|(key, _)| key).collect();
+        let keys: Vec<String> = config.problems().into_iter().map(|p| p.key).collect();
         assert_eq!(
             keys,
             [
@@ -237,7 +232,7 @@ mod tests {
             ..GatewayConfig::default()
         };
         assert_eq!(config.problems().len(), 1);
-        assert_eq!(config.problems()[0].0, "max_body_bytes_in_flight");
+        assert_eq!(config.problems()[0].key, "max_body_bytes_in_flight");
     }
 }
 

@@ -15,6 +15,8 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::problem::{Problem, Problems};
+
 /// Cluster and client settings shared by every role.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -64,15 +66,14 @@ pub const OWNED_PROPERTIES: &[&str] = &[
 ];
 
 impl KafkaConfig {
-    /// Problems with this section as (key, reason) pairs, keys relative to the root.
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        if self.bootstrap_servers.trim().is_empty() {
-            out.push((
-                "kafka.bootstrap_servers".into(),
-                "must name at least one broker".into(),
-            ));
-        }
+    /// Problems, keys relative to `kafka.`.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Problems::default();
+        out.check(
+            !self.bootstrap_servers.trim().is_empty(),
+            "bootstrap_servers",
+            "must name at least one broker",
+        );
         for server in self
             .bootstrap_servers
             .split(',')
@@ -82,33 +83,33 @@ impl KafkaConfig {
             let port_ok = server
                 .rsplit_once(':')
                 .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
-            if !port_ok {
-                out.push((
-                    "kafka.bootstrap_servers".into(),
-                    format!("'{server}' is not host:port"),
-                ));
-            }
+            out.check(
+                port_ok,
+                "bootstrap_servers",
+                format!("'{server}' is not host:port"),
+            );
         }
-        if self.client_id.trim().is_empty() {
-            out.push(("kafka.client_id".into(), "must not be empty".into()));
-        }
-        if self.request_timeout.is_zero() {
-            out.push((
-                "kafka.request_timeout".into(),
-                "must be greater than zero".into(),
-            ));
-        }
+        out.check(
+            !self.client_id.trim().is_empty(),
+            "client_id",
+            "must not be empty",
+        );
+        out.check(
+            !self.request_timeout.is_zero(),
+            "request_timeout",
+            "must be greater than zero",
+        );
         for (key, value) in &self.properties {
             if OWNED_PROPERTIES.contains(&key.as_str()) {
-                out.push((
-                    format!("kafka.properties.{key}"),
-                    "is set by streamroute itself and may not be overridden".into(),
-                ));
-            } else if let Err(reason) = check_property(key, value) {
-                out.push((format!("kafka.properties.{key}"), reason));
+                out.push(
+                    format!("properties.{key}"),
+                    "is set by streamroute itself and may not be overridden",
+                );
+            } else if let Err(e) = check_property(key, value) {
+                out.push(format!("properties.{key}"), e.to_string());
             }
         }
-        out
+        out.into_vec()
     }
 
     /// A librdkafka configuration with the cluster, the user's extra
@@ -128,14 +129,27 @@ impl KafkaConfig {
 /// Asks librdkafka whether it knows `key` and takes `value` for it, without
 /// creating a client, so that a typo fails at start-up with its key named
 /// instead of when a role first builds its client.
-fn check_property(key: &str, value: &str) -> Result<(), String> {
+fn check_property(key: &str, value: &str) -> Result<(), PropertyError> {
     let mut config = ClientConfig::new();
     config.set(key, value);
     match config.create_native_config() {
         Ok(_) => Ok(()),
-        Err(rdkafka::error::KafkaError::ClientConfig(_, message, _, _)) => Err(message),
-        Err(e) => Err(e.to_string()),
+        Err(rdkafka::error::KafkaError::ClientConfig(_, message, _, _)) => {
+            Err(PropertyError::Refused(message))
+        }
+        Err(e) => Err(PropertyError::Kafka(e)),
     }
+}
+
+/// Why librdkafka does not take a `kafka.properties` entry.
+#[derive(Debug, thiserror::Error)]
+pub enum PropertyError {
+    /// librdkafka refused the key or its value; its own message.
+    #[error("{0}")]
+    Refused(String),
+    /// Any other librdkafka error.
+    #[error(transparent)]
+    Kafka(rdkafka::error::KafkaError),
 }
 
 #[cfg(test)]
@@ -153,16 +167,13 @@ mod tests {
             .properties
             .insert("security.protocol".into(), "SASL_SSL".into());
         let problems = config.problems();
-        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
-            [
-                "kafka.properties.compression.type",
-                "kafka.properties.linger.msx"
-            ],
+            ["properties.compression.type", "properties.linger.msx"],
             "{problems:?}"
         );
-        assert!(problems[1].1.contains("linger.msx"), "{problems:?}");
+        assert!(problems[1].reason.contains("linger.msx"), "{problems:?}");
     }
 
     #[test]
@@ -174,7 +185,7 @@ mod tests {
             .insert("security.protocol".into(), "SSL".into());
         let problems = config.problems();
         assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].0, "kafka.properties.acks");
+        assert_eq!(problems[0].key, "properties.acks");
     }
 
     #[test]
@@ -184,7 +195,7 @@ mod tests {
             ..KafkaConfig::default()
         };
         assert!(config.problems()[0]
-            .1
+            .reason
             .contains("'localhost' is not host:port"));
     }
 

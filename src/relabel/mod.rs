@@ -11,7 +11,6 @@
 //! syntax and translated to the `regex` crate once, at compile time, so that
 //! `\d`, `\w`, `\s` and `\b` stay ASCII-only as in Go.
 
-pub mod cli;
 pub mod config;
 pub mod engine;
 

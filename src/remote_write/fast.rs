@@ -31,7 +31,9 @@ use prost::Message;
 use super::reuse::{give_bytes, recycle, take_bytes, MAX_KEPT_BYTES};
 
 use super::proto::v1::{Exemplar, Histogram};
-use super::validate::{histogram_count_mismatch, Limits, Stats, METRIC_NAME};
+use super::validate::{
+    float_histogram_problem, histogram_count_mismatch, Limits, Stats, METRIC_NAME,
+};
 
 /// Wire types.
 const VARINT: u8 = 0;
@@ -237,9 +239,9 @@ fn parse_series<'a>(
             }
             _ => {
                 let (h, canonical) = decode_checked::<Histogram>(msg, scratch)?;
-                // Counts that do not add up fall back, so prost's path
-                // reports them.
-                if histogram_count_mismatch(&h).is_some() {
+                // Counts that do not add up and invalid float histograms
+                // fall back, so prost's path reports them.
+                if histogram_count_mismatch(&h).is_some() || float_histogram_problem(&h).is_some() {
                     return None;
                 }
                 layout.canonical &= canonical;

@@ -16,7 +16,8 @@
 //! - Downstream code only sees 1.0 [`WriteRequest`]s; a request that passed
 //!   [`validate_v1`] has, per series, a non-empty `__name__` and label names
 //!   that are valid under [`Limits::name_validation`] and strictly ascending
-//!   (sorted and unique), and integer histograms whose counts add up.
+//!   (sorted and unique), integer histograms whose counts add up, and float
+//!   histograms that Prometheus' `FloatHistogram.Validate` accepts.
 
 pub mod bounds;
 pub mod codec;
@@ -222,6 +223,20 @@ pub enum ValidationError {
         /// Observations in its zero bucket and buckets.
         buckets: i128,
     },
+    /// A float native histogram that Prometheus' `FloatHistogram.Validate`
+    /// refuses (negative counts, spans that do not match the buckets, bad
+    /// custom bounds, an unknown schema).
+    #[error("series {series} {labels}: float histogram {histogram} is invalid: {problem}")]
+    InvalidFloatHistogram {
+        /// Series index.
+        series: usize,
+        /// Rendered labels.
+        labels: String,
+        /// Index of the histogram in the series.
+        histogram: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A label value longer than `max_label_value_len`.
     #[error("series {series} {labels}: value of label {name:?} is {len} bytes, limit is {max}")]
     LabelValueTooLong {
@@ -274,6 +289,7 @@ impl ValidationError {
             ValidationError::UnsortedLabels { .. } => "unsorted_labels",
             ValidationError::MissingMetricName { .. } => "missing_metric_name",
             ValidationError::HistogramCountMismatch { .. } => "histogram_count_mismatch",
+            ValidationError::InvalidFloatHistogram { .. } => "invalid_float_histogram",
         }
     }
 }

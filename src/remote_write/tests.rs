@@ -30,6 +30,7 @@ fn v2_request(labels_refs: Vec<u32>) -> v2::Request {
             samples: vec![v2::Sample {
                 value: 1.0,
                 timestamp: 1_700_000_000_000,
+                start_timestamp: 0,
             }],
             ..Default::default()
         }],

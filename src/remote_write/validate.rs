@@ -4,8 +4,10 @@
 //! series, a non-empty `__name__`, label names valid under
 //! [`Limits::name_validation`], names sorted strictly ascending, hence
 //! unique), that an integer native histogram's count equals its zero bucket
-//! plus its buckets (2.0 spec, Prometheus' `Histogram.Validate`), plus
-//! configurable size [`Limits`]. Empty values of other labels are allowed.
+//! plus its buckets (2.0 spec, Prometheus' `Histogram.Validate`), that a
+//! float native histogram passes Prometheus' `FloatHistogram.Validate` (see
+//! [`float_histogram_problem`]), plus configurable size [`Limits`]. Empty
+//! values of other labels are allowed.
 //! 2.0 requests are validated after conversion to 1.0, so both protocols
 //! obey the same rules.
 //!
@@ -16,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::truncate;
 use super::proto::v1::histogram::{Count, ZeroCount};
-use super::proto::v1::{Histogram, Label, WriteRequest};
+use super::proto::v1::{BucketSpan, Histogram, Label, WriteRequest};
 use super::{render_labels, ValidationError};
 
 /// Label name bytes kept in error messages.
@@ -115,6 +117,14 @@ pub fn validate_v1(req: &WriteRequest, limits: &Limits) -> Result<Stats, Validat
                     histogram,
                     count,
                     buckets,
+                });
+            }
+            if let Some(problem) = float_histogram_problem(h) {
+                return Err(ValidationError::InvalidFloatHistogram {
+                    series: index,
+                    labels: render_labels(&ts.labels),
+                    histogram,
+                    problem,
                 });
             }
         }
@@ -230,6 +240,154 @@ pub(crate) fn histogram_count_mismatch(h: &Histogram) -> Option<(u64, i128)> {
         buckets == count_wide
     };
     (!ok).then_some((count, buckets))
+}
+
+/// Schema of custom-bucket (classic-like) native histograms.
+const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
+
+/// Why a float native histogram is invalid, as Prometheus'
+/// `FloatHistogram.Validate` (model/histogram) judges it; None when valid,
+/// and for integer histograms. The rules, in Prometheus' order:
+/// - custom buckets (schema -53): bounds not NaN, strictly increasing, the
+///   last not +Inf; span offsets not negative; the spans' lengths add up to
+///   the number of positive counts; enough bounds for the spans; no zero
+///   bucket (count and threshold 0) and no negative spans or counts;
+/// - exponential schemas (-4..=8, and 9..=52, which Prometheus' receiver
+///   accepts by reducing the resolution to 8): on each side, no span but the
+///   first with a negative offset and the spans' lengths adding up to the
+///   number of counts; negative-side counts and the zero bucket count not
+///   negative; no custom bounds;
+/// - any other schema is invalid;
+/// - then: the count and every positive-side count not negative.
+///
+/// A float histogram's count is not compared with its buckets: Prometheus
+/// dropped that check (prometheus/prometheus aa82fe198f, 2023) because
+/// float rounding makes any tolerance either too strict or meaningless.
+/// Like Prometheus, a float histogram reads `zero_count_float`,
+/// `positive_counts` and `negative_counts`; integer fields are ignored
+/// (an integer zero count counts as 0). NaN compares as not negative.
+pub(crate) fn float_histogram_problem(h: &Histogram) -> Option<String> {
+    let Some(Count::CountFloat(count)) = h.count else {
+        return None;
+    };
+    let zero = match h.zero_count {
+        Some(ZeroCount::ZeroCountFloat(z)) => z,
+        _ => 0.0,
+    };
+    let positive = &h.positive_counts;
+    let negative = &h.negative_counts;
+    if h.schema == CUSTOM_BUCKETS_SCHEMA {
+        if let Some(problem) = custom_bounds_problem(&h.custom_values, &h.positive_spans, positive)
+        {
+            return Some(format!("custom buckets: {problem}"));
+        }
+        if zero != 0.0 {
+            return Some(format!(
+                "custom buckets: zero bucket count is {zero}, must be 0"
+            ));
+        }
+        if h.zero_threshold != 0.0 {
+            return Some(format!(
+                "custom buckets: zero threshold is {}, must be 0",
+                h.zero_threshold
+            ));
+        }
+        if !h.negative_spans.is_empty() {
+            return Some("custom buckets: must not have negative spans".into());
+        }
+        if !negative.is_empty() {
+            return Some("custom buckets: must not have negative buckets".into());
+        }
+    } else if (-4..=52).contains(&h.schema) {
+        if let Some(problem) = spans_problem(&h.positive_spans, positive.len()) {
+            return Some(format!("positive side: {problem}"));
+        }
+        if let Some(problem) = spans_problem(&h.negative_spans, negative.len()) {
+            return Some(format!("negative side: {problem}"));
+        }
+        if let Some(problem) = negative_bucket(negative) {
+            return Some(format!("negative side: {problem}"));
+        }
+        if zero < 0.0 {
+            return Some(format!("zero bucket has observation count {zero}"));
+        }
+        if !h.custom_values.is_empty() {
+            return Some("exponential schema must not have custom bounds".into());
+        }
+    } else {
+        return Some(format!(
+            "schema {} is invalid (want -4 to 8 for exponential buckets, or -53 for custom buckets)",
+            h.schema
+        ));
+    }
+    if count < 0.0 {
+        return Some(format!("observation count is {count}"));
+    }
+    negative_bucket(positive).map(|problem| format!("positive side: {problem}"))
+}
+
+/// Prometheus' `checkHistogramSpans`: only the first span may have a
+/// negative offset, and the spans' lengths add up to `buckets`.
+fn spans_problem(spans: &[BucketSpan], buckets: usize) -> Option<String> {
+    if let Some((n, span)) = spans.iter().enumerate().skip(1).find(|(_, s)| s.offset < 0) {
+        return Some(format!(
+            "span {} has negative offset {}",
+            n + 1,
+            span.offset
+        ));
+    }
+    span_buckets_problem(spans, buckets)
+}
+
+/// The spans' lengths do not add up to `buckets`.
+fn span_buckets_problem(spans: &[BucketSpan], buckets: usize) -> Option<String> {
+    let need: u64 = spans.iter().map(|s| u64::from(s.length)).sum();
+    (need != buckets as u64).then(|| format!("spans need {need} buckets, have {buckets}"))
+}
+
+/// Prometheus' `checkHistogramCustomBounds`.
+fn custom_bounds_problem(bounds: &[f64], spans: &[BucketSpan], counts: &[f64]) -> Option<String> {
+    let mut previous = f64::NEG_INFINITY;
+    for (i, &bound) in bounds.iter().enumerate() {
+        if bound.is_nan() {
+            return Some(format!("bound {} is NaN", i + 1));
+        }
+        if i > 0 && bound <= previous {
+            return Some(format!(
+                "bounds must increase strictly, {bound} comes after {previous}"
+            ));
+        }
+        previous = bound;
+    }
+    if previous == f64::INFINITY {
+        return Some("the last bound must not be +Inf (the +Inf bucket is implicit)".into());
+    }
+    if let Some((n, span)) = spans.iter().enumerate().find(|(_, s)| s.offset < 0) {
+        return Some(format!(
+            "span {} has negative offset {}",
+            n + 1,
+            span.offset
+        ));
+    }
+    if let Some(problem) = span_buckets_problem(spans, counts.len()) {
+        return Some(problem);
+    }
+    let covered: i64 = spans
+        .iter()
+        .map(|s| i64::from(s.length) + i64::from(s.offset))
+        .sum();
+    (bounds.len() as i64 + 1 < covered).then(|| {
+        format!(
+            "{} bounds are too few for spans covering {covered} buckets",
+            bounds.len()
+        )
+    })
+}
+
+/// The first bucket with a negative count (1-based, as Prometheus says).
+fn negative_bucket(counts: &[f64]) -> Option<String> {
+    let (i, c) = counts.iter().enumerate().find(|(_, &c)| c < 0.0)?;
+    Some(format!("bucket {} has observation count {c}", i + 1))
 }
 
 /// The sum of delta-encoded bucket counts (each delta is the change from
@@ -450,10 +608,259 @@ mod tests {
             1.0
         ))
         .is_err());
-        // Float histograms are not checked.
+        // Float histograms' counts are not compared with their buckets.
         let mut float = histogram(None, 0, &[], &[], 1.0);
         float.count = Some(Count::CountFloat(7.5));
         assert!(check(float).is_ok());
+    }
+
+    fn span(offset: i32, length: u32) -> BucketSpan {
+        BucketSpan { offset, length }
+    }
+
+    /// Prometheus' valid example (model/histogram/histogram_test.go "valid
+    /// histogram", as floats): deltas 1,1,-1,0 are counts 1,2,1,1.
+    fn float_histogram() -> Histogram {
+        Histogram {
+            count: Some(Count::CountFloat(12.0)),
+            zero_count: Some(ZeroCount::ZeroCountFloat(2.0)),
+            zero_threshold: 0.001,
+            sum: 19.4,
+            schema: 1,
+            positive_spans: vec![span(0, 2), span(1, 2)],
+            positive_counts: vec![1.0, 2.0, 1.0, 1.0],
+            negative_spans: vec![span(0, 2), span(1, 2)],
+            negative_counts: vec![1.0, 2.0, 1.0, 1.0],
+            ..Default::default()
+        }
+    }
+
+    /// Prometheus' custom-buckets example, as floats.
+    fn custom_histogram() -> Histogram {
+        Histogram {
+            count: Some(Count::CountFloat(5.0)),
+            sum: 19.4,
+            schema: -53,
+            positive_spans: vec![span(0, 2), span(1, 2)],
+            positive_counts: vec![1.0, 2.0, 1.0, 1.0],
+            custom_values: vec![1.0, 2.0, 3.0, 4.0],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn float_histograms_are_checked_as_prometheus_validates_them() {
+        // Expected problems from Prometheus' own tests of
+        // `FloatHistogram.Validate` (histogram_test.go, float_histogram_test.go).
+        let problem = |h: Histogram| float_histogram_problem(&h);
+        assert_eq!(problem(float_histogram()), None);
+        assert_eq!(problem(custom_histogram()), None);
+        // The count is not compared with the buckets (12 would be right).
+        let h = Histogram {
+            count: Some(Count::CountFloat(99.5)),
+            ..float_histogram()
+        };
+        assert_eq!(problem(h), None);
+        // Integer histograms are judged elsewhere.
+        let h = Histogram {
+            count: Some(Count::CountInt(12)),
+            positive_counts: vec![-1.0],
+            ..float_histogram()
+        };
+        assert_eq!(problem(h), None);
+
+        let cases: Vec<(&str, Histogram, &str)> = vec![
+            (
+                "too few negative buckets",
+                Histogram { negative_spans: vec![span(0, 1)], negative_counts: vec![], ..float_histogram() },
+                "negative side: spans need 1 buckets, have 0",
+            ),
+            (
+                "too few positive buckets",
+                Histogram { positive_spans: vec![span(0, 1)], positive_counts: vec![], ..float_histogram() },
+                "positive side: spans need 1 buckets, have 0",
+            ),
+            (
+                "too many negative buckets",
+                Histogram { negative_spans: vec![span(0, 1)], negative_counts: vec![1.0, 2.0], ..float_histogram() },
+                "negative side: spans need 1 buckets, have 2",
+            ),
+            (
+                "too many positive buckets",
+                Histogram { positive_spans: vec![span(0, 1)], positive_counts: vec![1.0, 2.0], ..float_histogram() },
+                "positive side: spans need 1 buckets, have 2",
+            ),
+            (
+                "negative span with a negative offset",
+                Histogram { negative_spans: vec![span(-1, 1), span(-1, 1)], negative_counts: vec![1.0, 2.0], ..float_histogram() },
+                "negative side: span 2 has negative offset -1",
+            ),
+            (
+                "positive span with a negative offset",
+                Histogram { positive_spans: vec![span(-1, 1), span(-1, 1)], positive_counts: vec![1.0, 2.0], ..float_histogram() },
+                "positive side: span 2 has negative offset -1",
+            ),
+            (
+                "negative bucket with a negative count",
+                Histogram { negative_counts: vec![3.1, -3.0, 1.234e5, 1000.0], ..float_histogram() },
+                "negative side: bucket 2 has observation count -3",
+            ),
+            (
+                "positive bucket with a negative count",
+                Histogram { positive_counts: vec![1.0, 3.3, -4.2, 0.1], ..float_histogram() },
+                "positive side: bucket 3 has observation count -4.2",
+            ),
+            (
+                "negative count",
+                Histogram { count: Some(Count::CountFloat(-3493.3)), ..float_histogram() },
+                "observation count is -3493.3",
+            ),
+            (
+                "zero bucket with a negative count",
+                Histogram { zero_count: Some(ZeroCount::ZeroCountFloat(-5.5)), ..float_histogram() },
+                "zero bucket has observation count -5.5",
+            ),
+            (
+                "exponential schema with custom bounds",
+                Histogram { custom_values: vec![1.0], ..float_histogram() },
+                "exponential schema must not have custom bounds",
+            ),
+            (
+                "schema too low",
+                Histogram { schema: -10, ..float_histogram() },
+                "schema -10 is invalid (want -4 to 8 for exponential buckets, or -53 for custom buckets)",
+            ),
+            (
+                "schema -5 (reserved, refused by Prometheus too)",
+                Histogram { schema: -5, ..float_histogram() },
+                "schema -5 is invalid (want -4 to 8 for exponential buckets, or -53 for custom buckets)",
+            ),
+            (
+                "schema 53",
+                Histogram { schema: 53, ..float_histogram() },
+                "schema 53 is invalid (want -4 to 8 for exponential buckets, or -53 for custom buckets)",
+            ),
+            (
+                "custom buckets without bounds (an exponential histogram marked -53)",
+                Histogram { schema: -53, zero_count: None, zero_threshold: 0.0, negative_spans: vec![], negative_counts: vec![], ..float_histogram() },
+                "custom buckets: 0 bounds are too few for spans covering 5 buckets",
+            ),
+            (
+                "custom buckets with a zero bucket",
+                Histogram { zero_count: Some(ZeroCount::ZeroCountFloat(2.0)), ..custom_histogram() },
+                "custom buckets: zero bucket count is 2, must be 0",
+            ),
+            (
+                "custom buckets with a zero threshold",
+                Histogram { zero_threshold: 0.001, ..custom_histogram() },
+                "custom buckets: zero threshold is 0.001, must be 0",
+            ),
+            (
+                "custom buckets with negative spans",
+                Histogram { negative_spans: vec![span(0, 1)], ..custom_histogram() },
+                "custom buckets: must not have negative spans",
+            ),
+            (
+                "custom buckets with negative buckets",
+                Histogram { negative_counts: vec![1.0], ..custom_histogram() },
+                "custom buckets: must not have negative buckets",
+            ),
+            (
+                "custom buckets, negative offset in the first span",
+                Histogram { positive_spans: vec![span(-1, 2), span(1, 2)], ..custom_histogram() },
+                "custom buckets: span 1 has negative offset -1",
+            ),
+            (
+                "custom buckets, negative offset in a later span",
+                Histogram { positive_spans: vec![span(0, 2), span(-1, 2)], ..custom_histogram() },
+                "custom buckets: span 2 has negative offset -1",
+            ),
+            (
+                "custom buckets, counts not matching the spans",
+                Histogram { positive_counts: vec![1.0, 2.0, 1.0], ..custom_histogram() },
+                "custom buckets: spans need 4 buckets, have 3",
+            ),
+            (
+                "custom buckets, too few bounds",
+                Histogram { custom_values: vec![1.0, 2.0, 3.0], ..custom_histogram() },
+                "custom buckets: 3 bounds are too few for spans covering 5 buckets",
+            ),
+            (
+                "custom buckets, non-increasing bound",
+                Histogram { custom_values: vec![0.0, 0.0], positive_spans: vec![], positive_counts: vec![], ..custom_histogram() },
+                "custom buckets: bounds must increase strictly, 0 comes after 0",
+            ),
+            (
+                "custom buckets, explicit +Inf bound",
+                Histogram { custom_values: vec![1.0, f64::INFINITY], positive_spans: vec![], positive_counts: vec![], ..custom_histogram() },
+                "custom buckets: the last bound must not be +Inf (the +Inf bucket is implicit)",
+            ),
+            (
+                "custom buckets, NaN bound",
+                Histogram { custom_values: vec![1.0, f64::NAN, 3.0], positive_spans: vec![], positive_counts: vec![], ..custom_histogram() },
+                "custom buckets: bound 2 is NaN",
+            ),
+        ];
+        for (what, h, want) in cases {
+            assert_eq!(problem(h).as_deref(), Some(want), "{what}");
+        }
+
+        // Accepted as Prometheus accepts them: extra custom bounds, a -Inf
+        // first bound, schemas 9..=52 (its receiver reduces them to 8), NaN
+        // counts, an integer zero count (read as 0).
+        let ok = [
+            Histogram {
+                custom_values: (1..=8).map(f64::from).collect(),
+                ..custom_histogram()
+            },
+            Histogram {
+                custom_values: vec![f64::NEG_INFINITY, 1.0],
+                positive_spans: vec![],
+                positive_counts: vec![],
+                ..custom_histogram()
+            },
+            Histogram {
+                schema: 9,
+                ..float_histogram()
+            },
+            Histogram {
+                schema: 52,
+                ..float_histogram()
+            },
+            Histogram {
+                schema: -4,
+                ..float_histogram()
+            },
+            Histogram {
+                count: Some(Count::CountFloat(f64::NAN)),
+                positive_counts: vec![f64::NAN, 2.0, 1.0, 1.0],
+                ..float_histogram()
+            },
+            Histogram {
+                zero_count: Some(ZeroCount::ZeroCountInt(7)),
+                ..custom_histogram()
+            },
+        ];
+        for h in ok {
+            assert_eq!(problem(h.clone()), None, "{h:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_float_histogram_is_refused_naming_series_and_histogram() {
+        let mut ts = series(&[("__name__", "lat"), ("job", "a")]);
+        ts.histograms.push(float_histogram());
+        ts.histograms.push(Histogram {
+            count: Some(Count::CountFloat(-1.0)),
+            ..float_histogram()
+        });
+        let req = request(vec![series(&[("__name__", "up")]), ts]);
+        let err = validate_v1(&req, &Limits::default()).unwrap_err();
+        assert_eq!(err.reason(), "invalid_float_histogram");
+        assert_eq!(
+            err.to_string(),
+            r#"series 1 {__name__="lat", job="a"}: float histogram 1 is invalid: observation count is -1"#
+        );
     }
 
     #[test]

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::problem::{Problem, Problems};
 use crate::relabel::{load_configs, RelabelConfig, Rules};
-use crate::remote_write::{Encoding, NameValidation};
+use crate::remote_write::{Encoding, Limits, NameValidation};
 use crate::router::aggregation::Aggregation;
 use crate::router::task_id::{TaskIdConfig, DEFAULT_TASK_LABEL};
 
@@ -43,6 +44,11 @@ pub struct RouterConfig {
     pub transaction_timeout: Duration,
     /// Largest decoded ingress payload accepted; larger ones are dead-lettered.
     pub max_decoded_bytes: usize,
+    /// Limits every ingress payload is validated against (a payload over
+    /// them is dead-lettered) and the label-name rule the relabel rules are
+    /// checked under. Absent, the gateway's (`gateway.limits`), so what the
+    /// gateway accepted the router takes.
+    pub limits: Option<Limits>,
     /// The routes. A series may match several (fan-out); each works on its own copy.
     pub routes: Vec<RouteConfig>,
 }
@@ -143,6 +149,8 @@ impl Default for RouterConfig {
             batch_max_bytes: 4 << 20,
             transaction_timeout: Duration::from_secs(10),
             max_decoded_bytes: 64 << 20,
+            // Filled in with gateway.limits by Config::load when absent.
+            limits: None,
             // No route runs unless one is configured (a route nobody asked
             // for would write somewhere nobody reads).
             routes: Vec::new(),
@@ -183,114 +191,108 @@ impl RouteConfig {
 }
 
 impl RouterConfig {
-    /// Problems as (key relative to `router.`, reason); relabel rules are
-    /// checked under `name_validation` (the gateway's).
-    pub fn problems(&self, name_validation: NameValidation) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        let mut check = |ok: bool, key: String, reason: String| {
-            if !ok {
-                out.push((key, reason));
-            }
-        };
+    /// The limits ingress payloads are validated against: `limits`, which
+    /// `Config::load` sets to the gateway's when absent.
+    pub fn limits(&self) -> Limits {
+        self.limits.clone().unwrap_or_default()
+    }
+
+    /// Problems, keys relative to `router.`; relabel rules are checked
+    /// under `name_validation` (that of `router.limits`). The limits
+    /// themselves are checked by `Config::validate`, which knows whether
+    /// they are the gateway's.
+    pub fn problems(&self, name_validation: NameValidation) -> Vec<Problem> {
+        let mut out = Problems::default();
         let positive = "must be greater than zero".to_string();
-        check(
-            !self.group_id.is_empty(),
-            "group_id".into(),
-            "must not be empty".into(),
-        );
-        check(
+        out.check(!self.group_id.is_empty(), "group_id", "must not be empty");
+        out.check(
             !self.instance_id.is_empty(),
-            "instance_id".into(),
-            "must not be empty".into(),
+            "instance_id",
+            "must not be empty",
         );
-        check(
+        out.check(
             !self.commit_interval.is_zero(),
-            "commit_interval".into(),
+            "commit_interval",
             positive.clone(),
         );
-        check(
+        out.check(
             self.batch_max_samples > 0,
-            "batch_max_samples".into(),
+            "batch_max_samples",
             positive.clone(),
         );
-        check(self.batch_max_bytes > 0, "batch_max_bytes".into(), positive);
-        check(
+        out.check(self.batch_max_bytes > 0, "batch_max_bytes", positive);
+        out.check(
             self.transaction_timeout > self.commit_interval,
-            "transaction_timeout".into(),
-            "must be longer than commit_interval".into(),
+            "transaction_timeout",
+            "must be longer than commit_interval",
         );
         // Brokers refuse longer transactions (transaction.max.timeout.ms,
         // 15 minutes by default) at init_transactions, long after start-up.
-        check(
+        out.check(
             self.transaction_timeout <= Duration::from_secs(15 * 60),
-            "transaction_timeout".into(),
-            "must be at most 15m (the brokers' default transaction.max.timeout.ms)".into(),
+            "transaction_timeout",
+            "must be at most 15m (the brokers' default transaction.max.timeout.ms)",
         );
-        check(
+        out.check(
             self.batch_max_bytes <= 256 << 20,
-            "batch_max_bytes".into(),
-            "must be at most 256 MiB (one Kafka record)".into(),
+            "batch_max_bytes",
+            "must be at most 256 MiB (one Kafka record)",
         );
         // No route is fine for the other roles; the router role refuses to
         // start without one (app.rs).
         let mut names = BTreeSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             let key = |field: &str| format!("routes[{i}].{field}");
-            check(
-                !route.name.is_empty(),
-                key("name"),
-                "must not be empty".into(),
-            );
-            check(
+            out.check(!route.name.is_empty(), key("name"), "must not be empty");
+            out.check(
                 names.insert(route.name.clone()),
                 key("name"),
                 format!("{:?} is used by another route", route.name),
             );
-            let topic = crate::topics::check_topic_name(&route.topic);
-            check(topic.is_ok(), key("topic"), topic.err().unwrap_or_default());
-            check(
+            if let Err(e) = crate::topics::check_topic_name(&route.topic) {
+                out.push(key("topic"), e.to_string());
+            }
+            out.check(
                 route.task_count > 0,
                 key("task_count"),
-                "must be at least 1".into(),
+                "must be at least 1",
             );
             // Legacy even in UTF-8 mode: the operator picks this name, not a
             // sender, and every series egress sends carries it, so it must
             // suit any receiver (VictoriaMetrics, Prometheus 2).
-            check(
+            out.check(
                 crate::relabel::is_valid_label_name(&route.task_label_name),
                 key("task_label_name"),
                 format!("{:?} is not a valid label name", route.task_label_name),
             );
-            check(
+            out.check(
                 route.task_labels.is_empty() || route.task_labels_without.is_empty(),
                 key("task_labels_without"),
                 format!("cannot be combined with routes[{i}].task_labels: give one of them"),
             );
-            check(
+            out.check(
                 route.stream_aggr_file.is_none() || route.partition_labels.is_empty(),
                 key("partition_labels"),
                 format!("cannot be combined with routes[{i}].stream_aggr_file: the partition must follow the aggregation groups' task id"),
             );
-            let encoding = route.record_encoding();
-            check(
-                encoding.is_ok(),
-                key("record_encoding"),
-                encoding.err().unwrap_or_default(),
-            );
-            let aggregation = route.aggregation();
-            check(
-                aggregation.is_ok(),
-                key("stream_aggr_file"),
-                aggregation.err().unwrap_or_default(),
-            );
-            let rules = route.rules(name_validation);
-            check(
-                rules.is_ok(),
-                format!("routes[{i}] ({})", route.name),
-                rules.err().unwrap_or_default(),
-            );
+            if let Err(e) = route.record_encoding() {
+                out.push(key("record_encoding"), e.to_string());
+            }
+            if let Err(e) = route.aggregation() {
+                out.push(key("stream_aggr_file"), e.to_string());
+            }
+            // Inline rules and the file's apart, each under its own key.
+            let inline = Rules::compile_with(&route.relabel_configs, name_validation);
+            if let Err(e) = &inline {
+                out.push(key("relabel_configs"), e.to_string());
+            }
+            if let (Ok(_), Some(_)) = (&inline, &route.relabel_file) {
+                if let Err(e) = route.rules(name_validation) {
+                    out.push(key("relabel_file"), e.to_string());
+                }
+            }
         }
-        out
+        out.into_vec()
     }
 }
 
@@ -306,9 +308,16 @@ mod tests {
     fn the_example_router_section_is_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
         let config = crate::config::Config::load(Some(&path)).unwrap();
+        // router.limits is absent there, so load fills in gateway.limits
+        // (the defaults in the example).
+        let defaults = RouterConfig {
+            limits: Some(Limits::default()),
+            ..RouterConfig::default()
+        };
+        assert_eq!(config.gateway.limits, Limits::default());
         assert_eq!(
             serde_json::to_value(&config.router).unwrap(),
-            serde_json::to_value(RouterConfig::default()).unwrap()
+            serde_json::to_value(defaults).unwrap()
         );
         let text = std::fs::read_to_string(&path).unwrap();
         let route = serde_json::to_value(RouteConfig::new("r", "t", 1)).unwrap();
@@ -320,7 +329,7 @@ mod tests {
         }
     }
 
-    fn route(extra: impl FnOnce(&mut RouteConfig)) -> Vec<(String, String)> {
+    fn route(extra: impl FnOnce(&mut RouteConfig)) -> Vec<Problem> {
         let mut config = RouterConfig::default();
         config
             .routes
@@ -336,8 +345,8 @@ mod tests {
             r.task_labels_without = vec!["instance".into()];
         });
         assert_eq!(p.len(), 1);
-        assert_eq!(p[0].0, "routes[0].task_labels_without");
-        assert!(p[0].1.contains("routes[0].task_labels"), "{p:?}");
+        assert_eq!(p[0].key, "routes[0].task_labels_without");
+        assert!(p[0].reason.contains("routes[0].task_labels"), "{p:?}");
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("aggr.yml");
@@ -348,15 +357,15 @@ mod tests {
         .unwrap();
         let p = route(|r| r.stream_aggr_file = Some(file.clone()));
         assert_eq!(p.len(), 1, "{p:?}");
-        assert_eq!(p[0].0, "routes[0].stream_aggr_file");
+        assert_eq!(p[0].key, "routes[0].stream_aggr_file");
         assert!(
-            p[0].1.contains("aggr.yml") && p[0].1.contains("rule #0 (jobs)"),
+            p[0].reason.contains("aggr.yml") && p[0].reason.contains("rule #0 (jobs)"),
             "{p:?}"
         );
 
         let p = route(|r| r.stream_aggr_file = Some(dir.path().join("missing.yml")));
-        assert_eq!(p[0].0, "routes[0].stream_aggr_file");
-        assert!(p[0].1.contains("missing.yml"), "{p:?}");
+        assert_eq!(p[0].key, "routes[0].stream_aggr_file");
+        assert!(p[0].reason.contains("missing.yml"), "{p:?}");
 
         std::fs::write(&file, "- interval: 1m\n  outputs: [total]\n  by: [job]\n").unwrap();
         let p = route(|r| {
@@ -364,13 +373,16 @@ mod tests {
             r.partition_labels = vec!["job".into()];
         });
         assert_eq!(p.len(), 1, "{p:?}");
-        assert_eq!(p[0].0, "routes[0].partition_labels");
+        assert_eq!(p[0].key, "routes[0].partition_labels");
         assert!(route(|r| r.stream_aggr_file = Some(file.clone())).is_empty());
 
         let p = route(|r| r.record_encoding = "gzip".into());
         assert_eq!(p.len(), 1, "{p:?}");
-        assert_eq!(p[0].0, "routes[0].record_encoding");
-        assert!(p[0].1.contains("gzip") && p[0].1.contains("zstd"), "{p:?}");
+        assert_eq!(p[0].key, "routes[0].record_encoding");
+        assert!(
+            p[0].reason.contains("gzip") && p[0].reason.contains("zstd"),
+            "{p:?}"
+        );
         for ok in ["identity", "snappy", "zstd"] {
             assert!(route(|r| r.record_encoding = ok.into()).is_empty(), "{ok}");
         }

@@ -122,6 +122,11 @@ impl IngressConsumer {
         })
     }
 
+    /// The consumer itself, for the drain's bookkeeping (`drain.rs`).
+    pub fn inner(&self) -> &BaseConsumer<RouterContext> {
+        &self.consumer
+    }
+
     pub fn subscribe(&self) -> Result<(), KafkaError> {
         self.consumer.subscribe(&[&self.topic])
     }

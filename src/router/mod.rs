@@ -12,6 +12,7 @@ pub mod aggregation;
 mod batches;
 pub mod config;
 mod consumer;
+mod drain;
 mod events;
 pub mod metadata;
 pub mod metrics;
@@ -63,6 +64,7 @@ pub struct Router {
     config: Arc<Config>,
     routes: Vec<Route>,
     readiness: Readiness,
+    hard_stop: Option<CancellationToken>,
 }
 
 impl Router {
@@ -95,16 +97,39 @@ impl Router {
             config,
             routes,
             readiness,
+            hard_stop: None,
         })
     }
 
-    /// Runs until `shutdown`, then commits the open transaction and leaves the group.
+    /// On shutdown the router drains (`drain.rs`) until `hard_stop` is
+    /// cancelled; without one, for at most `run.shutdown_grace`.
+    pub fn with_hard_stop(mut self, hard_stop: CancellationToken) -> Router {
+        self.hard_stop = Some(hard_stop);
+        self
+    }
+
+    /// Runs until `shutdown`, then reads the ingress partitions to their
+    /// ends as of then (until the hard stop), commits and leaves the group.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RouterError> {
         let progress = Arc::new(Progress::new());
         let watchdog = tokio::spawn(watch(progress.clone(), self.readiness.clone()));
+        let hard_stop = self.hard_stop.clone().unwrap_or_else(|| {
+            let token = CancellationToken::new();
+            let (grace, fire, shutdown) = (
+                self.config.run.shutdown_grace,
+                token.clone(),
+                shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                tokio::time::sleep(grace).await;
+                fire.cancel();
+            });
+            token
+        });
         let result = tokio::task::spawn_blocking(move || {
             let mut worker = Worker::new(self.config, self.routes, progress)?;
-            worker.run(&shutdown)
+            worker.run(&shutdown, &hard_stop)
         })
         .await
         .map_err(|e| RouterError::Thread(e.to_string()))?;

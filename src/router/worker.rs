@@ -32,6 +32,7 @@ use tracing::{error, info, warn};
 
 use super::batches::{BatchKey, BatchLimits};
 use super::consumer::IngressConsumer;
+use super::drain::Ends;
 use super::events::{Buffered, IngressDeadLettered, TransactionAborted, TransactionCommitted};
 use super::process::{route_record, Routing, Unroutable};
 use super::producer::{producer_config, TxnProducer};
@@ -101,7 +102,16 @@ impl Worker {
     /// consumer failed fatally (librdkafka fences a static member whose
     /// session expired during a long outage, and such a consumer never
     /// reads again): the role is then started anew with fresh clients.
-    pub(super) fn run(&mut self, shutdown: &CancellationToken) -> Result<(), RouterError> {
+    ///
+    /// After `shutdown` it keeps going until the ingress partitions are
+    /// read to the ends they had then, or `hard_stop`; a failed
+    /// transaction while draining ends it (its records are read again at
+    /// the next start).
+    pub(super) fn run(
+        &mut self,
+        shutdown: &CancellationToken,
+        hard_stop: &CancellationToken,
+    ) -> Result<(), RouterError> {
         // Kafka may not be there yet: keep trying, stay not ready.
         while !shutdown.is_cancelled() {
             self.progress.beat("starting");
@@ -119,9 +129,24 @@ impl Worker {
         self.progress.set_healthy(true);
         info!(group = %self.config.router.group_id, topic = %self.config.topics.ingress, "router running");
         let mut failures = 0u32;
-        while !shutdown.is_cancelled() {
+        let mut drain: Option<(Ends, Instant)> = None;
+        loop {
+            if shutdown.is_cancelled() {
+                let (consumer, ingress) = (self.consumer.inner(), &self.config.topics.ingress);
+                let (ends, since) = drain.get_or_insert_with(|| {
+                    (Ends::of_assignment(consumer, ingress), Instant::now())
+                });
+                if ends.reached(consumer, ingress) {
+                    ends.log_reached(since.elapsed());
+                    break;
+                }
+                if hard_stop.is_cancelled() || failures > 0 {
+                    ends.report_left(consumer, ingress);
+                    break;
+                }
+            }
             let mut txn = self.new_txn();
-            match self.transaction(&mut txn, shutdown) {
+            match self.transaction(&mut txn, hard_stop) {
                 Ok(()) => {
                     if failures > 0 {
                         info!(failures, "transactions commit again");

@@ -7,6 +7,12 @@
 //! factor, a different config value) is reported as drift and left alone.
 //! Nothing is ever deleted. The comparison ([`plan`]) is pure so it can be
 //! tested without a broker; [`admin`] reads the cluster and carries it out.
+//!
+//! Also the `[topics]` config section ([`TopicsConfig`]): the folder and
+//! the names of the ingress and dead-letter topics.
+//!
+//! May depend on: `kafka` (the admin client's config), `problem`. Not on
+//! `config`, which holds a [`TopicsConfig`].
 
 pub mod admin;
 
@@ -14,7 +20,52 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use crate::problem::{Problem, Problems};
+
+/// Topic names used by the roles.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Folder with one TOML file per topic, read by `streamroute topics`.
+    pub dir: PathBuf,
+    /// The ingress topic: raw remote-write payloads from the gateway or any producer.
+    pub ingress: String,
+    /// Where records that can never be processed go, with the reason in headers.
+    pub dead_letter: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            dir: PathBuf::from("topics"),
+            ingress: "streamroute.ingress".into(),
+            dead_letter: "streamroute.dead-letter".into(),
+        }
+    }
+}
+
+impl TopicsConfig {
+    /// Problems, keys relative to `topics.`.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Problems::default();
+        for (key, value) in [
+            ("ingress", &self.ingress),
+            ("dead_letter", &self.dead_letter),
+        ] {
+            if let Err(e) = check_topic_name(value) {
+                out.push(key, e.to_string());
+            }
+        }
+        out.check(
+            self.ingress != self.dead_letter,
+            "dead_letter",
+            "must differ from topics.ingress",
+        );
+        out.into_vec()
+    }
+}
 
 /// One topic file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -42,8 +93,8 @@ pub enum TopicsError {
         source: std::io::Error,
     },
     /// A file is not a valid topic spec.
-    #[error("{path}: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Invalid { path: PathBuf, source: SpecError },
     /// Two files name the same topic.
     #[error("topic {name} is declared twice: {first} and {second}")]
     Duplicate {
@@ -56,27 +107,59 @@ pub enum TopicsError {
     Kafka(String),
 }
 
+/// Why Kafka would refuse a topic name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicNameError {
+    /// The name is empty.
+    #[error("topic name must not be empty")]
+    Empty,
+    /// `.` or `..`.
+    #[error("'{0}' is not a legal topic name")]
+    Dots(String),
+    /// Longer than Kafka's 249 characters.
+    #[error("topic name is {0} characters long; Kafka allows 249")]
+    TooLong(usize),
+    /// A character Kafka does not allow.
+    #[error("topic name '{name}' holds '{c}'; Kafka allows a-z, A-Z, 0-9, '.', '_' and '-'")]
+    Character { name: String, c: char },
+}
+
+/// Why a topic file is not a valid topic spec; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// Not TOML of the expected shape.
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    /// `name` is not a legal topic name.
+    #[error("name: {0}")]
+    Name(#[from] TopicNameError),
+    /// `partitions = 0`.
+    #[error("partitions: must be at least 1")]
+    NoPartitions,
+    /// `replication_factor = 0`.
+    #[error("replication_factor: must be at least 1")]
+    NoReplicas,
+}
+
 /// Checks a topic name the way Kafka does (legal characters, length).
-pub fn check_topic_name(name: &str) -> Result<(), String> {
+pub fn check_topic_name(name: &str) -> Result<(), TopicNameError> {
     if name.is_empty() {
-        return Err("topic name must not be empty".into());
+        return Err(TopicNameError::Empty);
     }
     if name == "." || name == ".." {
-        return Err(format!("'{name}' is not a legal topic name"));
+        return Err(TopicNameError::Dots(name.to_string()));
     }
     if name.len() > 249 {
-        return Err(format!(
-            "topic name is {} characters long; Kafka allows 249",
-            name.len()
-        ));
+        return Err(TopicNameError::TooLong(name.len()));
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!(
-            "topic name '{name}' holds '{c}'; Kafka allows a-z, A-Z, 0-9, '.', '_' and '-'"
-        ));
+        return Err(TopicNameError::Character {
+            name: name.to_string(),
+            c,
+        });
     }
     Ok(())
 }
@@ -101,9 +184,9 @@ pub fn load_dir(dir: &Path) -> Result<Vec<TopicSpec>, TopicsError> {
             path: path.clone(),
             source,
         })?;
-        let spec = parse_spec(&text).map_err(|reason| TopicsError::Invalid {
+        let spec = parse_spec(&text).map_err(|source| TopicsError::Invalid {
             path: path.clone(),
-            reason,
+            source,
         })?;
         if let Some((first, _)) = specs.iter().find(|(_, s)| s.name == spec.name) {
             return Err(TopicsError::Duplicate {
@@ -118,14 +201,14 @@ pub fn load_dir(dir: &Path) -> Result<Vec<TopicSpec>, TopicsError> {
 }
 
 /// Parses and checks one topic file.
-pub fn parse_spec(text: &str) -> Result<TopicSpec, String> {
-    let spec: TopicSpec = toml::from_str(text).map_err(|e| e.to_string())?;
-    check_topic_name(&spec.name).map_err(|r| format!("name: {r}"))?;
+pub fn parse_spec(text: &str) -> Result<TopicSpec, SpecError> {
+    let spec: TopicSpec = toml::from_str(text)?;
+    check_topic_name(&spec.name)?;
     if spec.partitions == 0 {
-        return Err("partitions: must be at least 1".into());
+        return Err(SpecError::NoPartitions);
     }
     if spec.replication_factor == 0 {
-        return Err("replication_factor: must be at least 1".into());
+        return Err(SpecError::NoReplicas);
     }
     Ok(spec)
 }
@@ -306,16 +389,19 @@ mod tests {
         assert!(
             parse_spec("name = \"a b\"\npartitions = 1\nreplication_factor = 1")
                 .unwrap_err()
+                .to_string()
                 .starts_with("name:")
         );
         assert!(
             parse_spec("name = \"a\"\npartitions = 0\nreplication_factor = 1")
                 .unwrap_err()
+                .to_string()
                 .starts_with("partitions:")
         );
         assert!(
             parse_spec("name = \"a\"\npartitions = 1\nreplication_factor = 1\nretention = 1")
                 .unwrap_err()
+                .to_string()
                 .contains("retention")
         );
     }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::problem::{Problem, Problems};
+
 /// Delay and gap windows of one egress worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -97,60 +99,54 @@ impl WindowsConfig {
         !self.delay.is_zero()
     }
 
-    /// Problems as (key relative to `egress.windows.`, reason).
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let mut check = |ok: bool, key: &str, reason: String| {
-            if !ok {
-                out.push((key.to_string(), reason));
-            }
-        };
+    /// Problems, keys relative to `egress.windows.`.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Problems::default();
         let fmt = |d: Duration| humantime::format_duration(d).to_string();
-        check(
+        out.check(
             self.delay <= MAX_DELAY,
             "delay",
             format!("must be at most {}", fmt(MAX_DELAY)),
         );
-        check(
+        out.check(
             self.gap_factor.is_finite() && self.gap_factor > 1.0,
             "gap_factor",
-            "must be a number greater than 1".into(),
+            "must be a number greater than 1",
         );
-        check(
+        out.check(
             self.default_interval >= Duration::from_millis(1),
             "default_interval",
-            "must be at least 1ms".into(),
+            "must be at least 1ms",
         );
-        check(
+        out.check(
             self.default_interval <= MAX_DELAY,
             "default_interval",
             format!("must be at most {}", fmt(MAX_DELAY)),
         );
-        check(
+        out.check(
             self.expire_after > self.delay,
             "expire_after",
-            "must be longer than delay".into(),
+            "must be longer than delay",
         );
         match (&self.late_topic, self.on_late) {
-            (None, OnLate::Topic) => check(
-                false,
-                "late_topic",
-                "must be set when on_late = \"topic\"".into(),
-            ),
+            (None, OnLate::Topic) => {
+                out.check(false, "late_topic", "must be set when on_late = \"topic\"")
+            }
             (Some(topic), _) => {
-                let name = crate::topics::check_topic_name(topic);
-                check(name.is_ok(), "late_topic", name.err().unwrap_or_default());
+                if let Err(e) = crate::topics::check_topic_name(topic) {
+                    out.push("late_topic", e.to_string());
+                }
             }
             (None, _) => {}
         }
         if !self.enabled() {
-            check(
+            out.check(
                 self.on_gap == OnGap::None,
                 "on_gap",
-                "needs delay > 0s (the windows are off)".into(),
+                "needs delay > 0s (the windows are off)",
             );
         }
-        out
+        out.into_vec()
     }
 }
 
@@ -159,7 +155,7 @@ mod tests {
     use super::*;
 
     fn keys(c: &WindowsConfig) -> Vec<String> {
-        c.problems().into_iter().map(|(k, _)| k).collect()
+        c.problems().into_iter().map(|p| p.key).collect()
     }
 
     #[test]

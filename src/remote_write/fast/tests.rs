@@ -396,7 +396,8 @@ fn arb_exemplar() -> impl Strategy<Value = Exemplar> {
         })
 }
 
-/// A native histogram whose counts add up (integer) or a float one.
+/// A native histogram whose counts add up (integer) or a valid float one
+/// (absolute counts, as `FloatHistogram.Validate` reads them).
 fn arb_histogram() -> impl Strategy<Value = Histogram> {
     (
         prop::collection::vec(0i64..20, 0..5),
@@ -415,19 +416,28 @@ fn arb_histogram() -> impl Strategy<Value = Histogram> {
                 })
                 .collect();
             let total = zero + buckets.iter().sum::<i64>() as u64;
+            let spans = vec![crate::remote_write::proto::v1::BucketSpan {
+                offset: 0,
+                length: buckets.len() as u32,
+            }];
+            if float {
+                return Histogram {
+                    count: Some(histogram::Count::CountFloat(total as f64)),
+                    sum: 1.5,
+                    schema,
+                    zero_count: Some(histogram::ZeroCount::ZeroCountFloat(zero as f64)),
+                    positive_spans: spans,
+                    positive_counts: buckets.iter().map(|&b| b as f64).collect(),
+                    timestamp: 9,
+                    ..Default::default()
+                };
+            }
             Histogram {
-                count: Some(if float {
-                    histogram::Count::CountFloat(total as f64)
-                } else {
-                    histogram::Count::CountInt(total)
-                }),
+                count: Some(histogram::Count::CountInt(total)),
                 sum: 1.5,
                 schema,
                 zero_count: Some(histogram::ZeroCount::ZeroCountInt(zero)),
-                positive_spans: vec![crate::remote_write::proto::v1::BucketSpan {
-                    offset: 0,
-                    length: buckets.len() as u32,
-                }],
+                positive_spans: spans,
                 positive_deltas: deltas,
                 timestamp: 9,
                 ..Default::default()

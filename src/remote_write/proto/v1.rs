@@ -125,6 +125,12 @@ pub struct Histogram {
     /// Upper bounds for custom buckets (schema -53).
     #[prost(double, repeated, tag = "16")]
     pub custom_values: Vec<f64>,
+    /// Remote write 2.0 only (rc.4 `Histogram.start_timestamp`): when the
+    /// histogram started counting, in ms; 0 means unset. 1.0's `Histogram`
+    /// has no field 17: [`super::v2::Request::into_v1`] clears it, so 1.0
+    /// messages built here never carry it.
+    #[prost(int64, tag = "17")]
+    pub start_timestamp: i64,
 }
 
 /// Nested types of [`Histogram`].

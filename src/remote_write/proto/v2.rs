@@ -6,8 +6,16 @@
 //! references so the rest of the pipeline only ever sees 1.0 messages.
 //! A reference outside the table is a [`DecodeError`], never a panic.
 //!
-//! Information 1.0 cannot carry is dropped by the conversion: the
-//! per-series `created_timestamp`.
+//! The messages follow the spec's version 2.0-rc.4 (upstream
+//! `prompb/io/prometheus/write/v2/types.proto`): the start timestamp is per
+//! sample (`Sample.start_timestamp`, field 3) and per histogram
+//! (`Histogram.start_timestamp`, field 17), and `TimeSeries` field 6 (rc.3's
+//! per-series `created_timestamp`) is reserved. Bodies from rc.3 senders
+//! still decode: field 6 is skipped like any unknown field.
+//!
+//! Information 1.0 cannot carry is dropped by the conversion: the start
+//! timestamps. The gateway stores 2.0 bodies as received, so the ingress
+//! topic keeps them; the router's task records are 1.0 and do not.
 
 use std::collections::HashSet;
 
@@ -15,7 +23,8 @@ use super::v1;
 use crate::remote_write::DecodeError;
 
 /// Native histograms have identical field numbers in 1.0 and 2.0 (upstream
-/// `io/prometheus/write/v2/types.proto` fields 1–16), so one type serves both.
+/// `io/prometheus/write/v2/types.proto` fields 1–16), so one type serves both;
+/// its field 17, `start_timestamp`, exists only in 2.0.
 pub use super::v1::{histogram, BucketSpan, Histogram};
 
 /// A batch of series as sent by a remote-write 2.0 client.
@@ -47,12 +56,10 @@ pub struct TimeSeries {
     /// Metadata of this series' metric.
     #[prost(message, optional, tag = "5")]
     pub metadata: Option<Metadata>,
-    /// Created (start) timestamp in ms; 0 means unset.
-    #[prost(int64, tag = "6")]
-    pub created_timestamp: i64,
+    // Field 6 is reserved (rc.3's `created_timestamp`, now per sample).
 }
 
-/// A float sample (same shape as 1.0).
+/// A float sample: 1.0's, plus a start timestamp.
 #[derive(Clone, Copy, PartialEq, prost::Message)]
 pub struct Sample {
     /// Sample value.
@@ -61,6 +68,10 @@ pub struct Sample {
     /// Timestamp in milliseconds since the Unix epoch.
     #[prost(int64, tag = "2")]
     pub timestamp: i64,
+    /// When the counter (or cumulative series) started counting, in ms;
+    /// 0 means unset.
+    #[prost(int64, tag = "3")]
+    pub start_timestamp: i64,
 }
 
 /// An exemplar with labels given as symbol references.
@@ -124,7 +135,8 @@ impl Request {
     /// name contribute none). Errors on an out-of-range reference, an odd
     /// number of label references, or a symbol table whose first entry is not
     /// the empty string (the spec requires it, and unset `help_ref`/`unit_ref`
-    /// would otherwise resolve to a real string).
+    /// would otherwise resolve to a real string). Start timestamps of
+    /// samples and histograms are dropped: 1.0 has no field for them.
     pub fn into_v1(self) -> Result<v1::WriteRequest, DecodeError> {
         let symbols = Symbols::new(&self.symbols)?;
         let mut timeseries = Vec::with_capacity(self.timeseries.len());
@@ -174,7 +186,14 @@ impl Request {
                     })
                     .collect(),
                 exemplars,
-                histograms: ts.histograms,
+                histograms: ts
+                    .histograms
+                    .into_iter()
+                    .map(|h| Histogram {
+                        start_timestamp: 0,
+                        ..h
+                    })
+                    .collect(),
             });
         }
         Ok(v1::WriteRequest {
@@ -260,6 +279,7 @@ mod tests {
                 samples: vec![Sample {
                     value: 0.25,
                     timestamp: 1000,
+                    start_timestamp: 500,
                 }],
                 histograms: vec![Histogram {
                     count: Some(histogram::Count::CountInt(4)),
@@ -279,6 +299,7 @@ mod tests {
                     positive_deltas: vec![1, 0],
                     reset_hint: histogram::ResetHint::No as i32,
                     timestamp: 2000,
+                    start_timestamp: 500,
                     ..Default::default()
                 }],
                 exemplars: vec![Exemplar {
@@ -291,9 +312,106 @@ mod tests {
                     help_ref: 7,
                     unit_ref: 8,
                 }),
-                created_timestamp: 500,
             }],
         }
+    }
+
+    /// An rc.4 body written byte by byte from upstream `types.proto`:
+    /// symbols ["", "__name__", "up"], one series `up` with a sample
+    /// (1.5 at 1000, start 500) and an integer histogram (count 2, one
+    /// bucket of 2, at 1000, start 400).
+    const RC4_BODY: &[u8] = &[
+        0x22, 0x00, // symbols = 4: ""
+        0x22, 0x08, b'_', b'_', b'n', b'a', b'm', b'e', b'_', b'_', // "__name__"
+        0x22, 0x02, b'u', b'p', // "up"
+        0x2a, 39, // timeseries = 5
+        0x0a, 0x02, 0x01, 0x02, // labels_refs = 1, packed [1, 2]
+        0x12, 15, // samples = 2
+        0x09, 0, 0, 0, 0, 0, 0, 0xf8, 0x3f, // value = 1 (double 1.5)
+        0x10, 0xe8, 0x07, // timestamp = 2: 1000
+        0x18, 0xf4, 0x03, // start_timestamp = 3: 500
+        0x1a, 16, // histograms = 3
+        0x08, 0x02, // count_int = 1: 2
+        0x5a, 0x02, 0x10, 0x01, // positive_spans = 11: {length: 1}
+        0x62, 0x01, 0x04, // positive_deltas = 12, packed sint64: [2]
+        0x78, 0xe8, 0x07, // timestamp = 15: 1000
+        0x88, 0x01, 0x90, 0x03, // start_timestamp = 17: 400
+    ];
+
+    #[test]
+    fn rc4_body_decodes_with_start_timestamps_and_converts_without_them() {
+        let req = Request::decode(RC4_BODY).unwrap();
+        assert_eq!(req.symbols, syms(&["", "__name__", "up"]));
+        let ts = &req.timeseries[0];
+        assert_eq!(ts.labels_refs, vec![1, 2]);
+        assert_eq!(
+            ts.samples,
+            vec![Sample {
+                value: 1.5,
+                timestamp: 1000,
+                start_timestamp: 500
+            }]
+        );
+        let h = &ts.histograms[0];
+        assert_eq!(h.count, Some(histogram::Count::CountInt(2)));
+        assert_eq!(h.positive_deltas, vec![2]);
+        assert_eq!((h.timestamp, h.start_timestamp), (1000, 400));
+        // Our encoding writes the same bytes: the field numbers are upstream's.
+        assert_eq!(req.encode_to_vec(), RC4_BODY);
+
+        let v1 = req.into_v1().unwrap();
+        let ts = &v1.timeseries[0];
+        assert_eq!(ts.labels, vec![v1::Label::new("__name__", "up")]);
+        assert_eq!(
+            ts.samples,
+            vec![v1::Sample {
+                value: 1.5,
+                timestamp: 1000
+            }]
+        );
+        // 1.0 has no start timestamp: field 17's four bytes are gone.
+        assert_eq!(ts.histograms[0].start_timestamp, 0);
+        assert_eq!(ts.histograms[0].timestamp, 1000);
+        assert_eq!(ts.histograms[0].encoded_len(), 16 - 4);
+    }
+
+    #[test]
+    fn rc3_body_with_series_created_timestamp_still_decodes() {
+        // rc.3 wrote `created_timestamp` as TimeSeries field 6 (reserved in
+        // rc.4): it is skipped, the rest is read.
+        let head = [
+            0x22, 0x00, // symbols: ""
+            0x22, 0x08, b'_', b'_', b'n', b'a', b'm', b'e', b'_', b'_', // "__name__"
+            0x22, 0x01, b'x', // "x"
+        ];
+        let series = [
+            0x0a, 0x02, 0x01, 0x02, // labels_refs [1, 2]
+            0x12, 11, // samples
+            0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, // value 1.0
+            0x10, 0x07, // timestamp 7
+            0x30, 0x09, // field 6 (rc.3 created_timestamp) = 9
+        ];
+        let mut body = head.to_vec();
+        body.extend([0x2a, series.len() as u8]);
+        body.extend(series);
+        let req = Request::decode(body.as_slice()).unwrap();
+        let v1 = req.clone().into_v1().unwrap();
+        assert_eq!(
+            v1.timeseries[0].labels,
+            vec![v1::Label::new("__name__", "x")]
+        );
+        assert_eq!(
+            v1.timeseries[0].samples,
+            vec![v1::Sample {
+                value: 1.0,
+                timestamp: 7
+            }]
+        );
+        // Re-encoded, the request is the same less field 6.
+        let mut want = head.to_vec();
+        want.extend([0x2a, series.len() as u8 - 2]);
+        want.extend(&series[..series.len() - 2]);
+        assert_eq!(req.encode_to_vec(), want);
     }
 
     #[test]
@@ -303,15 +421,13 @@ mod tests {
             symbols: syms(&[""]),
             timeseries: vec![TimeSeries {
                 labels_refs: vec![1, 2],
-                created_timestamp: 9,
                 ..Default::default()
             }],
         };
         let want = vec![
             0x22, 0, // symbols[0] = ""
-            0x2a, 6, // timeseries
+            0x2a, 4, // timeseries
             0x0a, 2, 1, 2, // labels_refs = 1, packed
-            0x30, 9, // created_timestamp = 6
         ];
         assert_eq!(r.encode_to_vec(), want);
         let md = Metadata {
@@ -355,10 +471,13 @@ mod tests {
     #[test]
     fn histograms_preserved_through_wire_and_conversion() {
         let req = sample_request();
-        let want = req.timeseries[0].histograms.clone();
+        let mut want = req.timeseries[0].histograms.clone();
         // Go through the wire, as a receiver would.
         let decoded = Request::decode(req.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded.timeseries[0].histograms, want);
         let v1 = decoded.into_v1().unwrap();
+        // Everything but the start timestamp, which 1.0 has no field for.
+        want[0].start_timestamp = 0;
         assert_eq!(v1.timeseries[0].histograms, want);
         // And the 1.0 encoding of it decodes back identically.
         let again = v1::WriteRequest::decode(v1.encode_to_vec().as_slice()).unwrap();
