@@ -18,7 +18,9 @@ use super::{auth, Gateway};
 use crate::http::{text, Body, Handler, ResponseFuture};
 use crate::kafka::producer::SendError;
 use crate::kafka::record::IngressMeta;
-use crate::remote_write::{check_bounded, claimed_size, Encoding, Protocol, Stats};
+use crate::remote_write::{
+    check_bounded, claimed_size, DecodeError, Encoding, Protocol, RequestError, Stats,
+};
 
 /// The paths other receivers use for remote write; all mean the same here.
 pub const WRITE_PATHS: &[&str] = &["/api/v1/write", "/api/v1/push", "/receive"];
@@ -284,15 +286,11 @@ impl Gateway {
                     .increment(decoded_len as u64);
                 Ok(stats)
             }
-            Ok(Err(e)) => {
-                let status = match e.reason() {
-                    "decoded_too_large" | "body_too_large" | "decode_memory" => {
-                        StatusCode::PAYLOAD_TOO_LARGE
-                    }
-                    _ => StatusCode::BAD_REQUEST,
-                };
-                Err(Outcome::rejected(status, e.reason(), e.to_string()))
-            }
+            Ok(Err(e)) => Err(Outcome::rejected(
+                refused_status(&e),
+                e.reason(),
+                e.to_string(),
+            )),
             Err(e) => {
                 warn!(error = %e, "decode task failed");
                 Err(Outcome::rejected(
@@ -415,6 +413,20 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
     }
 }
 
+/// The status of a refused body: 413 when it is too large to take (the
+/// body, its decoded size or the memory decoding it would need), 400 for
+/// anything else wrong with it.
+fn refused_status(error: &RequestError) -> StatusCode {
+    match error {
+        RequestError::Decode(
+            DecodeError::BodyTooLarge { .. }
+            | DecodeError::DecodedTooLarge { .. }
+            | DecodeError::DecodeMemory { .. },
+        ) => StatusCode::PAYLOAD_TOO_LARGE,
+        RequestError::Decode(_) | RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
 /// The `X-Scope-OrgID` header: printable ASCII (space to `~`) or refused,
 /// so a payload never loses its tenant silently.
 fn tenant(headers: &HeaderMap) -> Result<Option<String>, Outcome> {
@@ -448,6 +460,29 @@ fn unix_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_large_bodies_are_413_and_other_refusals_400() {
+        let large = [
+            DecodeError::BodyTooLarge { size: 2, max: 1 },
+            DecodeError::DecodedTooLarge { size: 2, max: 1 },
+            DecodeError::DecodeMemory { max: 1 },
+        ];
+        for e in large {
+            assert_eq!(
+                refused_status(&RequestError::Decode(e)),
+                StatusCode::PAYLOAD_TOO_LARGE
+            );
+        }
+        let bad = [
+            RequestError::Decode(DecodeError::BadSymbolTable),
+            RequestError::Decode(DecodeError::UnknownEncoding("br".into())),
+            RequestError::Invalid(crate::remote_write::ValidationError::NoLabels { series: 0 }),
+        ];
+        for e in bad {
+            assert_eq!(refused_status(&e), StatusCode::BAD_REQUEST, "{e}");
+        }
+    }
 
     fn headers(value: &[u8]) -> HeaderMap {
         let mut h = HeaderMap::new();
