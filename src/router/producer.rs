@@ -10,7 +10,7 @@
 //! `init_transactions` fences the old epoch.
 //!
 //! Depends on rdkafka, `progress` (heartbeat, health), the router's config
-//! and `kafka` (client config, statistics).
+//! and routes (their topics), and `kafka` (client config, statistics).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use tracing::{error, warn};
 
 use super::config::RouterConfig;
 use super::progress::Progress;
+use super::route::Route;
 use crate::kafka::stats::StatsContext;
 use crate::kafka::KafkaConfig;
 
@@ -133,17 +134,30 @@ impl TxnProducer {
         self.producer.client().fatal_error().is_some()
     }
 
-    /// The partition count of `topic`, 0 when it does not exist.
-    pub fn partition_count(&self, topic: &str) -> Result<usize, KafkaError> {
-        let md = self
-            .producer
-            .client()
-            .fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        Ok(md
-            .topics()
-            .first()
-            .filter(|t| t.error().is_none())
-            .map_or(0, |t| t.partitions().len()))
+    /// Each route's task topic partition count; an error names a topic
+    /// that does not exist or cannot be read.
+    pub fn partition_counts(&self, routes: &[Route]) -> Result<Vec<u32>, String> {
+        let mut counts = Vec::with_capacity(routes.len());
+        for route in routes {
+            let md = self
+                .producer
+                .client()
+                .fetch_metadata(Some(&route.topic), Duration::from_secs(10))
+                .map_err(|e| format!("metadata of {}: {e}", route.topic))?;
+            let count = md
+                .topics()
+                .first()
+                .filter(|t| t.error().is_none())
+                .map_or(0, |t| t.partitions().len());
+            if count == 0 {
+                return Err(format!(
+                    "topic {} of route {} does not exist (streamroute topics apply)",
+                    route.topic, route.name
+                ));
+            }
+            counts.push(count as u32);
+        }
+        Ok(counts)
     }
 
     /// Initialises transactions once per producer; this also fences a

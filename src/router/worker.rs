@@ -77,12 +77,11 @@ impl Worker {
             progress.clone(),
         )
         .map_err(RouterError::Client)?;
-        let n = routes.len();
         Ok(Worker {
             limits: config.gateway.limits.clone(),
             config,
+            partitions: vec![0; routes.len()],
             routes,
-            partitions: vec![0; n],
             partitions_checked: Instant::now(),
             consumer,
             producer,
@@ -196,19 +195,7 @@ impl Worker {
     /// Reads each route's partition count (when a topic grows, jump hash
     /// moves few tasks, only onto the new partitions).
     fn refresh_partitions(&mut self) -> Result<(), String> {
-        for (i, route) in self.routes.iter().enumerate() {
-            let count = self
-                .producer
-                .partition_count(&route.topic)
-                .map_err(|e| format!("metadata of {}: {e}", route.topic))?;
-            if count == 0 {
-                return Err(format!(
-                    "topic {} of route {} does not exist (streamroute topics apply)",
-                    route.topic, route.name
-                ));
-            }
-            self.partitions[i] = count as u32;
-        }
+        self.partitions = self.producer.partition_counts(&self.routes)?;
         self.partitions_checked = Instant::now();
         Ok(())
     }
