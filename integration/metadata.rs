@@ -5,7 +5,8 @@
 //! family sent with its series is on exactly the partitions its series
 //! reached, under the name relabeling gave them, and absent when relabeling
 //! dropped them all; a metadata-only family (as Prometheus 2.x sends them)
-//! is on every partition. 1.0 and 2.0 requests.
+//! is on every partition, under the name the route's rules give
+//! `{__name__=<family>}` and nowhere when they drop it. 1.0 and 2.0 requests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -346,6 +347,110 @@ async fn metadata_reaches_the_receiver_with_its_series_and_not_for_dropped_famil
         alone_on.values().all(|m| m == &vec![&alone]),
         "{alone_on:?}"
     );
+    assert!(read_topic(&dead_letter).is_empty(), "nothing dead-lettered");
+}
+
+/// `streamroute_router_metadata_forwarded_total{route="main"}` of `run`.
+async fn metadata_forwarded(run: &Process) -> f64 {
+    let r = crate::common::http_get(&format!("http://{}/metrics", run.addr))
+        .await
+        .expect("metrics");
+    r.body
+        .lines()
+        .find(|l| {
+            l.starts_with("streamroute_router_metadata_forwarded_total")
+                && l.contains("route=\"main\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Metadata sent alone (as Prometheus 2.x sends it) follows the route's
+/// rules applied to `{__name__=<family>}`: a family the rules drop by name
+/// reaches no partition, a renamed one arrives under its new name only, an
+/// untouched one unchanged, each on every partition; the router counts the
+/// entries it wrote.
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_only_families_are_dropped_and_renamed_by_the_route_rules() {
+    let (receiver, received) = capture().await;
+    let relabel = "{ source_labels = [\"__name__\"], regex = \"sr_gone_total\", action = \"drop\" }, \
+        { source_labels = [\"__name__\"], regex = \"sr_before_total\", target_label = \"__name__\", replacement = \"sr_after_total\" }";
+    let (run, dead_letter, _dir) = start_run(receiver, relabel).await;
+    let url = format!("http://{}/api/v1/write", run.addr);
+    let gone = md("sr_gone_total", MetricType::Counter, "Gone.", "");
+    let before = md("sr_before_total", MetricType::Counter, "Renamed.", "");
+    let kept = md("sr_kept_bytes", MetricType::Gauge, "Kept.", "bytes");
+    let req = WriteRequest {
+        timeseries: vec![],
+        metadata: vec![gone, before.clone(), kept.clone()],
+    };
+    let r = http_post(&url, &V1, snappy(&req)).await.expect("post");
+    assert_eq!(r.status, 204, "{}", r.body);
+
+    let after = MetricMetadata {
+        metric_family_name: "sr_after_total".into(),
+        ..before
+    };
+    let on_every_partition = |got: &Received, want: &MetricMetadata| {
+        (0..PARTITIONS).all(|p| got.metadata.get(&p).is_some_and(|m| m.contains(want)))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = {
+            let got = received.lock().expect("lock");
+            on_every_partition(&got, &kept) && on_every_partition(&got, &after)
+        };
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metadata did not arrive within 30 s:\n{}",
+            run.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Anything still in flight lands too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (names, all): (BTreeMap<u32, Vec<String>>, Vec<MetricMetadata>) = {
+        let got = received.lock().expect("lock");
+        let names = got
+            .metadata
+            .iter()
+            .map(|(p, entries)| {
+                let mut on: Vec<String> = entries
+                    .iter()
+                    .map(|m| m.metric_family_name.clone())
+                    .collect();
+                on.sort();
+                (*p, on)
+            })
+            .collect();
+        (names, got.metadata.values().flatten().cloned().collect())
+    };
+    let want: BTreeMap<u32, Vec<String>> = (0..PARTITIONS)
+        .map(|p| {
+            (
+                p,
+                vec!["sr_after_total".to_string(), "sr_kept_bytes".to_string()],
+            )
+        })
+        .collect();
+    assert_eq!(
+        names, want,
+        "exactly the kept and renamed families, once per partition"
+    );
+    assert!(all.iter().all(|m| m == &kept || m == &after), "{all:?}");
+    // 2 families × 3 partitions.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metadata_forwarded(&run).await != 2.0 * PARTITIONS as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "metadata_forwarded_total is {}",
+            metadata_forwarded(&run).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(read_topic(&dead_letter).is_empty(), "nothing dead-lettered");
 }
 

@@ -466,3 +466,29 @@ async fn sigterm_delivers_every_acknowledged_sample_before_exit() {
     let log = run.log();
     vm_samples_within(&name, &want, Duration::from_secs(15), &|| log.clone()).await;
 }
+
+/// SIGTERM to `streamroute egress` the moment it is ready, with 100,000
+/// samples waiting in its partitions (ten requests' worth each): it
+/// delivers up to the partitions' ends before it exits, rather than only
+/// what it happened to have in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_to_egress_delivers_its_partitions_to_their_ends() {
+    const RECORDS: usize = 200;
+    const SERIES: usize = 500;
+    let vm = std::env::var("VM_URL").unwrap_or_else(|_| "http://127.0.0.1:8428".into());
+    let setup = crate::egress::setup(2, &format!("{vm}/api/v1/write"), "").await;
+    let name = format!("sr_it_egress_drain_{}", uuid::Uuid::new_v4().simple());
+    let producer = crate::router::producer();
+    let ts = recent_ms();
+    let mut want = BTreeSet::new();
+    for k in 0..RECORDS {
+        let request = crate::egress::request(&name, k * SERIES, SERIES, ts);
+        crate::egress::produce_task(&producer, &setup.tasks, (k % 2) as i32, &request).await;
+        want.extend((k * SERIES..(k + 1) * SERIES).map(|i| (i.to_string(), ts)));
+    }
+    let mut egress = crate::egress::start_egress(&setup).await;
+    let status = egress.terminate();
+    assert!(status.success(), "{}", egress.log());
+    let log = egress.log();
+    vm_samples_within(&name, &want, Duration::from_secs(15), &|| log.clone()).await;
+}

@@ -111,6 +111,7 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
                     listen,
                     config.run.tls.as_ref(),
                     shutdown_on_signal(),
+                    config_file.map(std::path::Path::to_path_buf),
                 )
                 .await
             }
@@ -121,6 +122,7 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
                     config.gateway.listen,
                     config.gateway.tls.as_ref(),
                     shutdown_on_signal(),
+                    config_file.map(std::path::Path::to_path_buf),
                 )
                 .await
             }
@@ -131,6 +133,7 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
                     config.router.listen,
                     None,
                     shutdown_on_signal(),
+                    config_file.map(std::path::Path::to_path_buf),
                 )
                 .await
             }
@@ -141,6 +144,7 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
                     config.egress.listen,
                     None,
                     shutdown_on_signal(),
+                    config_file.map(std::path::Path::to_path_buf),
                 )
                 .await
             }
@@ -223,6 +227,7 @@ pub async fn run_roles(
     listen: SocketAddr,
     tls: Option<&TlsConfig>,
     shutdown: CancellationToken,
+    config_file: Option<std::path::PathBuf>,
 ) -> Result<(), AppError> {
     if roles.contains(&Role::Router) && config.router.routes.is_empty() {
         return Err(AppError::Config(crate::config::ConfigError::Invalid(vec![
@@ -238,11 +243,30 @@ pub async fn run_roles(
     metrics::gauge!(crate::metrics::PROCESS_START).set(unix_now());
     let readiness = Readiness::default();
     let grace = config.run.shutdown_grace;
+    // Hot reload (SIGHUP, POST /-/reload): the roles read what may change
+    // from the reloader's live values.
+    let routes = if roles.contains(&Role::Router) {
+        crate::reload::compile_routes(&config).map_err(|e| AppError::Other(e.to_string()))?
+    } else {
+        Vec::new()
+    };
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        config_file,
+        config.clone(),
+        routes,
+    ));
 
     let mut handler: Option<Arc<dyn Handler>> = None;
     let mut gateway = None;
     if roles.contains(&Role::Gateway) {
-        let g = Arc::new(Gateway::new(&config, readiness.clone())?);
+        let g = Gateway::new(
+            &config.gateway,
+            &config.kafka,
+            &config.topics.ingress,
+            readiness.clone(),
+        )?
+        .with_live(reloader.gateway());
+        let g = Arc::new(g);
         handler = Some(g.clone());
         gateway = Some(g);
     }
@@ -270,13 +294,22 @@ pub async fn run_roles(
                 .increment(0);
         }
     }
-    let server = Server::bind(listen, metrics, readiness.clone(), handler, acceptor)
-        .await
-        .map_err(|source| AppError::Bind {
-            addr: listen,
-            source,
-        })?;
+    let reload: Arc<dyn crate::http::Reload> = reloader.clone();
+    let server = Server::bind(
+        listen,
+        metrics,
+        readiness.clone(),
+        handler,
+        Some(reload),
+        acceptor,
+    )
+    .await
+    .map_err(|source| AppError::Bind {
+        addr: listen,
+        source,
+    })?;
     info!(addr = %listen, roles = ?roles, "streamroute started");
+    tokio::spawn(reload_on_sighup(reloader.clone()));
 
     // One stop token per stage, cancelled in data-flow order below.
     let (gateway_stop, router_stop, egress_stop) = (
@@ -303,16 +336,18 @@ pub async fn run_roles(
     let router_task = roles.contains(&Role::Router).then(|| {
         let (config, ready, stop) = (config.clone(), readiness.clone(), router_stop.clone());
         let hard_stop = router_hard_stop.clone();
+        let live = reloader.clone();
         tokio::spawn(supervise(
             "router",
             readiness.clone(),
             stop.clone(),
             move || {
                 let (config, ready, stop) = (config.clone(), ready.clone(), stop.clone());
-                let hard_stop = hard_stop.clone();
+                let (hard_stop, live) = (hard_stop.clone(), live.clone());
                 async move {
                     crate::router::Router::new(config, ready)?
                         .with_hard_stop(hard_stop)
+                        .with_live(live.rules())
                         .run(stop)
                         .await
                         .map_err(AppError::from)
@@ -323,17 +358,19 @@ pub async fn run_roles(
     let egress_task = roles.contains(&Role::Egress).then(|| {
         let (config, ready, stop) = (config.clone(), readiness.clone(), egress_stop.clone());
         let hard_stop = egress_hard_stop.clone();
+        let live = reloader.egress();
         tokio::spawn(supervise(
             "egress",
             readiness.clone(),
             stop.clone(),
             move || {
                 let (config, ready, stop) = (config.clone(), ready.clone(), stop.clone());
-                let (gaps, hard_stop) = (gaps.clone(), hard_stop.clone());
+                let (gaps, hard_stop, live) = (gaps.clone(), hard_stop.clone(), live.clone());
                 async move {
                     crate::egress::Egress::new(config, ready)
                         .with_gaps(gaps)
                         .with_hard_stop(hard_stop)
+                        .with_live(live)
                         .run(stop)
                         .await
                         .map_err(AppError::from)
@@ -383,6 +420,21 @@ pub async fn run_roles(
     .await;
     info!("streamroute stopped");
     first_error.map_or(Ok(()), Err)
+}
+
+/// Reloads the config on every SIGHUP, as Prometheus and vmagent do.
+async fn reload_on_sighup(reloader: Arc<crate::reload::Reloader>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP; reload with POST /-/reload");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        info!("SIGHUP received, reloading the config");
+        let reloader = reloader.clone();
+        // The outcome is logged and counted by the reloader.
+        let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+    }
 }
 
 /// Runs a role until `stop`, starting it again after a failure with a

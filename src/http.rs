@@ -1,6 +1,6 @@
 //! The HTTP listener every role serves: `/metrics`, `/-/healthy`,
-//! `/-/ready`, plus the gateway's write paths when the gateway runs in
-//! this process.
+//! `/-/ready`, `POST /-/reload` (hot reload, `src/reload.rs`), plus the
+//! gateway's write paths when the gateway runs in this process.
 //!
 //! One listener per process: `streamroute run` serves every role on
 //! `run.listen`. The server stops accepting on shutdown and lets in-flight
@@ -121,15 +121,23 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     response
 }
 
+/// What `POST /-/reload` calls (`src/reload.rs`).
+pub trait Reload: Send + Sync {
+    /// Re-reads the config: 200 with what changed, or 500 with why not
+    /// (as Prometheus' `/-/reload` answers).
+    fn reload(&self) -> Response<Body>;
+}
+
 struct Routes {
     metrics: PrometheusHandle,
     readiness: Readiness,
     handler: Option<Arc<dyn Handler>>,
+    reload: Option<Arc<dyn Reload>>,
 }
 
 impl Routes {
     async fn route(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
-        let admin = matches!(request.uri().path(), "/metrics" | "/-/ready");
+        let admin = matches!(request.uri().path(), "/metrics" | "/-/ready" | "/-/reload");
         if let (true, Some(handler)) = (admin, &self.handler) {
             if let Some(refused) = handler.guard(&request) {
                 return refused;
@@ -155,6 +163,20 @@ impl Routes {
                     format!("not ready: {}\n", waiting.join(", ")),
                 ),
             },
+            (&Method::POST | &Method::PUT, "/-/reload") => match &self.reload {
+                Some(reload) => {
+                    let reload = reload.clone();
+                    tokio::task::spawn_blocking(move || reload.reload())
+                        .await
+                        .unwrap_or_else(|e| {
+                            text(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                format!("reload failed: {e}\n"),
+                            )
+                        })
+                }
+                None => text(StatusCode::NOT_FOUND, "not found\n"),
+            },
             _ => match &self.handler {
                 Some(handler) => handler.clone().handle(request).await,
                 None => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -178,6 +200,7 @@ impl Server {
         metrics: PrometheusHandle,
         readiness: Readiness,
         handler: Option<Arc<dyn Handler>>,
+        reload: Option<Arc<dyn Reload>>,
         tls: Option<TlsAcceptor>,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
@@ -187,6 +210,7 @@ impl Server {
                 metrics,
                 readiness,
                 handler,
+                reload,
             }),
             tls,
         })

@@ -8,6 +8,8 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::problem::Problem;
@@ -57,20 +59,51 @@ impl LogConfig {
 
 /// Installs the log subscriber. `RUST_LOG` wins over `log.level`.
 pub fn init_logging(config: &LogConfig) {
+    let from_env = EnvFilter::try_from_default_env().is_ok();
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a terminal: a log file or a log pipeline gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     // try_init: a second call (tests) keeps the first subscriber.
-    let _ = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let installed = match config.format {
+        LogFormat::Text => registry.with(lines).try_init(),
+        LogFormat::Json => registry.with(lines.json()).try_init(),
     };
+    // RUST_LOG wins over log.level, on reload too.
+    if installed.is_ok() && !from_env {
+        let _ = LOG_FILTER.set(Box::new(move |level: &str| {
+            let filter = EnvFilter::try_new(level)?;
+            Ok(handle.reload(filter)?)
+        }));
+    }
+}
+
+/// Why a reloaded `log.level` could not be applied.
+#[derive(Debug, thiserror::Error)]
+enum LogLevelError {
+    #[error("not a tracing filter: {0}")]
+    Parse(#[from] tracing_subscriber::filter::ParseError),
+    #[error("{0}")]
+    Reload(#[from] tracing_subscriber::reload::Error),
+}
+
+type SetFilter = Box<dyn Fn(&str) -> Result<(), LogLevelError> + Send + Sync>;
+static LOG_FILTER: OnceLock<SetFilter> = OnceLock::new();
+
+/// Replaces the log filter with `level` (hot reload of `log.level`);
+/// nothing when `RUST_LOG` set the filter.
+pub fn set_log_level(level: &str) {
+    if let Some(set) = LOG_FILTER.get() {
+        if let Err(e) = set(level) {
+            tracing::warn!(level, error = %e, "cannot apply log.level");
+        }
+    }
 }
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();

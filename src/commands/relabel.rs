@@ -141,7 +141,7 @@ impl TaskOptions {
 /// What each series goes through.
 enum Stage {
     /// A route: relabeling, task label and partition, as in the router.
-    Route(Route),
+    Route(Box<Route>),
     /// Rules alone (`--rules` without `--task-count`): no task label.
     Rules {
         rules: Rules,
@@ -218,7 +218,7 @@ impl Pipeline {
         };
         let route = compile(route, config.router.limits().name_validation)?;
         Ok(Pipeline {
-            stage: Stage::Route(route),
+            stage: Stage::Route(Box::new(route)),
             partitions,
         })
     }
@@ -240,7 +240,7 @@ impl Pipeline {
                 rules,
                 partition_labels,
             },
-            Some(task) => Stage::Route(compile(
+            Some(task) => Stage::Route(Box::new(compile(
                 &RouteConfig {
                     task_labels: task.task_labels,
                     task_labels_without: task.task_labels_without,
@@ -250,7 +250,7 @@ impl Pipeline {
                     ..RouteConfig::new("relabel", "-", task.task_count)
                 },
                 names,
-            )?),
+            )?)),
         };
         Ok(Pipeline { stage, partitions })
     }

@@ -300,13 +300,13 @@ impl EgressConfig {
         out.check(
             self.max_samples_per_send <= MAX_SAMPLES_PER_SEND,
             "max_samples_per_send",
-            &format!("must be at most {MAX_SAMPLES_PER_SEND}"),
+            format!("must be at most {MAX_SAMPLES_PER_SEND}"),
         );
         out.check(self.max_bytes_per_send > 0, "max_bytes_per_send", positive);
         out.check(
             self.max_bytes_per_send <= MAX_BYTES_PER_SEND,
             "max_bytes_per_send",
-            &format!("must be at most {MAX_BYTES_PER_SEND}"),
+            format!("must be at most {MAX_BYTES_PER_SEND}"),
         );
         for (key, value) in [
             ("flush_interval", self.flush_interval),
@@ -315,12 +315,12 @@ impl EgressConfig {
             ("commit_interval", self.commit_interval),
         ] {
             out.check(!value.is_zero(), key, positive);
-            out.check(value <= MAX_INTERVAL, key, &at_most(MAX_INTERVAL));
+            out.check(value <= MAX_INTERVAL, key, at_most(MAX_INTERVAL));
         }
         out.check(
             self.state_flush_every <= MAX_STATE_FLUSH,
             "state_flush_every",
-            &at_most(MAX_STATE_FLUSH),
+            at_most(MAX_STATE_FLUSH),
         );
         out.check(
             self.retry_max_backoff >= self.retry_initial_backoff,
@@ -330,7 +330,7 @@ impl EgressConfig {
         out.check(
             self.retry_max_backoff <= MAX_BACKOFF,
             "retry_max_backoff",
-            &at_most(MAX_BACKOFF),
+            at_most(MAX_BACKOFF),
         );
         if let Some(group) = &self.group_id {
             let ok = !group.trim().is_empty()
@@ -354,7 +354,7 @@ impl EgressConfig {
             out.check(
                 ok,
                 "target",
-                &format!("{url:?} is not an http:// or https:// URL"),
+                format!("{url:?} is not an http:// or https:// URL"),
             );
         }
         if let Some(path) = &self.tls_ca_file {
@@ -367,14 +367,14 @@ impl EgressConfig {
                 out.check(
                     false,
                     "target",
-                    &format!("lists {} URL(s) but partition {p} is owned", list.len()),
+                    format!("lists {} URL(s) but partition {p} is owned", list.len()),
                 );
             }
         }
         for (name, value) in &self.headers {
             let ok = hyper::header::HeaderName::try_from(name.as_str()).is_ok()
                 && hyper::header::HeaderValue::try_from(value.as_str()).is_ok();
-            out.check(ok, &format!("headers.{name}"), "is not a valid HTTP header");
+            out.check(ok, format!("headers.{name}"), "is not a valid HTTP header");
         }
         if let Some(name) = &self.forward_tenant_header {
             out.check(

@@ -24,6 +24,7 @@ mod keeper;
 pub mod metrics;
 pub mod scan;
 mod send;
+mod targets;
 pub mod windows;
 mod worker;
 
@@ -44,6 +45,7 @@ use config::PartitionSet;
 use crate::config::Config;
 use crate::http::Readiness;
 use crate::kafka::producer::DurableProducer;
+use crate::live::Live;
 use crate::state::{State, StateError};
 use keeper::Keeper;
 use worker::{PartitionWorker, Shared};
@@ -101,6 +103,7 @@ pub struct Egress {
     readiness: Readiness,
     gaps: Option<gaps::GapsSource>,
     hard_stop: Option<CancellationToken>,
+    live: Option<Live<EgressConfig>>,
 }
 
 impl Egress {
@@ -116,7 +119,15 @@ impl Egress {
             readiness,
             gaps: None,
             hard_stop: None,
+            live: None,
         }
+    }
+
+    /// Reads targets, auth and headers from `live` (hot reload) before
+    /// every request.
+    pub fn with_live(mut self, live: Live<EgressConfig>) -> Egress {
+        self.live = Some(live);
+        self
     }
 
     /// On shutdown egress drains (`drain.rs`) until `hard_stop` is
@@ -146,7 +157,11 @@ impl Egress {
         if !keeper.open(&shutdown).await {
             return Ok(());
         }
-        let sender = send::Sender::new(&egress).map_err(EgressError::Config)?;
+        let live = self
+            .live
+            .clone()
+            .unwrap_or_else(|| Live::new(self.config.egress.clone()));
+        let sender = send::Sender::new(&live.get()).map_err(EgressError::Config)?;
         let dead_letter = DurableProducer::new(
             &self.config.kafka,
             "egress",
@@ -159,7 +174,7 @@ impl Egress {
             kafka: self.config.kafka.clone(),
             dead_letter_topic: self.config.topics.dead_letter.clone(),
             state,
-            sender: Arc::new(sender),
+            sender: targets::Targets::new(live, sender),
             dead_letter: Arc::new(dead_letter),
         });
         let workers = loop {

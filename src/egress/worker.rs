@@ -37,7 +37,6 @@ use tracing::{debug, info};
 
 use super::batch::{Batch, BatchLimits, Pending, Record};
 use super::config::{EgressConfig, SendEncoding};
-use super::send::Sender;
 use super::EgressError;
 use crate::kafka::producer::DurableProducer;
 use crate::state::{next_offset_after, State};
@@ -60,7 +59,7 @@ pub struct Shared {
     pub kafka: crate::kafka::KafkaConfig,
     pub dead_letter_topic: String,
     pub state: State,
-    pub sender: Arc<Sender>,
+    pub sender: super::targets::Targets,
     pub dead_letter: Arc<DurableProducer>,
 }
 

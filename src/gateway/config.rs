@@ -167,12 +167,12 @@ impl GatewayConfig {
             match credential {
                 Credential::Bearer { token } => out.check(
                     !token.is_empty(),
-                    &format!("auth[{i}].token"),
+                    format!("auth[{i}].token"),
                     "must not be empty",
                 ),
                 Credential::Basic { username, .. } => out.check(
                     !username.is_empty() && !username.contains(':'),
-                    &format!("auth[{i}].username"),
+                    format!("auth[{i}].username"),
                     "must be non-empty and hold no ':'",
                 ),
             }

@@ -68,7 +68,7 @@ impl Handler for Gateway {
     }
 
     fn guard(&self, request: &Request<Incoming>) -> Option<Response<Body>> {
-        let denied = auth::check(&self.config.auth, request.headers()).err()?;
+        let denied = auth::check(&self.live.get().auth, request.headers()).err()?;
         Some(self.respond(Outcome::rejected(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -100,7 +100,7 @@ impl Gateway {
                 "remote write needs POST",
             );
         }
-        if let Err(denied) = auth::check(&self.config.auth, request.headers()) {
+        if let Err(denied) = auth::check(&self.live.get().auth, request.headers()) {
             return Outcome::rejected(StatusCode::UNAUTHORIZED, "unauthorized", denied.message());
         }
 
@@ -269,14 +269,13 @@ impl Gateway {
         };
         let this = self.clone();
         let decoded = tokio::task::spawn_blocking(move || {
-            let c = &this.config;
             check_bounded(
                 &body,
                 encoding,
                 protocol,
                 max_decoded,
-                &c.limits,
-                c.max_decode_memory_bytes,
+                &this.live.get().limits,
+                this.config.max_decode_memory_bytes,
             )
         })
         .await;

@@ -13,6 +13,10 @@
 //! apart from large ones) and decode memory (the
 //! limits and a heap budget applied while walking the bytes, before prost
 //! builds anything; see `remote_write::bounds`).
+//!
+//! May depend on: `kafka` (config, producer, record format),
+//! `remote_write`, `http`, `tls`, `problem`. It gets its own section, the
+//! Kafka section and the ingress topic, never the whole `Config`.
 
 mod auth;
 mod body;
@@ -30,9 +34,10 @@ use tracing::{info, warn};
 
 pub use config::{Credential, GatewayConfig};
 
-use crate::config::Config;
 use crate::http::Readiness;
 use crate::kafka::producer::DurableProducer;
+use crate::kafka::KafkaConfig;
+use crate::live::Live;
 
 /// Errors that stop the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +50,9 @@ pub enum GatewayError {
 /// The gateway: an HTTP handler plus its producer.
 pub struct Gateway {
     config: GatewayConfig,
+    /// The same section as reloaded: auth and limits are read from here
+    /// per request (`src/reload.rs`).
+    live: Live<GatewayConfig>,
     topic: String,
     producer: DurableProducer,
     in_flight: Semaphore,
@@ -60,11 +68,16 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the gateway and registers its readiness.
-    pub fn new(config: &Config, readiness: Readiness) -> Result<Gateway, GatewayError> {
-        let gateway = &config.gateway;
+    /// Builds the gateway, writing to `ingress_topic` of the cluster
+    /// `kafka`, and registers its readiness.
+    pub fn new(
+        gateway: &GatewayConfig,
+        kafka: &KafkaConfig,
+        ingress_topic: &str,
+        readiness: Readiness,
+    ) -> Result<Gateway, GatewayError> {
         let producer = DurableProducer::new(
-            &config.kafka,
+            kafka,
             "gateway",
             gateway.produce_timeout,
             gateway.max_decoded_bytes,
@@ -72,15 +85,22 @@ impl Gateway {
         readiness.register("gateway");
         Ok(Gateway {
             config: gateway.clone(),
-            topic: config.topics.ingress.clone(),
+            live: Live::new(gateway.clone()),
+            topic: ingress_topic.to_string(),
             producer,
             in_flight: Semaphore::new(gateway.max_in_flight),
             decodes: Arc::new(Semaphore::new(gateway.max_concurrent_decodes)),
             small_decodes: Arc::new(Semaphore::new(gateway.max_concurrent_decodes)),
             body_bytes: Arc::new(AtomicUsize::new(0)),
             readiness,
-            metadata_timeout: config.kafka.request_timeout.min(Duration::from_secs(5)),
+            metadata_timeout: kafka.request_timeout.min(Duration::from_secs(5)),
         })
+    }
+
+    /// Reads auth and limits from `live` (hot reload) from now on.
+    pub fn with_live(mut self, live: Live<GatewayConfig>) -> Gateway {
+        self.live = live;
+        self
     }
 
     /// Keeps readiness current (ready while the ingress topic answers

@@ -39,6 +39,8 @@ impl TransactionCommitted<'_> {
                 .increment(s.samples_dropped);
             metrics::counter!(m::SAMPLES, "route" => r.clone(), "outcome" => "out")
                 .increment(s.samples_in - s.samples_dropped);
+            metrics::counter!(m::METADATA_FORWARDED, "route" => r.clone())
+                .increment(s.metadata_out);
             if route.aggregation().is_some() {
                 metrics::counter!(m::AGGREGATION_CONFLICTS, "route" => r.clone())
                     .increment(s.aggregation_conflicts);

@@ -7,9 +7,10 @@
 //!   family name the relabel rules left them with; a family whose series
 //!   the route dropped entirely gets no entry;
 //! - a family without series in the payload (Prometheus 2.x sends metadata
-//!   in requests of their own) goes to every partition of the route,
-//!   unchanged: its series spread over all partitions (the task id hashes
-//!   every label), and without series the rules have nothing to judge.
+//!   in requests of their own) goes to every partition of the route (its
+//!   series spread over all of them: the task id hashes every label), under
+//!   the name the route's rules give the label set `{__name__=<family>}`,
+//!   and nowhere when they drop it by its name (see [`family_under_rules`]).
 //!
 //! A series belongs to family `f` when its `__name__` is `f`, or `f` plus
 //! one of the suffixes of [`SUFFIXES`] (histogram, summary, OpenMetrics
@@ -17,8 +18,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::route::Output;
-use crate::remote_write::proto::v1::{MetricMetadata, TimeSeries};
+use super::route::{Output, Route};
+use crate::relabel::Rules;
+use crate::remote_write::proto::v1::{Label, MetricMetadata, TimeSeries};
 
 /// Series name suffixes of one family, as the exposition formats write them.
 pub const SUFFIXES: [&str; 8] = [
@@ -92,9 +94,18 @@ impl Families {
         }
     }
 
-    /// Every (route, partition, entry) to write; `partitions[r]` is route
-    /// r's partition count.
-    pub fn finish(self, partitions: &[u32]) -> Vec<(usize, u32, MetricMetadata)> {
+    /// Every (route, partition, entry) to write; `routes` are the routes
+    /// (for their rules), `partitions[r]` is route r's partition count.
+    pub fn finish(self, routes: &[Route], partitions: &[u32]) -> Vec<(usize, u32, MetricMetadata)> {
+        // Families without series, in the payload's order (the first entry
+        // of a name wins, also when the rules rename two to one name).
+        let mut alone: Vec<usize> = self
+            .by_name
+            .values()
+            .copied()
+            .filter(|&i| !self.with_series[i])
+            .collect();
+        alone.sort_unstable();
         let mut out = Vec::new();
         for (route, targets) in self.targets.into_iter().enumerate() {
             for ((i, family), parts) in targets {
@@ -104,11 +115,22 @@ impl Families {
                 };
                 out.extend(parts.into_iter().map(|p| (route, p, md.clone())));
             }
-            for &i in self.by_name.values() {
-                if !self.with_series[i] {
-                    let md = &self.metadata[i];
-                    out.extend((0..partitions[route]).map(|p| (route, p, md.clone())));
+            let mut named = BTreeSet::new();
+            for &i in &alone {
+                let md = &self.metadata[i];
+                let Some(family) =
+                    family_under_rules(routes[route].rules(), &md.metric_family_name)
+                else {
+                    continue;
+                };
+                if !named.insert(family.clone()) {
+                    continue;
                 }
+                let md = MetricMetadata {
+                    metric_family_name: family,
+                    ..md.clone()
+                };
+                out.extend((0..partitions[route]).map(|p| (route, p, md.clone())));
             }
         }
         out.sort_by(|a, b| {
@@ -117,6 +139,41 @@ impl Families {
         out
     }
 }
+
+/// The name a family without series has under a route's `rules`, or None
+/// when its metadata goes nowhere.
+///
+/// The rules run on the label set `{__name__=<family>}`: what they do to
+/// the name is what they do to the family's series, as long as they judge
+/// by the name (a drop or a rename of `__name__` by regex, the common
+/// case). They cannot see the labels a family's series have besides the
+/// name. So a drop is a verdict on the family only when the same rules keep
+/// a series without that name ([`PROBE`]): a drop that also hits the probe
+/// (a `keep` on `job`, say, which no name-only label set passes) says
+/// nothing about the family, and its entry goes unchanged, as metadata for
+/// a family without series is harmless downstream and losing a kept
+/// family's metadata is not. A kept label set without a `__name__` (a
+/// `labeldrop` of it) gets no entry.
+pub fn family_under_rules(rules: &Rules, family: &str) -> Option<String> {
+    let mut labels = vec![Label::new("__name__", family)];
+    if rules.process_any(&mut labels) {
+        return labels
+            .into_iter()
+            .find(|l| l.name == "__name__")
+            .map(|l| l.value)
+            .filter(|name| !name.is_empty());
+    }
+    let mut probe = vec![Label::new(PROBE.0, PROBE.1)];
+    if rules.process_any(&mut probe) {
+        None
+    } else {
+        Some(family.to_owned())
+    }
+}
+
+/// A label set without `__name__` that name rules leave alone (relabeling
+/// drops an empty set, so the probe needs one label).
+pub const PROBE: (&str, &str) = ("streamroute_metadata_probe", "1");
 
 /// Appends `metadata` to `out` as WriteRequest field 3 (`metadata`), so the
 /// record stays a valid WriteRequest.
@@ -148,6 +205,15 @@ mod tests {
             help: format!("help of {name}"),
             unit: "seconds".into(),
         }
+    }
+
+    /// A route of `rules` (YAML relabel configs).
+    fn route(rules: &str) -> Route {
+        let config: crate::router::config::RouteConfig = serde_yaml::from_str(&format!(
+            "name: r\ntopic: t\ntask_count: 4\nrelabel_configs: {rules}\n"
+        ))
+        .unwrap();
+        Route::compile(&config, crate::remote_write::NameValidation::Utf8).unwrap()
     }
 
     fn ts(name: &str) -> TimeSeries {
@@ -194,7 +260,7 @@ mod tests {
         // Route 1: only "dropped" kept, on partition 0.
         families.saw(1, 0, "dropped", &ts("dropped"));
         let got: Vec<_> = families
-            .finish(&[3, 2])
+            .finish(&[route("[]"), route("[]")], &[3, 2])
             .into_iter()
             .map(|(r, p, m)| (r, p, m.metric_family_name, m.r#type))
             .collect();
@@ -227,7 +293,7 @@ mod tests {
         let mut families = Families::new(metadata, &[ts("x_total")], 1);
         families.saw(0, 0, "x_total", &ts("x_total"));
         let got: Vec<_> = families
-            .finish(&[2])
+            .finish(&[route("[]")], &[2])
             .into_iter()
             .map(|(_, p, m)| (p, m.metric_family_name))
             .collect();
@@ -238,6 +304,79 @@ mod tests {
             got,
             want.map(|(p, n)| (p, n.to_string())).to_vec(),
             "{got:?}"
+        );
+    }
+
+    #[test]
+    fn families_without_series_follow_the_rules_on_their_name() {
+        let metadata = vec![
+            md("sr_dropped_total", MetricType::Counter),
+            md("sr_old_total", MetricType::Counter),
+            md("sr_kept_bytes", MetricType::Gauge),
+            md("sr_twin_total", MetricType::Counter),
+        ];
+        let rules = r#"[
+            {source_labels: [__name__], regex: sr_dropped_total, action: drop},
+            {source_labels: [__name__], regex: "sr_(old|twin)_total", target_label: __name__, replacement: sr_new_total}
+        ]"#;
+        let routes = [route(rules), route("[]")];
+        let families = Families::new(metadata, &[], 2);
+        let got: Vec<_> = families
+            .finish(&routes, &[2, 1])
+            .into_iter()
+            .map(|(r, p, m)| (r, p, m.metric_family_name, m.r#type))
+            .collect();
+        let (c, g) = (MetricType::Counter as i32, MetricType::Gauge as i32);
+        let s = |name: &str| name.to_string();
+        // Route 0: dropped gone, old renamed (twin renamed onto the same
+        // name: the first entry wins), kept unchanged, on both partitions.
+        // Route 1 has no rules: everything, unchanged.
+        let want = vec![
+            (0, 0, s("sr_kept_bytes"), g),
+            (0, 0, s("sr_new_total"), c),
+            (0, 1, s("sr_kept_bytes"), g),
+            (0, 1, s("sr_new_total"), c),
+            (1, 0, s("sr_dropped_total"), c),
+            (1, 0, s("sr_kept_bytes"), g),
+            (1, 0, s("sr_old_total"), c),
+            (1, 0, s("sr_twin_total"), c),
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn rules_that_judge_other_labels_leave_a_family_unchanged() {
+        let rules = |yaml: &str| route(yaml);
+        // A keep on job drops every name-only label set: no verdict.
+        let keep_job = rules("[{source_labels: [job], regex: api, action: keep}]");
+        assert_eq!(
+            family_under_rules(keep_job.rules(), "up").as_deref(),
+            Some("up")
+        );
+        // A drop on the name is one.
+        let drop_up = rules("[{source_labels: [__name__], regex: up, action: drop}]");
+        assert_eq!(family_under_rules(drop_up.rules(), "up"), None);
+        assert_eq!(
+            family_under_rules(drop_up.rules(), "down").as_deref(),
+            Some("down")
+        );
+        // A keep list of names: families off the list are not dropped (the
+        // probe fails it too), so their metadata still goes.
+        let keep_list = rules("[{source_labels: [__name__], regex: up, action: keep}]");
+        assert_eq!(
+            family_under_rules(keep_list.rules(), "down").as_deref(),
+            Some("down")
+        );
+        // Dropping __name__ leaves no family name.
+        let no_name = rules("[{regex: __name__, action: labeldrop}]");
+        assert_eq!(family_under_rules(no_name.rules(), "up"), None);
+        // A rename by template.
+        let prefix = rules(
+            "[{source_labels: [__name__], regex: '(.+)', target_label: __name__, replacement: 'team_$1'}]",
+        );
+        assert_eq!(
+            family_under_rules(prefix.rules(), "up").as_deref(),
+            Some("team_up")
         );
     }
 }

@@ -25,6 +25,9 @@ pub const CONSUMER_LAG: &str = "streamroute_router_consumer_lag_records";
 pub const TRANSACTIONS: &str = "streamroute_router_transactions_total";
 /// Ingress records sent to the dead-letter topic, by reason.
 pub const DEAD_LETTERED: &str = "streamroute_router_dead_letter_records_total";
+/// Metadata entries (type, help, unit of one family) written into task
+/// records, per route: one per family and partition it goes to.
+pub const METADATA_FORWARDED: &str = "streamroute_router_metadata_forwarded_total";
 /// Output records (batches) written, per route.
 pub const OUTPUT_RECORDS: &str = "streamroute_router_output_records_total";
 /// Output record value bytes written, per route.
@@ -66,6 +69,10 @@ pub fn describe() {
     describe_counter!(
         DEAD_LETTERED,
         "ingress records sent to the dead-letter topic, by reason"
+    );
+    describe_counter!(
+        METADATA_FORWARDED,
+        "metadata entries written into task records (one per family and partition), per route"
     );
     describe_counter!(OUTPUT_RECORDS, "task-topic records written, per route");
     describe_counter!(

@@ -40,6 +40,7 @@ use worker::Worker;
 
 use crate::config::Config;
 use crate::http::Readiness;
+use crate::live::Live;
 
 /// Errors that stop the router.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,7 @@ pub struct Router {
     routes: Vec<Route>,
     readiness: Readiness,
     hard_stop: Option<CancellationToken>,
+    live: Option<Live<Rules>>,
 }
 
 impl Router {
@@ -75,7 +77,7 @@ impl Router {
             .routes
             .iter()
             .map(|r| {
-                Route::compile(r, config.gateway.limits.name_validation).map_err(|reason| {
+                Route::compile(r, config.router.limits().name_validation).map_err(|reason| {
                     RouterError::Route {
                         route: r.name.clone(),
                         reason,
@@ -98,7 +100,15 @@ impl Router {
             routes,
             readiness,
             hard_stop: None,
+            live: None,
         })
+    }
+
+    /// Takes its routes and limits from `live` (hot reload) from now on,
+    /// swapping them between transactions.
+    pub fn with_live(mut self, live: Live<Rules>) -> Router {
+        self.live = Some(live);
+        self
     }
 
     /// On shutdown the router drains (`drain.rs`) until `hard_stop` is
@@ -127,8 +137,14 @@ impl Router {
             });
             token
         });
+        let live = self.live.clone().unwrap_or_else(|| {
+            Live::new(Rules {
+                routes: Arc::new(self.routes),
+                limits: self.config.router.limits(),
+            })
+        });
         let result = tokio::task::spawn_blocking(move || {
-            let mut worker = Worker::new(self.config, self.routes, progress)?;
+            let mut worker = Worker::new(self.config, live, progress)?;
             worker.run(&shutdown, &hard_stop)
         })
         .await
@@ -137,4 +153,13 @@ impl Router {
         self.readiness.set("router", false);
         result
     }
+}
+
+/// What hot reload (`src/reload.rs`) may replace in a running router: the
+/// compiled routes and the limits records are validated with. The worker
+/// takes a new one between transactions, so a transaction never mixes old
+/// and new rules.
+pub struct Rules {
+    pub routes: std::sync::Arc<Vec<route::Route>>,
+    pub limits: crate::remote_write::Limits,
 }

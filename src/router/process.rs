@@ -155,8 +155,9 @@ fn route_slow_request(
                 (series.samples.len() + series.histograms.len()) as u64;
         },
     );
-    let metadata = families.map(|f| f.finish(routing.partitions));
+    let metadata = families.map(|f| f.finish(routing.routes, routing.partitions));
     for (route, partition, md) in metadata.into_iter().flatten() {
+        stats[route].metadata_out += 1;
         // Many families (Prometheus sends them all at once) fill a batch
         // too; a metadata entry's successor is at least one byte.
         batches.add(key(route, partition, tenant), 1, |b| {

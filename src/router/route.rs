@@ -46,6 +46,12 @@ impl Route {
         })
     }
 
+    /// The route's relabel rules (metadata without series is judged by
+    /// them too, see `super::metadata`).
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
     /// The route's `stream_aggr_file` rules, when set.
     pub fn aggregation(&self) -> Option<&Aggregation> {
         self.aggregation.as_ref()
@@ -113,6 +119,8 @@ pub struct RouteStats {
     /// Series whose matching aggregation rules share no grouping label
     /// (routed by the empty label set, all to one task).
     pub aggregation_conflicts: u64,
+    /// Metadata entries written (one per family and partition).
+    pub metadata_out: u64,
 }
 
 /// Routes every series of `request` through every route, calling

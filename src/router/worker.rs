@@ -39,17 +39,21 @@ use super::producer::{producer_config, TxnProducer};
 use super::progress::Progress;
 use super::route::{Output, Route};
 use super::txn::Txn;
-use super::RouterError;
+use super::{RouterError, Rules};
 use crate::config::Config;
 use crate::kafka::record::{
     copy_headers, encode_task_value, DeadLetter, IngressMeta, Source, TaskMeta,
 };
+use crate::live::Live;
 use crate::remote_write::Limits;
 
 /// The worker thread's state: the clients, the routes and their topics' partition counts.
 pub(super) struct Worker {
     config: Arc<Config>,
-    routes: Vec<Route>,
+    routes: Arc<Vec<Route>>,
+    /// Where `routes` and `limits` come from, and the version taken.
+    live: Live<Rules>,
+    rules_version: u64,
     partitions: Vec<u32>,
     partitions_checked: Instant,
     consumer: IngressConsumer,
@@ -61,9 +65,11 @@ pub(super) struct Worker {
 impl Worker {
     pub(super) fn new(
         config: Arc<Config>,
-        routes: Vec<Route>,
+        live: Live<Rules>,
         progress: Arc<Progress>,
     ) -> Result<Worker, RouterError> {
+        let rules_version = live.version();
+        let rules = live.get();
         let consumer = IngressConsumer::new(
             &config.kafka,
             &config.router,
@@ -78,10 +84,12 @@ impl Worker {
         )
         .map_err(RouterError::Client)?;
         Ok(Worker {
-            limits: config.gateway.limits.clone(),
+            limits: rules.limits.clone(),
             config,
-            partitions: vec![0; routes.len()],
-            routes,
+            partitions: vec![0; rules.routes.len()],
+            routes: rules.routes.clone(),
+            live,
+            rules_version,
             partitions_checked: Instant::now(),
             consumer,
             producer,
@@ -144,6 +152,7 @@ impl Worker {
                     break;
                 }
             }
+            self.take_reloaded_rules();
             let mut txn = self.new_txn();
             match self.transaction(&mut txn, hard_stop) {
                 Ok(()) => {
@@ -198,6 +207,20 @@ impl Worker {
         self.partitions = self.producer.partition_counts(&self.routes)?;
         self.partitions_checked = Instant::now();
         Ok(())
+    }
+
+    /// Between transactions: takes the rules of the last reload, if any.
+    /// Reload keeps the routes' names and topics, so `partitions` stays.
+    fn take_reloaded_rules(&mut self) {
+        let version = self.live.version();
+        if version == self.rules_version {
+            return;
+        }
+        let rules = self.live.get();
+        self.routes = rules.routes.clone();
+        self.limits = rules.limits.clone();
+        self.rules_version = version;
+        info!("router takes the reloaded rules from this transaction on");
     }
 
     fn transaction(

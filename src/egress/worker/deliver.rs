@@ -60,6 +60,7 @@ impl PartitionWorker {
                 .shared
                 .sender
                 .send(
+                    self.partition,
                     &self.url,
                     body.clone(),
                     self.encoding,
