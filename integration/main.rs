@@ -28,6 +28,7 @@ mod operability;
 mod outage;
 mod record_encoding;
 mod relabel_cli;
+mod reload;
 mod remote_write_rc4;
 mod router;
 mod scaleout;

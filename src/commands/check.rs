@@ -205,7 +205,7 @@ fn rule_problems(configs: &[RelabelConfig], names: NameValidation) -> Vec<(usize
         .filter_map(
             |(j, c)| match Rules::compile_with(std::slice::from_ref(c), names) {
                 Ok(_) => None,
-                Err(RelabelError::InvalidRule { message, .. }) => Some((j, message)),
+                Err(RelabelError::InvalidRule { error, .. }) => Some((j, error.to_string())),
                 Err(e) => Some((j, e.to_string())),
             },
         )

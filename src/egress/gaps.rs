@@ -20,7 +20,7 @@ use crate::egress::windows::store::decode_gap;
 use crate::egress::windows::{codec, Gap};
 use crate::http::{text, Body, Handler, ResponseFuture};
 use crate::remote_write::Label;
-use crate::router::aggregation::selector::Selector;
+use crate::router::aggregation::selector::{Selector, SelectorError};
 use crate::state::{split_partition_key, State, StateError, Tree};
 
 /// Rows returned when no limit is given.
@@ -45,7 +45,7 @@ pub struct GapQuery {
 pub enum GapQueryError {
     /// `match` is not a PromQL selector.
     #[error("match: {0}")]
-    Match(String),
+    Match(SelectorError),
     /// `since` is not a duration.
     #[error("since: {text:?}: {source}")]
     Since {

@@ -22,13 +22,82 @@ use super::case::{go_to_lower, go_to_upper};
 use super::config::{
     parse_configs, Action, RelabelConfig, DEFAULT_REGEX, DEFAULT_REPLACEMENT, DEFAULT_SEPARATOR,
 };
-use super::goregex;
+use super::goregex::{self, SyntaxError};
 use super::template::{expand, is_valid_target_template, replace_all};
 use super::RelabelError;
 use crate::remote_write::NameValidation;
 
 /// Compiled-size limit per regex (the `regex` default is 10 MiB).
 const REGEX_SIZE_LIMIT: usize = 128 << 20;
+
+/// Why one relabel config does not compile, worded like Prometheus' own
+/// errors (`Config.Validate()` and the YAML checks before it).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuleError {
+    /// A `source_labels` entry is not a label name.
+    #[error("{0:?} is not a valid label name")]
+    SourceLabel(String),
+    /// `action` is empty.
+    #[error("relabel action cannot be empty")]
+    EmptyAction,
+    /// `action` names no relabel action.
+    #[error("unknown relabel action {0:?}")]
+    UnknownAction(String),
+    /// `regex` does not compile.
+    #[error("invalid regex {pattern:?}: {error}")]
+    Regex {
+        /// The pattern as written.
+        pattern: String,
+        /// Why it does not compile.
+        error: RegexError,
+    },
+    /// `hashmod` with `modulus: 0`.
+    #[error("relabel configuration for hashmod requires non-zero modulus")]
+    ZeroModulus,
+    /// The action writes a label but `target_label` is empty.
+    #[error("relabel configuration for {0} action requires 'target_label' value")]
+    MissingTarget(Action),
+    /// `target_label` is not a valid name (or template) for the action.
+    #[error("{target:?} is invalid 'target_label' for {action} action")]
+    InvalidTarget {
+        /// The target as written.
+        target: String,
+        /// The rule's action.
+        action: Action,
+    },
+    /// `replacement` set on an action that takes none.
+    #[error("'replacement' can not be set for {0} action")]
+    ReplacementSet(Action),
+    /// A `labelmap` replacement that is not a valid name template.
+    #[error("{replacement:?} is invalid 'replacement' for {action} action")]
+    InvalidReplacement {
+        /// The replacement as written.
+        replacement: String,
+        /// The rule's action.
+        action: Action,
+    },
+    /// `keepequal`/`dropequal` with fields beyond source and target.
+    #[error("{0} action requires only 'source_labels' and `target_label`, and no other fields")]
+    EqualExtraFields(Action),
+    /// `labeldrop`/`labelkeep` with fields beyond `regex`.
+    #[error("{0} action requires only 'regex', and no other fields")]
+    LabelExtraFields(Action),
+}
+
+/// Why a (Go syntax) regex does not compile.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegexError {
+    /// Go itself refuses the pattern.
+    #[error(transparent)]
+    Go(#[from] SyntaxError),
+    /// The translated pattern is refused by the `regex` crate: its message,
+    /// without the echoed pattern.
+    #[error("{0}")]
+    Syntax(String),
+    /// The `regex` crate refuses it for another reason (compiled size).
+    #[error(transparent)]
+    Build(regex::Error),
+}
 
 /// One compiled, validated relabel rule.
 #[derive(Debug, Clone)]
@@ -78,7 +147,7 @@ impl Rules {
             .enumerate()
             .map(|(index, cfg)| {
                 Rule::compile(cfg, names)
-                    .map_err(|message| RelabelError::InvalidRule { index, message })
+                    .map_err(|error| RelabelError::InvalidRule { index, error })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Rules { rules })
@@ -135,21 +204,23 @@ impl Rules {
 
 impl Rule {
     /// Compiles and validates one config; the error is Prometheus' message.
-    fn compile(cfg: &RelabelConfig, names: NameValidation) -> Result<Rule, String> {
+    fn compile(cfg: &RelabelConfig, names: NameValidation) -> Result<Rule, RuleError> {
         // Checks Prometheus makes while unmarshalling the YAML.
         for name in cfg.source_labels.iter().flatten() {
             if !names.is_valid(name) {
-                return Err(format!("{name:?} is not a valid label name"));
+                return Err(RuleError::SourceLabel(name.clone()));
             }
         }
         if cfg.action.is_empty() {
-            return Err("relabel action cannot be empty".into());
+            return Err(RuleError::EmptyAction);
         }
         let action = Action::parse(&cfg.action)
-            .ok_or_else(|| format!("unknown relabel action {:?}", cfg.action))?;
+            .ok_or_else(|| RuleError::UnknownAction(cfg.action.clone()))?;
         let pattern = cfg.regex.as_deref().unwrap_or(DEFAULT_REGEX);
-        let regex =
-            compile_regex(pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
+        let regex = compile_regex(pattern).map_err(|error| RuleError::Regex {
+            pattern: pattern.to_owned(),
+            error,
+        })?;
         validate(cfg, action, names)?;
 
         Ok(Rule {
@@ -271,7 +342,7 @@ impl Rule {
 
 /// Compiles a Go regex anchored like Prometheus' `NewRegexp`: `^(?s:…)$`
 /// (also the full-match anchoring of PromQL label matchers).
-pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, String> {
+pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, RegexError> {
     let translated = goregex::translate(pattern)?;
     RegexBuilder::new(&format!("^(?s:{translated})$"))
         // Go has no compiled-size limit worth the name; allow big
@@ -280,14 +351,15 @@ pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, String> {
         .build()
         .map_err(|e| match e {
             // Keep only the "error: …" line, not the echoed pattern.
-            regex::Error::Syntax(text) => text
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .trim_start_matches("error: ")
-                .to_owned(),
-            other => other.to_string(),
+            regex::Error::Syntax(text) => RegexError::Syntax(
+                text.lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim()
+                    .trim_start_matches("error: ")
+                    .to_owned(),
+            ),
+            other => RegexError::Build(other),
         })
 }
 
@@ -311,22 +383,23 @@ fn hashmod(val: &str, modulus: u64) -> Option<u64> {
 }
 
 /// Prometheus' `Config.Validate()`, in its order and with its messages.
-fn validate(cfg: &RelabelConfig, action: Action, names: NameValidation) -> Result<(), String> {
+fn validate(cfg: &RelabelConfig, action: Action, names: NameValidation) -> Result<(), RuleError> {
     use Action::*;
     let target = cfg.target_label.as_str();
-    let invalid_target = || format!("{target:?} is invalid 'target_label' for {action} action");
+    let invalid_target = || RuleError::InvalidTarget {
+        target: target.to_owned(),
+        action,
+    };
 
     if cfg.modulus == 0 && action == HashMod {
-        return Err("relabel configuration for hashmod requires non-zero modulus".into());
+        return Err(RuleError::ZeroModulus);
     }
     let needs_target = matches!(
         action,
         Replace | HashMod | Lowercase | Uppercase | KeepEqual | DropEqual
     );
     if needs_target && target.is_empty() {
-        return Err(format!(
-            "relabel configuration for {action} action requires 'target_label' value"
-        ));
+        return Err(RuleError::MissingTarget(action));
     }
     // A name in which `$` references may appear: under UTF-8 `$` is just
     // another character, so any valid name will do.
@@ -349,13 +422,13 @@ fn validate(cfg: &RelabelConfig, action: Action, names: NameValidation) -> Resul
         return Err(invalid_target());
     }
     if case_or_equal && cfg.replacement != DEFAULT_REPLACEMENT {
-        return Err(format!("'replacement' can not be set for {action} action"));
+        return Err(RuleError::ReplacementSet(action));
     }
     if action == LabelMap && !valid_template(&cfg.replacement) {
-        return Err(format!(
-            "{:?} is invalid 'replacement' for {action} action",
-            cfg.replacement
-        ));
+        return Err(RuleError::InvalidReplacement {
+            replacement: cfg.replacement.clone(),
+            action,
+        });
     }
     if action == HashMod && !names.is_valid(target) {
         return Err(invalid_target());
@@ -366,9 +439,7 @@ fn validate(cfg: &RelabelConfig, action: Action, names: NameValidation) -> Resul
             || cfg.separator != DEFAULT_SEPARATOR
             || cfg.replacement != DEFAULT_REPLACEMENT)
     {
-        return Err(format!(
-            "{action} action requires only 'source_labels' and `target_label`, and no other fields"
-        ));
+        return Err(RuleError::EqualExtraFields(action));
     }
     if matches!(action, LabelDrop | LabelKeep)
         && (cfg.source_labels.is_some()
@@ -377,9 +448,7 @@ fn validate(cfg: &RelabelConfig, action: Action, names: NameValidation) -> Resul
             || cfg.separator != DEFAULT_SEPARATOR
             || cfg.replacement != DEFAULT_REPLACEMENT)
     {
-        return Err(format!(
-            "{action} action requires only 'regex', and no other fields"
-        ));
+        return Err(RuleError::LabelExtraFields(action));
     }
     Ok(())
 }

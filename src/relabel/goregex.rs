@@ -36,9 +36,41 @@ const POSIX_CLASSES: [&str; 14] = [
 /// Go's maximum repeat count.
 const MAX_REPEAT: u32 = 1000;
 
+/// Why Go would refuse a pattern, worded like Go's `regexp/syntax` errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyntaxError {
+    /// A `\` ends the pattern.
+    #[error("trailing backslash at end of expression")]
+    TrailingBackslash,
+    /// An escape Go does not know, e.g. `\<`; holds the escape as written.
+    #[error("invalid escape sequence: `{0}`")]
+    Escape(String),
+    /// A class range or class name Go refuses, e.g. `z-a`, `[:foo:]`.
+    #[error("invalid character class range: `{0}`")]
+    ClassRange(String),
+    /// A `[` without its `]`.
+    #[error("missing closing ]")]
+    MissingBracket,
+    /// A `(?` without its `)`.
+    #[error("missing closing )")]
+    MissingParen,
+    /// A repeat above 1000 or with max below min, e.g. `{3,2}`.
+    #[error("invalid repeat count: `{0}`")]
+    RepeatCount(String),
+    /// `(?P<` without the closing `>`.
+    #[error("invalid named capture")]
+    UnclosedCaptureName,
+    /// A capture name that is empty or not word characters.
+    #[error("invalid named capture: `{0}`")]
+    CaptureName(String),
+    /// A group flag Go does not take, e.g. `(?x)`.
+    #[error("invalid or unsupported Perl syntax")]
+    PerlSyntax,
+}
+
 /// Translates a Go regex into Rust `regex` syntax with the same meaning.
 /// Errors are patterns Go itself rejects.
-pub(crate) fn translate(pattern: &str) -> Result<String, String> {
+pub(crate) fn translate(pattern: &str) -> Result<String, SyntaxError> {
     let chars: Vec<char> = pattern.chars().collect();
     let mut t = Translator {
         chars: &chars,
@@ -87,10 +119,10 @@ impl Translator<'_> {
     }
 
     /// An escape outside a character class.
-    fn escape(&mut self) -> Result<(), String> {
+    fn escape(&mut self) -> Result<(), SyntaxError> {
         self.pos += 1; // the backslash
         let Some(c) = self.bump() else {
-            return Err("trailing backslash at end of expression".into());
+            return Err(SyntaxError::TrailingBackslash);
         };
         match c {
             'Q' => {
@@ -127,8 +159,8 @@ impl Translator<'_> {
     /// The character denoted by `\c` (after the backslash and `c` were
     /// consumed): octal, hex, C escapes, or escaped punctuation. Go's
     /// `parseEscape`.
-    fn escaped_char(&mut self, c: char) -> Result<char, String> {
-        let invalid = || format!("invalid escape sequence: `\\{c}`");
+    fn escaped_char(&mut self, c: char) -> Result<char, SyntaxError> {
+        let invalid = || SyntaxError::Escape(format!("\\{c}"));
         match c {
             '1'..='7' if !self.peek(0).is_some_and(is_octal) => Err(invalid()),
             '0'..='7' => {
@@ -157,8 +189,8 @@ impl Translator<'_> {
     }
 
     /// `\xHH` or `\x{H…}` (the `\x` already consumed).
-    fn hex_escape(&mut self) -> Result<char, String> {
-        let invalid = || "invalid escape sequence: `\\x`".to_string();
+    fn hex_escape(&mut self) -> Result<char, SyntaxError> {
+        let invalid = || SyntaxError::Escape(r"\x".into());
         let digits: String = if self.peek(0) == Some('{') {
             self.pos += 1;
             let mut digits = String::new();
@@ -189,8 +221,8 @@ impl Translator<'_> {
 
     /// `\pX`, `\p{Name}`, `\p{^Name}` (and `\P…`), the `\p` already consumed.
     /// Go negates with `^` inside the braces; Rust wants `\P`.
-    fn unicode_class(&mut self, p: char) -> Result<(), String> {
-        let invalid = || format!("invalid character class range: `\\{p}`");
+    fn unicode_class(&mut self, p: char) -> Result<(), SyntaxError> {
+        let invalid = || SyntaxError::ClassRange(format!("\\{p}"));
         let mut negated = p == 'P';
         let name: String = if self.peek(0) == Some('{') {
             self.pos += 1;
@@ -220,8 +252,7 @@ impl Translator<'_> {
     }
 
     /// A bracketed class, emitted with every class-special char escaped.
-    fn class(&mut self) -> Result<(), String> {
-        let missing = || "missing closing ]".to_string();
+    fn class(&mut self) -> Result<(), SyntaxError> {
         self.pos += 1;
         self.out.push('[');
         if self.peek(0) == Some('^') {
@@ -231,7 +262,7 @@ impl Translator<'_> {
         let mut first = true;
         loop {
             match self.peek(0) {
-                None => return Err(missing()),
+                None => return Err(SyntaxError::MissingBracket),
                 Some(']') if !first => {
                     self.pos += 1;
                     self.out.push(']');
@@ -275,7 +306,7 @@ impl Translator<'_> {
                 self.pos += 1;
                 let hi = self.class_char()?;
                 if hi < lo {
-                    return Err(format!("invalid character class range: `{lo}-{hi}`"));
+                    return Err(SyntaxError::ClassRange(format!("{lo}-{hi}")));
                 }
                 push_class_char(&mut self.out, lo);
                 self.out.push('-');
@@ -288,14 +319,14 @@ impl Translator<'_> {
 
     /// `[:name:]` inside a class. Returns false when there is no closing
     /// `:]`, in which case Go reads the `[` as a literal.
-    fn posix_class(&mut self) -> Result<bool, String> {
+    fn posix_class(&mut self) -> Result<bool, SyntaxError> {
         let rest = &self.chars[self.pos + 2..];
         let Some(end) = rest.windows(2).position(|w| w == [':', ']']) else {
             return Ok(false);
         };
         let name: String = rest[..end].iter().collect();
         if !POSIX_CLASSES.contains(&name.strip_prefix('^').unwrap_or(&name)) {
-            return Err(format!("invalid character class range: `[:{name}:]`"));
+            return Err(SyntaxError::ClassRange(format!("[:{name}:]")));
         }
         self.pos += 2 + end + 2;
         self.out.push_str("[:");
@@ -306,11 +337,11 @@ impl Translator<'_> {
 
     /// One character inside a class, literal or escaped (Go's
     /// `parseClassChar`).
-    fn class_char(&mut self) -> Result<char, String> {
+    fn class_char(&mut self) -> Result<char, SyntaxError> {
         match self.bump() {
-            None => Err("missing closing ]".into()),
+            None => Err(SyntaxError::MissingBracket),
             Some('\\') => match self.bump() {
-                None => Err("trailing backslash at end of expression".into()),
+                None => Err(SyntaxError::TrailingBackslash),
                 Some(c) => self.escaped_char(c),
             },
             Some(c) => Ok(c),
@@ -318,7 +349,7 @@ impl Translator<'_> {
     }
 
     /// `{`: a repeat if it parses as one in Go, otherwise a literal.
-    fn brace(&mut self) -> Result<(), String> {
+    fn brace(&mut self) -> Result<(), SyntaxError> {
         let Some((min, max, len)) = parse_repeat(&self.chars[self.pos..]) else {
             self.pos += 1;
             self.out.push_str(r"\{");
@@ -326,7 +357,7 @@ impl Translator<'_> {
         };
         let text: String = self.chars[self.pos..self.pos + len].iter().collect();
         if min > MAX_REPEAT || max.is_some_and(|max| max > MAX_REPEAT || max < min) {
-            return Err(format!("invalid repeat count: `{text}`"));
+            return Err(SyntaxError::RepeatCount(text));
         }
         self.pos += len;
         self.out.push_str(&text);
@@ -334,7 +365,7 @@ impl Translator<'_> {
     }
 
     /// `(`: validates Go's group syntax, which is narrower than Rust's.
-    fn group_open(&mut self) -> Result<(), String> {
+    fn group_open(&mut self) -> Result<(), SyntaxError> {
         self.pos += 1;
         if self.peek(0) != Some('?') {
             self.out.push('(');
@@ -348,11 +379,11 @@ impl Translator<'_> {
                 match self.bump() {
                     Some('>') => break,
                     Some(c) => name.push(c),
-                    None => return Err("invalid named capture".into()),
+                    None => return Err(SyntaxError::UnclosedCaptureName),
                 }
             }
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("invalid named capture: `{name}`"));
+                return Err(SyntaxError::CaptureName(name));
             }
             self.out.push_str("(?P<");
             self.out.push_str(&name);
@@ -365,7 +396,7 @@ impl Translator<'_> {
         let mut saw_flag = false;
         loop {
             let Some(c) = self.bump() else {
-                return Err("missing closing )".into());
+                return Err(SyntaxError::MissingParen);
             };
             match c {
                 'i' | 'm' | 's' | 'U' => {
@@ -389,7 +420,7 @@ impl Translator<'_> {
                     }
                     return Ok(());
                 }
-                _ => return Err("invalid or unsupported Perl syntax".into()),
+                _ => return Err(SyntaxError::PerlSyntax),
             }
         }
     }

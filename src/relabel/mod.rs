@@ -30,19 +30,20 @@ use std::path::PathBuf;
 
 pub use builder::LabelPair;
 pub use config::{load_configs, parse_configs, Action, RelabelConfig};
-pub use engine::{Rule, Rules};
+pub use engine::{RegexError, Rule, RuleError, Rules};
+pub use goregex::SyntaxError;
 pub use template::is_valid_label_name;
 
 /// Errors from loading or compiling relabel rules.
 #[derive(Debug, thiserror::Error)]
 pub enum RelabelError {
     /// A rule failed validation; `index` is its 0-based position in the list.
-    #[error("relabel rule {index}: {message}")]
+    #[error("relabel rule {index}: {error}")]
     InvalidRule {
         /// 0-based position of the rule in its list.
         index: usize,
-        /// What is wrong, worded like Prometheus' own error where one exists.
-        message: String,
+        /// What is wrong, worded like Prometheus' own error.
+        error: RuleError,
     },
     /// The YAML text is not a list of relabel configs.
     #[error("parsing relabel configs: {0}")]

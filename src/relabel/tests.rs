@@ -31,9 +31,9 @@ fn run(yaml: &str, input: &[(&str, &str)]) -> Option<Labels> {
 fn compile_err(yaml: &str) -> String {
     match Rules::from_yaml(yaml) {
         Ok(_) => panic!("expected an error for:\n{yaml}"),
-        Err(RelabelError::InvalidRule { index, message }) => {
+        Err(RelabelError::InvalidRule { index, error }) => {
             assert_eq!(index, 0);
-            message
+            error.to_string()
         }
         Err(e) => panic!("unexpected error kind: {e}"),
     }
@@ -617,7 +617,7 @@ fn upstream_benchmark_static_label_pairs() {
 
 fn validate_err(cfg: RelabelConfig) -> String {
     match Rules::compile(&[cfg]) {
-        Err(RelabelError::InvalidRule { message, .. }) => message,
+        Err(RelabelError::InvalidRule { error, .. }) => error.to_string(),
         other => panic!("expected a validation error, got {other:?}"),
     }
 }
@@ -745,8 +745,9 @@ fn valid_configs_for_every_action() {
 fn bad_regex_is_reported_with_position() {
     let yaml = "- {target_label: ok}\n- {source_labels: [a], regex: '(unclosed', action: keep}\n";
     match Rules::from_yaml(yaml) {
-        Err(RelabelError::InvalidRule { index, message }) => {
+        Err(RelabelError::InvalidRule { index, error }) => {
             assert_eq!(index, 1);
+            let message = error.to_string();
             assert!(
                 message.starts_with(r#"invalid regex "(unclosed""#),
                 "{message}"

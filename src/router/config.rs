@@ -187,6 +187,7 @@ impl RouteConfig {
             .as_ref()
             .map(|path| Aggregation::load(path, &self.task_label_name))
             .transpose()
+            .map_err(|e| e.to_string())
     }
 }
 

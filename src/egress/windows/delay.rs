@@ -68,6 +68,11 @@ impl Due {
         }
     }
 
+    /// The earliest entry's timestamp.
+    pub fn next(&self) -> Option<i64> {
+        self.0.peek().map(|Reverse((ts, _))| *ts)
+    }
+
     /// Entries queued (outdated ones included).
     pub fn len(&self) -> usize {
         self.0.len()

@@ -17,7 +17,12 @@
 //!   `gap.rs`); they are made when the sample closing the gap is taken in
 //!   and held under their own timestamps (`fill.rs`); they are not marked in the request (remote write 1.0 has
 //!   no field for it, and a label would make them another series): they are
-//!   counted, and each gap is recorded with how many samples filled it.
+//!   counted, and each gap is recorded with how many samples filled it;
+//! - one call releases at most [`RELEASE_MIN`] series, or twice the series
+//!   taken in since the last call if more: the changes of one store, and so
+//!   sled's memory for its transaction, stay bounded when a round of a
+//!   million series passes the watermark at once, and releasing still
+//!   keeps up with intake; what is left is released by the next calls.
 
 pub mod codec;
 pub mod config;
@@ -40,6 +45,10 @@ use delay::{Due, HeldOffsets, Watermark};
 use fill::Queues;
 pub use gap::Gap;
 pub use series::{Held, Point, Series};
+
+/// Series one [`Windows::release`] releases at least, if due (see the
+/// module's invariants).
+pub const RELEASE_MIN: usize = 4_096;
 
 /// The settings in the units the windows work in (ms).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -144,6 +153,8 @@ pub struct Windows {
     dirty: HashSet<u64>,
     gaps: Vec<Gap>,
     stats: Stats,
+    /// Series taken in since the last release (its budget).
+    ingested: usize,
 }
 
 /// What changed since the last store.
@@ -151,6 +162,8 @@ pub struct Windows {
 pub struct Changes {
     /// Series to write (hash, state) and to delete (hash, None).
     pub series: Vec<(u64, Option<Vec<u8>>)>,
+    /// Labels of series new since the last store (written once).
+    pub labels: Vec<(u64, Arc<[u8]>)>,
     /// Gaps found.
     pub gaps: Vec<Gap>,
 }
@@ -168,6 +181,7 @@ impl Windows {
             dirty: HashSet::new(),
             gaps: Vec::new(),
             stats: Stats::default(),
+            ingested: 0,
         }
     }
 
@@ -183,7 +197,7 @@ impl Windows {
             ..watermark
         };
         for (hash, s) in series {
-            for (ts, h) in &s.held {
+            for (ts, h) in s.held.iter() {
                 w.due.push(*ts, hash);
                 w.held.add(h.offset);
             }
@@ -257,20 +271,42 @@ impl Windows {
             }
         }
         self.dirty.insert(hash);
+        self.ingested += 1;
     }
 
-    /// Sends everything the watermark passed: held samples, and staleness
-    /// markers of series that went quiet.
+    /// Sends what the watermark passed: held samples, and staleness
+    /// markers of series that went quiet, at most [`RELEASE_MIN`] series
+    /// (or twice those taken in since the last call) per call.
     pub fn release(&mut self, out: &mut Emit) {
         let at = self.watermark.at();
-        while let Some((_, hash)) = self.due.pop_due(at) {
-            self.release_series(hash, at, out);
-        }
-        if self.settings.on_gap == OnGap::StaleMarker {
-            while let Some((deadline, hash)) = self.stale_due.pop_due(at) {
-                self.quiet(hash, deadline, out);
+        let mut budget = RELEASE_MIN.max(2 * std::mem::take(&mut self.ingested));
+        while budget > 0 {
+            let Some((_, hash)) = self.due.pop_due(at) else {
+                break;
+            };
+            if self.release_series(hash, at, out) {
+                budget -= 1;
             }
         }
+        if self.settings.on_gap == OnGap::StaleMarker {
+            while budget > 0 {
+                let Some((deadline, hash)) = self.stale_due.pop_due(at) else {
+                    break;
+                };
+                if self.quiet(hash, deadline, out) {
+                    budget -= 1;
+                }
+            }
+        }
+    }
+
+    /// Whether something the watermark passed is still to be released
+    /// (one call's budget was used up).
+    pub fn backlog(&self) -> bool {
+        let at = self.watermark.at();
+        self.due.next().is_some_and(|ts| ts <= at)
+            || (self.settings.on_gap == OnGap::StaleMarker
+                && self.stale_due.next().is_some_and(|ts| ts <= at))
     }
 
     /// Releases everything held (the partition was idle for `delay`).
@@ -279,9 +315,10 @@ impl Windows {
         self.release(out);
     }
 
-    fn release_series(&mut self, hash: u64, at: i64, out: &mut Emit) {
+    /// Releases what `hash` holds up to `at`; whether it released any.
+    fn release_series(&mut self, hash: u64, at: i64, out: &mut Emit) -> bool {
         let Some(mut s) = self.series.remove(&hash) else {
-            return;
+            return false;
         };
         let mut released = false;
         while let Some((&ts, _)) = s.held.first_key_value() {
@@ -303,16 +340,13 @@ impl Windows {
             }
             released = true;
         }
-        if s.held.is_empty() {
-            // An emptied BTreeMap keeps its node (~380 bytes): a million
-            // series holding nothing would keep them all.
-            s.held = std::collections::BTreeMap::new();
-        }
+        s.held.shrink();
         if released {
             self.schedule_stale(hash, &s);
             self.dirty.insert(hash);
         }
         self.series.insert(hash, s);
+        released
     }
 
     /// Sends one real sample of `s`, recording the gap before it if any
@@ -368,17 +402,17 @@ impl Windows {
 
     /// A series' staleness deadline passed: unless a newer sample is
     /// waiting (its release handles the gap) or the entry is outdated,
-    /// the series went quiet and gets its marker now.
-    fn quiet(&mut self, hash: u64, deadline: i64, out: &mut Emit) {
+    /// the series went quiet and gets its marker now (true then).
+    fn quiet(&mut self, hash: u64, deadline: i64, out: &mut Emit) -> bool {
         let st = self.settings;
         let Some(s) = self.series.get(&hash) else {
-            return;
+            return false;
         };
         if s.stale_sent || !s.held.is_empty() || self.stale_deadline(s) != Some(deadline) {
-            return;
+            return false;
         }
         let Some(sent) = s.sent else {
-            return;
+            return false;
         };
         let interval = s.interval(st.default_interval);
         let marker = Point {
@@ -392,6 +426,7 @@ impl Windows {
             self.stats.stale_markers += 1;
             self.dirty.insert(hash);
         }
+        true
     }
 
     /// Forgets series with nothing held whose newest sample is more than
@@ -417,13 +452,24 @@ impl Windows {
 
     /// What changed since the last call, for the store.
     pub fn take_changes(&mut self) -> Changes {
+        let mut labels = Vec::new();
         let series = self
             .dirty
             .drain()
-            .map(|h| (h, self.series.get(&h).map(Series::encode)))
+            .map(|h| match self.series.get_mut(&h) {
+                Some(s) => {
+                    if !s.labels_stored {
+                        s.labels_stored = true;
+                        labels.push((h, s.labels.clone()));
+                    }
+                    (h, Some(s.encode()))
+                }
+                None => (h, None),
+            })
             .collect();
         Changes {
             series,
+            labels,
             gaps: std::mem::take(&mut self.gaps),
         }
     }

@@ -187,11 +187,15 @@ fn quiet_series_expire_and_their_deletion_is_a_change() {
 fn restored_windows_continue_where_they_stopped() {
     let mut w = Windows::new(settings(OnLate::Drop, OnGap::None));
     let mut out = run(&mut w, &[(0, 1, 0, 1.0), (1, 1, 100 * S, 2.0)]);
-    let stored: Vec<(u64, Series)> = w
-        .take_changes()
+    let changes = w.take_changes();
+    assert_eq!(changes.labels.len(), 1, "the new series' labels, once");
+    let stored: Vec<(u64, Series)> = changes
         .series
         .into_iter()
-        .map(|(h, b)| (h, Series::decode(&b.expect("kept")).expect("decodes")))
+        .map(|(h, b)| {
+            let s = Series::decode(&b.expect("kept"), labels()).expect("decodes");
+            (h, s)
+        })
         .collect();
     let mut w2 = Windows::restore(w.settings, w.watermark(), stored);
     assert_eq!(w2.holds_from(), Some(1));
@@ -314,4 +318,75 @@ fn a_sample_arriving_inside_a_held_fill_redraws_both_sides() {
     assert_eq!(w.held_samples(), 0);
     assert_eq!(w.holds_from(), None);
     assert_eq!(w.take_stats().synthesized, 2);
+}
+
+/// A round of more series than one release may take leaves over the next
+/// calls (each bounded, so one store's changes are), every sample once and
+/// each series in order; the position bound follows what is still held.
+#[test]
+fn a_big_round_leaves_in_bounded_releases() {
+    let n = RELEASE_MIN as u64 * 3;
+    let mut w = Windows::new(settings(OnLate::Drop, OnGap::None));
+    let mut out = Emit::default();
+    for hash in 0..n {
+        w.ingest(0, hash, labels, [Point { ts: 0, value: 1.0 }], &mut out);
+    }
+    w.release(&mut out);
+    assert_eq!(out.samples(), 0, "held");
+    // One more record, past the delay: everything of round 0 is due.
+    w.ingest(
+        1,
+        0,
+        labels,
+        [Point {
+            ts: 61 * S,
+            value: 2.0,
+        }],
+        &mut out,
+    );
+    w.release(&mut out);
+    assert_eq!(out.samples(), RELEASE_MIN, "one budget");
+    assert!(w.backlog());
+    assert_eq!(w.holds_from(), Some(0), "round 0 is still partly held");
+    let mut calls = 1;
+    while w.backlog() {
+        w.release(&mut out);
+        calls += 1;
+    }
+    assert_eq!(calls, 3);
+    assert_eq!(out.samples() as u64, n, "every sample of round 0 once");
+    assert_eq!(w.holds_from(), Some(1));
+    assert_eq!(w.take_changes().series.len() as u64, n);
+    // Twice what was taken in, when that is more than the minimum.
+    let mut out = Emit::default();
+    for hash in 0..n {
+        w.ingest(
+            2,
+            hash,
+            labels,
+            [Point {
+                ts: 200 * S,
+                value: 3.0,
+            }],
+            &mut out,
+        );
+    }
+    w.release(&mut out);
+    assert_eq!(out.samples(), 1, "the 61 s sample: the 200 s ones are held");
+    assert!(!w.backlog());
+    let mut out = Emit::default();
+    for hash in 0..n {
+        w.ingest(
+            3,
+            hash,
+            labels,
+            [Point {
+                ts: 300 * S,
+                value: 4.0,
+            }],
+            &mut out,
+        );
+    }
+    w.release(&mut out);
+    assert_eq!(out.samples() as u64, n, "2 x n may leave after n taken in");
 }

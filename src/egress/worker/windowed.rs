@@ -190,13 +190,14 @@ impl PartitionWorker {
     }
 
     /// After `delay` without a record, everything held is released into
-    /// `batch` (true then).
+    /// `batch` (true then), one release budget per call.
     pub(super) fn windowed_idle(&self, w: &Mutex<PartitionWindows>, batch: &mut Batch) -> bool {
         let mut w = lock(w);
         let Some(offset) = w.read_through else {
             return false;
         };
-        if w.windows.held_samples() == 0 || w.last_record.elapsed() < w.delay {
+        let waiting = w.windows.held_samples() > 0 || w.windows.backlog();
+        if !waiting || w.last_record.elapsed() < w.delay {
             return false;
         }
         let mut emit = Emit::default();

@@ -30,13 +30,40 @@ pub mod selector;
 #[cfg(test)]
 mod tests;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use rules::{AggrRule, Grouping};
+use rules::{AggrRule, Grouping, LoadError};
 use selector::Selector;
 
 use super::task_id::{labels_hash_iter, task_id, TaskIdConfig};
 use crate::relabel::LabelPair;
+
+/// Why a route's `stream_aggr_file` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AggregationError {
+    /// The file cannot be read or its rules do not compile.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A rule matches on the task label.
+    #[error("stream aggregation file {}: {source}", path.display())]
+    TaskLabel {
+        /// The file.
+        path: PathBuf,
+        /// The rule.
+        source: TaskLabelMatch,
+    },
+}
+
+/// A rule's `match` selects on the task label, which the router computes
+/// from that very match.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("rule {rule}: match selects on {task_label:?}, the task label the router computes from this match")]
+pub struct TaskLabelMatch {
+    /// The rule, `#2 (name)` or `#2`.
+    pub rule: String,
+    /// The route's task label name.
+    pub task_label: String,
+}
 
 /// The compiled rules of one route's `stream_aggr_file`.
 #[derive(Debug, Clone)]
@@ -117,15 +144,17 @@ pub struct Explain {
 
 impl Aggregation {
     /// Loads `path`; `task_label` is the route's task label name.
-    pub fn load(path: &Path, task_label: &str) -> Result<Aggregation, String> {
+    pub fn load(path: &Path, task_label: &str) -> Result<Aggregation, AggregationError> {
         let rules = rules::load(path)?;
-        Aggregation::new(rules, task_label)
-            .map_err(|e| format!("stream aggregation file {}: {e}", path.display()))
+        Aggregation::new(rules, task_label).map_err(|source| AggregationError::TaskLabel {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Builds the components. Refuses a `match` on the task label, which
     /// the router computes from the match itself.
-    pub fn new(rules: Vec<AggrRule>, task_label: &str) -> Result<Aggregation, String> {
+    pub fn new(rules: Vec<AggrRule>, task_label: &str) -> Result<Aggregation, TaskLabelMatch> {
         for rule in &rules {
             let on_task = rule
                 .selectors
@@ -133,10 +162,10 @@ impl Aggregation {
                 .flat_map(|s| s.groups.iter().flatten())
                 .any(|m| m.name == task_label);
             if on_task {
-                return Err(format!(
-                    "rule {}: match selects on {task_label:?}, the task label the router computes from this match",
-                    rule.label()
-                ));
+                return Err(TaskLabelMatch {
+                    rule: rule.label(),
+                    task_label: task_label.to_owned(),
+                });
             }
         }
         let (component_of, components) = components(&rules);

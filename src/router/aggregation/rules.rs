@@ -12,11 +12,68 @@
 //! belong to a group's key. `input_relabel_configs` may rewrite labels
 //! before grouping, which routing cannot see: such rules are flagged.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::selector::Selector;
+use super::selector::{Selector, SelectorError};
+
+/// Why a stream aggregation file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read stream aggregation file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file's rules do not compile.
+    #[error("stream aggregation file {}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why (boxed: a rule's error is large and rare).
+        source: Box<ParseError>,
+    },
+}
+
+/// Why a stream aggregation document does not compile.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// The document is not a YAML list.
+    #[error("not a YAML list of rules: {0}")]
+    NotAList(serde_yaml::Error),
+    /// One rule is wrong; `rule` is `rule #2 (name)` or `rule #2`.
+    #[error("{rule}: {error}")]
+    Rule {
+        /// Which rule, for messages.
+        rule: String,
+        /// What is wrong with it.
+        error: RuleError,
+    },
+}
+
+/// What is wrong with one rule.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    /// A key has the wrong type.
+    #[error("{0}")]
+    Yaml(serde_yaml::Error),
+    /// `interval` is missing or empty.
+    #[error("missing interval (vmagent refuses the rule)")]
+    MissingInterval,
+    /// `outputs` is missing or empty.
+    #[error("outputs lists nothing (vmagent refuses the rule)")]
+    NoOutputs,
+    /// A `match` selector does not parse.
+    #[error("match: {0}")]
+    Match(SelectorError),
+    /// Both `by` and `without`.
+    #[error("by and without cannot both be set")]
+    ByAndWithout,
+}
 
 /// What identifies a rule's output group, as a predicate on label names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,24 +162,24 @@ struct RuleYaml {
 }
 
 /// Reads and compiles the file; errors name the file and the rule.
-pub fn load(path: &Path) -> Result<Vec<AggrRule>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "cannot read stream aggregation file {}: {e}",
-            path.display()
-        )
+pub fn load(path: &Path) -> Result<Vec<AggrRule>, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
     })?;
-    parse(&text).map_err(|e| format!("stream aggregation file {}: {e}", path.display()))
+    parse(&text).map_err(|source| LoadError::Parse {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })
 }
 
 /// Compiles the rules of a stream aggregation YAML document.
-pub fn parse(text: &str) -> Result<Vec<AggrRule>, String> {
+pub fn parse(text: &str) -> Result<Vec<AggrRule>, ParseError> {
     // An empty file is an empty list, as vmagent reads it.
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let raw: Vec<serde_yaml::Value> =
-        serde_yaml::from_str(text).map_err(|e| format!("not a YAML list of rules: {e}"))?;
+    let raw: Vec<serde_yaml::Value> = serde_yaml::from_str(text).map_err(ParseError::NotAList)?;
     raw.into_iter()
         .enumerate()
         .map(|(index, value)| {
@@ -130,22 +187,24 @@ pub fn parse(text: &str) -> Result<Vec<AggrRule>, String> {
                 .get("name")
                 .and_then(|n| n.as_str())
                 .map(str::to_owned);
-            let label = match &name {
-                Some(n) => format!("rule #{index} ({n})"),
-                None => format!("rule #{index}"),
-            };
-            compile(index, value).map_err(|e| format!("{label}: {e}"))
+            compile(index, value).map_err(|error| ParseError::Rule {
+                rule: match &name {
+                    Some(n) => format!("rule #{index} ({n})"),
+                    None => format!("rule #{index}"),
+                },
+                error,
+            })
         })
         .collect()
 }
 
-fn compile(index: usize, value: serde_yaml::Value) -> Result<AggrRule, String> {
-    let rule: RuleYaml = serde_yaml::from_value(value).map_err(|e| e.to_string())?;
+fn compile(index: usize, value: serde_yaml::Value) -> Result<AggrRule, RuleError> {
+    let rule: RuleYaml = serde_yaml::from_value(value).map_err(RuleError::Yaml)?;
     if rule.interval.as_deref().map_or(true, str::is_empty) {
-        return Err("missing interval (vmagent refuses the rule)".into());
+        return Err(RuleError::MissingInterval);
     }
     if rule.outputs.is_empty() {
-        return Err("outputs lists nothing (vmagent refuses the rule)".into());
+        return Err(RuleError::NoOutputs);
     }
     let texts = match rule.selectors {
         None => Vec::new(),
@@ -154,7 +213,7 @@ fn compile(index: usize, value: serde_yaml::Value) -> Result<AggrRule, String> {
     };
     let selectors = texts
         .iter()
-        .map(|t| Selector::parse(t).map_err(|e| format!("match: {e}")))
+        .map(|t| Selector::parse(t).map_err(RuleError::Match))
         .collect::<Result<Vec<_>, _>>()?;
     let dropped = rule.drop_input_labels.unwrap_or_default();
     let sorted = |mut v: Vec<String>| {
@@ -163,7 +222,7 @@ fn compile(index: usize, value: serde_yaml::Value) -> Result<AggrRule, String> {
         v
     };
     let grouping = match (rule.by.is_empty(), rule.without.is_empty()) {
-        (false, false) => return Err("by and without cannot both be set".into()),
+        (false, false) => return Err(RuleError::ByAndWithout),
         (false, true) => {
             let mut by = rule.by;
             by.push("__name__".into());

@@ -18,7 +18,40 @@
 use regex::Regex;
 
 use crate::relabel::engine::compile_regex;
-use crate::relabel::LabelPair;
+use crate::relabel::{LabelPair, RegexError};
+
+/// Why a selector does not parse.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SelectorError {
+    /// The text is not a selector: what was expected and where.
+    #[error("{what} at offset {offset} of {text:?}")]
+    Syntax {
+        /// What is wrong, e.g. `missing '}'`.
+        what: &'static str,
+        /// Byte offset into `text`.
+        offset: usize,
+        /// The whole selector.
+        text: String,
+    },
+    /// `metric{__name__=...}`.
+    #[error("metric name {name:?} given twice (before the braces and as __name__) in {text:?}")]
+    NameTwice {
+        /// The name before the braces.
+        name: String,
+        /// The whole selector.
+        text: String,
+    },
+    /// A `=~` or `!~` value that does not compile.
+    #[error("label {label:?}: bad regex {pattern:?}: {error}")]
+    Regex {
+        /// The matcher's label.
+        label: String,
+        /// The pattern as written.
+        pattern: String,
+        /// Why it does not compile.
+        error: RegexError,
+    },
+}
 
 /// How a matcher compares a label value.
 #[derive(Debug, Clone)]
@@ -47,7 +80,7 @@ pub enum Pattern {
 
 impl Pattern {
     /// Compiles `pattern` (Go RE2 syntax).
-    pub fn new(pattern: &str) -> Result<Pattern, String> {
+    pub fn new(pattern: &str) -> Result<Pattern, RegexError> {
         // Compiled in every case, so a pattern is refused exactly when the
         // regex engine refuses it.
         let regex = compile_regex(pattern)?;
@@ -117,7 +150,7 @@ pub struct Selector {
 
 impl Selector {
     /// Parses `text`; the error says what is wrong and where.
-    pub fn parse(text: &str) -> Result<Selector, String> {
+    pub fn parse(text: &str) -> Result<Selector, SelectorError> {
         Parser {
             s: text.as_bytes(),
             text,
@@ -149,8 +182,12 @@ struct Parser<'t> {
 }
 
 impl Parser<'_> {
-    fn err<T>(&self, what: &str) -> Result<T, String> {
-        Err(format!("{what} at offset {} of {:?}", self.pos, self.text))
+    fn err<T>(&self, what: &'static str) -> Result<T, SelectorError> {
+        Err(SelectorError::Syntax {
+            what,
+            offset: self.pos,
+            text: self.text.to_owned(),
+        })
     }
 
     fn skip_space(&mut self) {
@@ -173,7 +210,7 @@ impl Parser<'_> {
         }
     }
 
-    fn selector(mut self) -> Result<Selector, String> {
+    fn selector(mut self) -> Result<Selector, SelectorError> {
         self.skip_space();
         let metric = match self.peek() {
             Some(c) if c.is_ascii_alphabetic() || c == b'_' || c == b':' => {
@@ -194,10 +231,10 @@ impl Parser<'_> {
         if let Some(name) = metric {
             for group in &mut groups {
                 if group.iter().any(|m| m.name == "__name__") {
-                    return Err(format!(
-                        "metric name {name:?} given twice (before the braces and as __name__) in {:?}",
-                        self.text
-                    ));
+                    return Err(SelectorError::NameTwice {
+                        name,
+                        text: self.text.to_owned(),
+                    });
                 }
                 group.insert(
                     0,
@@ -212,7 +249,7 @@ impl Parser<'_> {
     }
 
     /// After `{`: groups separated by `or`, up to and including `}`.
-    fn matcher_groups(&mut self) -> Result<Vec<Vec<Matcher>>, String> {
+    fn matcher_groups(&mut self) -> Result<Vec<Vec<Matcher>>, SelectorError> {
         let mut groups = Vec::new();
         let mut group = Vec::new();
         loop {
@@ -260,7 +297,7 @@ impl Parser<'_> {
         is_or
     }
 
-    fn matcher(&mut self) -> Result<Matcher, String> {
+    fn matcher(&mut self) -> Result<Matcher, SelectorError> {
         self.skip_space();
         let quoted = matches!(self.peek(), Some(b'"' | b'\'' | b'`'));
         let name = if quoted {
@@ -298,8 +335,13 @@ impl Parser<'_> {
             return self.err("expected a quoted value");
         }
         let value = self.string()?;
-        let regex =
-            |v: &str| Pattern::new(v).map_err(|e| format!("label {name:?}: bad regex {v:?}: {e}"));
+        let regex = |v: &str| {
+            Pattern::new(v).map_err(|error| SelectorError::Regex {
+                label: name.clone(),
+                pattern: v.to_owned(),
+                error,
+            })
+        };
         let op = match op {
             "=" => Op::Eq(value),
             "!=" => Op::Ne(value),
@@ -323,7 +365,7 @@ impl Parser<'_> {
     }
 
     /// A quoted string: `"…"` or `'…'` with Go escapes, or raw `` `…` ``.
-    fn string(&mut self) -> Result<String, String> {
+    fn string(&mut self) -> Result<String, SelectorError> {
         let quote = self.s[self.pos];
         self.pos += 1;
         let mut out = String::new();
@@ -346,7 +388,7 @@ impl Parser<'_> {
     }
 
     /// After a backslash: Go's escapes (`strconv.Unquote`).
-    fn escape(&mut self, quote: u8, out: &mut String) -> Result<(), String> {
+    fn escape(&mut self, quote: u8, out: &mut String) -> Result<(), SelectorError> {
         let Some(c) = self.peek() else {
             return self.err("unterminated escape");
         };

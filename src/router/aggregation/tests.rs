@@ -128,7 +128,7 @@ fn bad_selectors_say_what_and_where() {
         (r#"{1job="a"}"#, "expected a label name"),
         (r#"{""="a"}"#, "empty label name"),
     ] {
-        let err = Selector::parse(text).unwrap_err();
+        let err = Selector::parse(text).unwrap_err().to_string();
         assert!(err.contains(want), "{text:?}: {err}");
     }
 }
@@ -196,14 +196,15 @@ fn bad_rules_name_the_rule() {
         ("- interval: 1m\n  outputs: total\n", "rule #0: "),
         ("interval: 1m\n", "not a YAML list"),
     ] {
-        let err = parse(yaml).unwrap_err();
+        let err = parse(yaml).unwrap_err().to_string();
         assert!(err.contains(want), "{yaml}: {err}");
     }
     let err = Aggregation::new(
         parse("- interval: 1m\n  outputs: [total]\n  match: '{stream_task_id=\"1\"}'\n").unwrap(),
         "stream_task_id",
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("rule #0") && err.contains("task label"),
         "{err}"
