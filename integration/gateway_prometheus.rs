@@ -1,9 +1,11 @@
-//! A real Prometheus (Debian package) remote-writes to the gateway.
+//! A real Prometheus (Debian package) remote-writes to the gateway; a
+//! router reads what it wrote. Both read Prometheus' requests with the
+//! zero-copy reader, as the reader counter shows.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{create_topic, free_port, read_topic, unique, write_file};
+use crate::common::{free_port, http_get, read_topic, write_file};
 use crate::gateway::{decode_record, start_gateway};
 
 struct Prometheus(Child);
@@ -17,9 +19,10 @@ impl Drop for Prometheus {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_remote_writes_its_own_series_into_the_ingress_topic() {
-    let topic = unique("prometheus");
-    create_topic(&topic, 1).await;
+    let setup = crate::router::setup(1, 1, 4, "").await;
+    let topic = setup.ingress.clone();
     let gateway = start_gateway(&topic, &[]).await;
+    let router = crate::router::start_router(&setup).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let config = write_file(
@@ -73,5 +76,35 @@ async fn prometheus_remote_writes_its_own_series_into_the_ingress_topic() {
             gateway.log()
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    // Prometheus' requests take the zero-copy reader in both roles; only
+    // its metadata-only requests (every minute) take prost's.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (role, process) in [("gateway", &gateway), ("router", &router)] {
+        loop {
+            let metrics = http_get(&format!("http://{}/metrics", process.addr))
+                .await
+                .expect("metrics")
+                .body;
+            let read = |reader: &str| {
+                let start = format!(
+                    "streamroute_remote_write_requests_read_total{{role=\"{role}\",reader=\"{reader}\"}}"
+                );
+                metrics
+                    .lines()
+                    .find(|l| l.starts_with(&start))
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            let (fast, prost) = (read("fast"), read("prost"));
+            if fast > 0.0 && fast > prost {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{role}: {fast} requests through the fast reader, {prost} through prost:\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 }

@@ -13,6 +13,11 @@ pub const ROLE_RESTARTS: &str = "streamroute_role_restarts_total";
 /// Always 1, labels version and revision (git, at build time).
 pub const BUILD_INFO: &str = "streamroute_build_info";
 
+/// Remote-write requests read, by `role` (gateway, router) and `reader`:
+/// `fast` (the zero-copy 1.0 reader) or `prost` (2.0, metadata, and what
+/// the fast reader declines).
+pub const REQUESTS_READ: &str = "streamroute_remote_write_requests_read_total";
+
 /// The version in Cargo.toml.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git revision this was built from (build.rs), or "unknown".
@@ -32,6 +37,10 @@ pub fn describe() {
     describe_counter!(
         ROLE_RESTARTS,
         "times a role failed and was started again in this process"
+    );
+    describe_counter!(
+        REQUESTS_READ,
+        "remote-write requests read, by role and reader (fast: the zero-copy 1.0 reader; prost: 2.0, metadata and what the fast reader declines)"
     );
     describe_gauge!(
         BUILD_INFO,

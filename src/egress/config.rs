@@ -149,9 +149,26 @@ pub enum Target {
     List(Vec<String>),
 }
 
+/// Why `egress.partitions` names no set of partitions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartitionsError {
+    /// A part that is not a number, e.g. `x` or `1-y`.
+    #[error("{0:?} is not a partition number")]
+    NotANumber(String),
+    /// `3-1`.
+    #[error("range {0:?} is empty")]
+    EmptyRange(String),
+    /// An empty list.
+    #[error("names no partition; use \"all\", a range like \"0-3\" or a list")]
+    None,
+    /// A partition below 0.
+    #[error("partition {0} is negative")]
+    Negative(i32),
+}
+
 impl Partitions {
     /// Parses the setting.
-    pub fn parse(&self) -> Result<PartitionSet, String> {
+    pub fn parse(&self) -> Result<PartitionSet, PartitionsError> {
         let text = match self {
             Partitions::List(list) => return set_of(list.iter().copied()).map(PartitionSet::Some),
             Partitions::One(p) => return set_of([*p]).map(PartitionSet::Some),
@@ -165,13 +182,13 @@ impl Partitions {
             let number = |s: &str| {
                 s.trim()
                     .parse::<i32>()
-                    .map_err(|_| format!("{s:?} is not a partition number"))
+                    .map_err(|_| PartitionsError::NotANumber(s.to_owned()))
             };
             match part.split_once('-') {
                 Some((a, b)) => {
                     let (a, b) = (number(a)?, number(b)?);
                     if a > b {
-                        return Err(format!("range {part:?} is empty"));
+                        return Err(PartitionsError::EmptyRange(part.to_owned()));
                     }
                     out.extend(a..=b);
                 }
@@ -182,13 +199,13 @@ impl Partitions {
     }
 }
 
-fn set_of(list: impl IntoIterator<Item = i32>) -> Result<BTreeSet<i32>, String> {
+fn set_of(list: impl IntoIterator<Item = i32>) -> Result<BTreeSet<i32>, PartitionsError> {
     let set: BTreeSet<i32> = list.into_iter().collect();
     if set.is_empty() {
-        return Err("names no partition; use \"all\", a range like \"0-3\" or a list".into());
+        return Err(PartitionsError::None);
     }
     if let Some(p) = set.iter().find(|p| **p < 0) {
-        return Err(format!("partition {p} is negative"));
+        return Err(PartitionsError::Negative(*p));
     }
     Ok(set)
 }
@@ -432,8 +449,32 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, CaFileE
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<PartitionSet, String> {
+    fn parse(text: &str) -> Result<PartitionSet, PartitionsError> {
         Partitions::Text(text.into()).parse()
+    }
+
+    #[test]
+    fn partition_errors_say_what_is_wrong() {
+        assert_eq!(
+            parse("3-1").unwrap_err().to_string(),
+            r#"range "3-1" is empty"#
+        );
+        assert_eq!(
+            parse("1-y").unwrap_err(),
+            PartitionsError::NotANumber("y".into())
+        );
+        assert_eq!(
+            parse("0, x").unwrap_err().to_string(),
+            r#""x" is not a partition number"#
+        );
+        assert_eq!(
+            Partitions::One(-1).parse().unwrap_err().to_string(),
+            "partition -1 is negative"
+        );
+        assert_eq!(
+            Partitions::List(vec![]).parse().unwrap_err().to_string(),
+            r#"names no partition; use "all", a range like "0-3" or a list"#
+        );
     }
 
     #[test]

@@ -71,10 +71,26 @@ pub enum EgressError {
     /// The task topic or an owned partition is not there (yet).
     #[error("{0}")]
     Topic(String),
-    /// A setting that validation could not check (e.g. a target list too
-    /// short for the partitions of "all").
+    /// `egress.partitions` does not parse (validation refuses it first).
     #[error("egress config: {0}")]
-    Config(String),
+    Partitions(#[from] config::PartitionsError),
+    /// The receivers' client cannot be built (validation refuses it first).
+    #[error("egress config: {0}")]
+    Sender(#[from] send::SenderError),
+    /// A target list that is not one URL per partition of the topic, which
+    /// validation cannot check: it does not know the topic.
+    #[error("egress config: egress.target lists {urls} URL(s) but {topic} has {count} partition(s): give one URL per partition, or a template with {{partition}}")]
+    TargetCount {
+        /// URLs in the list.
+        urls: usize,
+        /// The task topic.
+        topic: String,
+        /// Its partitions.
+        count: i32,
+    },
+    /// The target list has no URL for an owned partition.
+    #[error("egress config: target lists no URL for partition {0}")]
+    NoTarget(i32),
     /// A request body could not be compressed.
     #[error("cannot encode a request: {0}")]
     Encode(String),
@@ -161,7 +177,7 @@ impl Egress {
             .live
             .clone()
             .unwrap_or_else(|| Live::new(self.config.egress.clone()));
-        let sender = send::Sender::new(&live.get()).map_err(EgressError::Config)?;
+        let sender = send::Sender::new(&live.get())?;
         let dead_letter = DurableProducer::new(
             &self.config.kafka,
             "egress",
@@ -297,7 +313,7 @@ impl Egress {
 async fn start_workers(shared: &Arc<Shared>) -> Result<Vec<PartitionWorker>, EgressError> {
     let config = &shared.config;
     let count = partition_count(&shared.kafka, &config.topic).await?;
-    let owned: BTreeSet<i32> = match config.partitions.parse().map_err(EgressError::Config)? {
+    let owned: BTreeSet<i32> = match config.partitions.parse()? {
         PartitionSet::All => (0..count).collect(),
         PartitionSet::Some(set) => set,
     };
@@ -305,11 +321,11 @@ async fn start_workers(shared: &Arc<Shared>) -> Result<Vec<PartitionWorker>, Egr
     // means the topic or the list is not what the operator thinks.
     if let config::Target::List(urls) = &config.target {
         if urls.len() != count as usize {
-            return Err(EgressError::Config(format!(
-                "egress.target lists {} URL(s) but {} has {count} partition(s): give one URL per partition, or a template with {{partition}}",
-                urls.len(),
-                config.topic
-            )));
+            return Err(EgressError::TargetCount {
+                urls: urls.len(),
+                topic: config.topic.clone(),
+                count,
+            });
         }
     }
     if let Some(p) = owned.iter().find(|p| **p >= count) {
@@ -320,10 +336,7 @@ async fn start_workers(shared: &Arc<Shared>) -> Result<Vec<PartitionWorker>, Egr
     }
     let mut workers = Vec::new();
     for p in owned {
-        let url = config
-            .target
-            .url(p)
-            .ok_or_else(|| EgressError::Config(format!("target lists no URL for partition {p}")))?;
+        let url = config.target.url(p).ok_or(EgressError::NoTarget(p))?;
         workers.push(PartitionWorker::start(shared.clone(), p, url).await?);
         zero_counters(p);
     }

@@ -5,20 +5,21 @@
 //! a refused zstd body is retried as snappy; any other 4xx is a request the
 //! receiver will never take, which the caller dead-letters.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, InvalidHeaderName, InvalidHeaderValue};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
-use super::config::{load_ca_file, EgressConfig, SendEncoding};
+use super::config::{load_ca_file, CaFileError, EgressConfig, SendEncoding};
 
 /// Longest response body kept for logs and dead-letter headers.
 const MAX_BODY: usize = 1024;
@@ -44,6 +45,48 @@ pub enum Outcome {
     Rejected { status: u16, body: String },
 }
 
+/// Why a [`Sender`] cannot be built from the config (validation checks
+/// the same things first, so at start-up this is rare).
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    /// A configured header name is not a valid HTTP header name.
+    #[error("header {name}: {source}")]
+    HeaderName {
+        /// The name as configured.
+        name: String,
+        /// Why it is invalid.
+        source: InvalidHeaderName,
+    },
+    /// A header value (extra header, auth) is not a valid HTTP header value.
+    #[error("header {name}: {source}")]
+    HeaderValue {
+        /// The header's name.
+        name: String,
+        /// Why it is invalid (never the value itself: it may be a secret).
+        source: InvalidHeaderValue,
+    },
+    /// `forward_tenant_header` is not a valid HTTP header name.
+    #[error("forward_tenant_header: {0}")]
+    TenantHeader(InvalidHeaderName),
+    /// rustls refuses the protocol versions.
+    #[error("tls: {0}")]
+    Tls(rustls::Error),
+    /// `tls_ca_file` cannot be read or holds no certificate.
+    #[error("tls_ca_file: {0}")]
+    CaFile(CaFileError),
+    /// A certificate of `tls_ca_file` is not a usable CA.
+    #[error("tls_ca_file: {}: {source}", path.display())]
+    CaCertificate {
+        /// The file.
+        path: PathBuf,
+        /// Why rustls refuses the certificate.
+        source: rustls::Error,
+    },
+    /// An https target, no `tls_ca_file`, and no system roots.
+    #[error("https target but the system's CA certificates cannot be used ({0}); set egress.tls_ca_file")]
+    NativeRoots(std::io::Error),
+}
+
 /// Builds and sends requests to the receivers.
 pub struct Sender {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -66,11 +109,17 @@ pub fn refuses_encoding(status: u16, body: &str) -> bool {
 
 impl Sender {
     /// A sender with the configured auth and extra headers (validated at start-up).
-    pub fn new(config: &EgressConfig) -> Result<Sender, String> {
+    pub fn new(config: &EgressConfig) -> Result<Sender, SenderError> {
         let mut headers = HeaderMap::new();
-        let mut put = |name: &str, value: &str| -> Result<(), String> {
-            let n = HeaderName::try_from(name).map_err(|e| format!("header {name}: {e}"))?;
-            let v = HeaderValue::try_from(value).map_err(|e| format!("header {name}: {e}"))?;
+        let mut put = |name: &str, value: &str| -> Result<(), SenderError> {
+            let n = HeaderName::try_from(name).map_err(|source| SenderError::HeaderName {
+                name: name.to_owned(),
+                source,
+            })?;
+            let v = HeaderValue::try_from(value).map_err(|source| SenderError::HeaderValue {
+                name: name.to_owned(),
+                source,
+            })?;
             headers.insert(n, v);
             Ok(())
         };
@@ -94,7 +143,7 @@ impl Sender {
         let tenant_header = config
             .forward_tenant_header
             .as_deref()
-            .map(|n| HeaderName::try_from(n).map_err(|e| format!("forward_tenant_header: {e}")))
+            .map(|n| HeaderName::try_from(n).map_err(SenderError::TenantHeader))
             .transpose()?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.request_timeout));
@@ -213,23 +262,28 @@ impl Sender {
 /// The TLS client settings for https receivers: their certificates must
 /// chain to `tls_ca_file`'s CAs when set, else to the system's roots. Only
 /// https targets need roots, so plain http works on a machine without any.
-fn tls_config(config: &EgressConfig) -> Result<ClientConfig, String> {
+fn tls_config(config: &EgressConfig) -> Result<ClientConfig, SenderError> {
     use hyper_rustls::ConfigBuilderExt as _;
     // ring explicitly, as the listener (src/tls.rs) does.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?;
+        .map_err(SenderError::Tls)?;
     let builder = if let Some(path) = &config.tls_ca_file {
         let mut roots = RootCertStore::empty();
-        for cert in load_ca_file(path).map_err(|e| format!("tls_ca_file: {e}"))? {
+        for cert in load_ca_file(path).map_err(SenderError::CaFile)? {
             roots
                 .add(cert)
-                .map_err(|e| format!("tls_ca_file: {}: {e}", path.display()))?;
+                .map_err(|source| SenderError::CaCertificate {
+                    path: path.clone(),
+                    source,
+                })?;
         }
         builder.with_root_certificates(roots)
     } else if config.target.uses_https() {
-        builder.with_native_roots().map_err(|e| format!("https target but the system's CA certificates cannot be used ({e}); set egress.tls_ca_file"))?
+        builder
+            .with_native_roots()
+            .map_err(SenderError::NativeRoots)?
     } else {
         builder.with_root_certificates(RootCertStore::empty())
     };
@@ -285,6 +339,40 @@ fn truncate(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_header_or_ca_file_is_named_in_the_error() {
+        let config = EgressConfig {
+            headers: [("bad name".into(), "v".into())].into(),
+            ..EgressConfig::default()
+        };
+        let e = Sender::new(&config).err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("header bad name: invalid HTTP header name")
+        );
+
+        let config = EgressConfig {
+            headers: [("x-env".into(), "line\nbreak".into())].into(),
+            ..EgressConfig::default()
+        };
+        let e = Sender::new(&config).err();
+        assert!(
+            matches!(&e, Some(SenderError::HeaderValue { name, .. }) if name == "x-env"),
+            "{e:?}"
+        );
+
+        let config = EgressConfig {
+            tls_ca_file: Some("/nonexistent/ca.pem".into()),
+            ..EgressConfig::default()
+        };
+        let e = Sender::new(&config).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.starts_with("tls_ca_file: cannot read /nonexistent/ca.pem")),
+            "{e:?}"
+        );
+    }
 
     #[test]
     fn vmagent_179s_answer_to_zstd_counts_as_a_refused_encoding() {

@@ -280,10 +280,11 @@ impl Gateway {
         })
         .await;
         match decoded {
-            Ok(Ok((decoded_len, stats))) => {
+            Ok(Ok(checked)) => {
                 ::metrics::counter!(m::RECEIVED_BYTES, "stage" => "decoded")
-                    .increment(decoded_len as u64);
-                Ok(stats)
+                    .increment(checked.decoded_len as u64);
+                checked.reader.count("gateway");
+                Ok(checked.stats)
             }
             Ok(Err(e)) => Err(Outcome::rejected(
                 refused_status(&e),

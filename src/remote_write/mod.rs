@@ -462,12 +462,16 @@ pub fn check_bounded(
     max_decoded: usize,
     limits: &Limits,
     max_heap: usize,
-) -> Result<(usize, Stats), RequestError> {
+) -> Result<Checked, RequestError> {
     let raw = decompress_reusing(body, encoding, max_decoded)?;
     bounds::check(&raw, protocol, limits, max_heap)?;
     if protocol == Protocol::V1 {
         if let Some(request) = fast::parse(&raw, limits) {
-            return Ok((raw.len(), request.stats()));
+            return Ok(Checked {
+                decoded_len: raw.len(),
+                stats: request.stats(),
+                reader: Reader::Fast,
+            });
         }
     }
     let request = match protocol {
@@ -476,7 +480,41 @@ pub fn check_bounded(
             .map_err(DecodeError::BadProtobuf)?
             .into_v1()?,
     };
-    Ok((raw.len(), validate_v1(&request, limits)?))
+    Ok(Checked {
+        decoded_len: raw.len(),
+        stats: validate_v1(&request, limits)?,
+        reader: Reader::Prost,
+    })
+}
+
+/// What [`check_bounded`] found in a valid body.
+#[derive(Debug)]
+pub struct Checked {
+    /// Bytes after decompression.
+    pub decoded_len: usize,
+    pub stats: Stats,
+    /// Which reader took it.
+    pub reader: Reader,
+}
+
+/// Which reader read a request: the zero-copy 1.0 reader (`fast.rs`), or
+/// prost (2.0, metadata, and every body the fast reader declines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    Fast,
+    Prost,
+}
+
+impl Reader {
+    /// Counts one request read by `role` (`streamroute_remote_write_requests_read_total`).
+    pub fn count(self, role: &'static str) {
+        let reader = match self {
+            Reader::Fast => "fast",
+            Reader::Prost => "prost",
+        };
+        metrics::counter!(crate::metrics::REQUESTS_READ, "role" => role, "reader" => reader)
+            .increment(1);
+    }
 }
 
 /// Renders labels like `{__name__="up", job="api"}` for messages, escaping

@@ -17,7 +17,7 @@ use super::txn::Txn;
 use crate::kafka::record::IngressMeta;
 use crate::remote_write::{
     decode_request, decompress_reusing, fast, sniff, validate_v1, DecodeError, Limits, Protocol,
-    WriteRequest,
+    Reader, WriteRequest,
 };
 
 /// Why a record cannot be routed: it goes to the dead-letter topic.
@@ -71,9 +71,11 @@ pub fn route_record(
         .as_deref()
         .and_then(|raw| fast::parse(raw, routing.limits))
     {
+        Reader::Fast.count("router");
         route_fast_request(&request, meta.tenant.as_ref(), routing, txn);
         return Ok(());
     }
+    Reader::Prost.count("router");
     let decoded = match raw.as_deref() {
         Some(raw) => {
             <WriteRequest as prost::Message>::decode(raw).map_err(DecodeError::BadProtobuf)

@@ -530,12 +530,12 @@ proptest! {
         let fast = check_bounded(&raw, Encoding::Identity, Protocol::V1, 1 << 20, &limits, 64 << 20);
         let prost = decode_bounded(&raw, Encoding::Identity, Protocol::V1, 1 << 20, &limits, 64 << 20);
         match (fast, prost) {
-            (Ok((len, stats)), Ok((decoded, want))) => {
-                prop_assert_eq!(len, decoded.raw.len());
-                prop_assert_eq!(stats, want);
+            (Ok(checked), Ok((decoded, want))) => {
+                prop_assert_eq!(checked.decoded_len, decoded.raw.len());
+                prop_assert_eq!(checked.stats, want);
             }
             (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
-            (a, b) => prop_assert!(false, "fast {:?} vs prost {:?}", a.map(|x| x.1), b.map(|x| x.1)),
+            (a, b) => prop_assert!(false, "fast {:?} vs prost {:?}", a.map(|x| x.stats), b.map(|x| x.1)),
         }
     }
 }
