@@ -1433,3 +1433,81 @@ async fn a_record_with_a_non_utf8_header_key_is_dead_lettered_and_the_partition_
     // rdkafka's panic is caught (the panic hook still prints it); the
     // partition was not restarted, so the foreign record was read once.
 }
+
+/// The same foreign record (a header key that is not UTF-8, as another
+/// producer may write one) against VictoriaMetrics: it is dead-lettered
+/// with the reason and where it was read, and the record after it is
+/// delivered; the partition task is never restarted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_utf8_header_key_is_dead_lettered_and_the_next_record_reaches_victoria_metrics() {
+    use std::os::unix::ffi::OsStrExt;
+    use streamroute::kafka::record::{DeadLetter, NOT_UTF8_KEY};
+    let setup = setup(1, &format!("{}/api/v1/write", victoria()), "").await;
+    let name = format!("sr_it_utf8_{}", uuid::Uuid::new_v4().simple());
+    let ts = recent_ms();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = dir.path().join("record.bin");
+    let foreign = request(&name, 0, 5, ts).encode_to_vec();
+    std::fs::write(&body, &foreign).expect("write");
+    let status = std::process::Command::new("kcat")
+        .args([
+            "-b",
+            &crate::common::bootstrap(),
+            "-P",
+            "-t",
+            &setup.tasks,
+            "-p",
+            "0",
+            "-H",
+        ])
+        .arg(std::ffi::OsStr::from_bytes(b"\xfeorigin=other"))
+        .arg(&body)
+        .status()
+        .expect("kcat (Debian package kafkacat, installed by scripts/setup.sh)");
+    assert!(status.success());
+    produce_task(&producer(), &setup.tasks, 0, &request(&name, 5, 5, ts)).await;
+    let mut egress = start_egress(&setup).await;
+    let want: BTreeSet<(String, i64)> = (5..10).map(|i| (i.to_string(), ts)).collect();
+    let got = wait_in_vm(&name, &want, Duration::from_secs(60), &egress).await;
+    assert_eq!(
+        got.into_keys().collect::<BTreeSet<_>>(),
+        want,
+        "only the record after the foreign one"
+    );
+    let dead = read_topic(&setup.dead_letter);
+    assert_eq!(dead.len(), 1, "dead-lettered once:\n{}", egress.log());
+    let letter = DeadLetter::from_headers(dead[0].headers()).expect("dead-letter headers");
+    assert_eq!(letter.reason, "malformed_record");
+    assert_eq!(letter.detail, NOT_UTF8_KEY);
+    assert_eq!(
+        (
+            letter.source.topic.as_str(),
+            letter.source.partition,
+            letter.source.offset
+        ),
+        (setup.tasks.as_str(), 0, 0)
+    );
+    assert_eq!(dead[0].payload(), Some(&foreign[..]), "the value as read");
+    let metrics = http_get(&format!("http://{}/metrics", egress.addr))
+        .await
+        .expect("metrics")
+        .body;
+    assert_eq!(
+        metric_value(&metrics, "streamroute_egress_samples_total{"),
+        5.0,
+        "{metrics}"
+    );
+    assert!(egress.terminate().success(), "{}", egress.log());
+    let log = egress.log();
+    assert_eq!(
+        log.matches("egress partition assigned").count(),
+        1,
+        "the partition was not restarted:\n{log}"
+    );
+    // The position is past both records.
+    let state = setup.state.to_str().expect("utf-8");
+    let output = streamroute(&["inspect", "offsets", "--state", state], &[]);
+    assert!(output.status.success(), "{}", crate::common::show(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains(&format!("{}\t0\t2", setup.tasks)), "{text}");
+}

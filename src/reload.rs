@@ -107,7 +107,6 @@ fn rules_of(config: &Config, routes: Vec<Route>) -> Rules {
     }
 }
 
-
 impl Reloader {
     /// `routes` are `config`'s routes compiled (the router's start-up check).
     pub fn new(file: Option<PathBuf>, config: Arc<Config>, routes: Vec<Route>) -> Reloader {

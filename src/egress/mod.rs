@@ -15,8 +15,10 @@
 //! ready and holds the partitions until it works again; it never stops
 //! the role.
 
+mod batch;
 pub mod config;
 mod drain;
+mod events;
 pub mod gaps;
 mod keeper;
 pub mod metrics;
@@ -42,8 +44,8 @@ use config::PartitionSet;
 
 use crate::config::Config;
 use crate::http::Readiness;
-use crate::live::Live;
 use crate::kafka::producer::DurableProducer;
+use crate::live::Live;
 use crate::state::{State, StateError};
 use keeper::Keeper;
 use worker::{PartitionWorker, Shared};
@@ -95,7 +97,7 @@ pub enum EgressError {
     /// A blocking task failed.
     #[error("egress task failed: {0}")]
     Thread(String),
-    /// A partition's consumer stopped fetching (see `worker::STALL_AFTER`);
+    /// A partition's consumer stopped fetching (see `worker/position.rs`, `STALL_AFTER`);
     /// the role is restarted with fresh clients.
     #[error("consumer of partition {partition} is wedged: {reason}")]
     Stalled { partition: i32, reason: String },
@@ -334,10 +336,7 @@ async fn start_workers(shared: &Arc<Shared>) -> Result<Vec<PartitionWorker>, Egr
     }
     let mut workers = Vec::new();
     for p in owned {
-        let url = config
-            .target
-            .url(p)
-            .ok_or(EgressError::NoTarget(p))?;
+        let url = config.target.url(p).ok_or(EgressError::NoTarget(p))?;
         workers.push(PartitionWorker::start(shared.clone(), p, url).await?);
         zero_counters(p);
     }

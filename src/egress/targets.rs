@@ -44,7 +44,12 @@ impl Targets {
         let url = config.target.url(partition);
         let sender = self.sender(&config);
         sender
-            .send(url.as_deref().unwrap_or(started_with), body, encoding, tenant)
+            .send(
+                url.as_deref().unwrap_or(started_with),
+                body,
+                encoding,
+                tenant,
+            )
             .await
     }
 

@@ -9,19 +9,24 @@
 //! the stored position is at most the lowest offset still holding a
 //! sample; records at or below the stored `read_through` are read again
 //! after a restart but not taken in twice.
+//!
+//! Depends on the worker, `egress::windows` (engine, codec, sled layout),
+//! `batch`, `state` and the late record format in `kafka::record`.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use tracing::{info, warn};
 
-use super::{Batch, PartitionWorker, Record, Shared};
+use super::{PartitionWorker, Shared};
+use crate::egress::batch::{Batch, Record};
 use crate::egress::metrics as m;
 use crate::egress::windows::store::{self, Meta, Unsaved};
 use crate::egress::windows::{codec, Emit, Settings, Windows};
 use crate::egress::EgressError;
 use crate::kafka::producer::SendError;
+use crate::kafka::record::dead_letter::{late_headers, Source};
 use crate::remote_write::WriteRequest;
 use crate::state::{partition_key, Position, Tree};
 
@@ -215,21 +220,13 @@ impl PartitionWorker {
         let Some(topic) = self.shared.config.windows.late_topic.as_deref() else {
             return;
         };
-        let partition = self.partition.to_string();
         for (offset, body) in &batch.late {
-            let offset = offset.to_string();
-            let mut headers = OwnedHeaders::new();
-            for (key, value) in [
-                ("late-reason", "at_or_before_last_sent"),
-                ("source-topic", self.topic()),
-                ("source-partition", partition.as_str()),
-                ("source-offset", offset.as_str()),
-            ] {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value),
-                });
-            }
+            let source = Source {
+                topic: self.topic().to_string(),
+                partition: self.partition,
+                offset: *offset,
+            };
+            let headers = late_headers("at_or_before_last_sent", &source);
             let mut wait = Duration::from_millis(200);
             loop {
                 match self

@@ -14,15 +14,12 @@
 //! - key: the sender identity when the gateway is configured with
 //!   `gateway.key_header`, else none (records spread over partitions).
 //!
-//! Task records (what the router writes) use the same headers plus `route`;
-//! their value is a 1.0 `WriteRequest` in the route's `record_encoding`,
-//! named in `content-encoding` (no header: identity). [`task_value`] undoes it.
-
-use std::borrow::Cow;
+//! Depends on `remote_write`'s encodings and the header guard in `record`.
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
-use crate::remote_write::{decompress, Encoding, Protocol};
+use super::for_each_header;
+use crate::remote_write::{Encoding, Protocol};
 
 /// Header naming the value's encoding.
 pub const HEADER_ENCODING: &str = "content-encoding";
@@ -32,38 +29,6 @@ pub const HEADER_PROTOCOL: &str = "protocol";
 pub const HEADER_TENANT: &str = "tenant";
 /// Header with the receive time, unix milliseconds.
 pub const HEADER_RECEIVED_AT: &str = "received-at";
-/// Header naming the route that wrote a task-topic record.
-pub const HEADER_ROUTE: &str = "route";
-
-/// Largest decoded task-record value accepted: a router batch is at most
-/// `router.batch_max_bytes` (256 MiB at most) unless one series alone is
-/// larger, and that is bounded by the router's `max_decoded_bytes`.
-pub const MAX_TASK_VALUE: usize = 512 << 20;
-
-/// A task record's value as plain protobuf, decompressed as its
-/// `content-encoding` header (`encoding`, the raw header value) says;
-/// without the header it is identity (records of older routers).
-pub fn task_value<'a>(value: &'a [u8], encoding: Option<&[u8]>) -> Result<Cow<'a, [u8]>, String> {
-    let encoding = match encoding {
-        None => Encoding::Identity,
-        Some(raw) => std::str::from_utf8(raw)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| {
-                format!(
-                    "header {HEADER_ENCODING} {:?} is not identity, snappy or zstd",
-                    String::from_utf8_lossy(raw)
-                )
-            })?,
-    };
-    match encoding {
-        Encoding::Identity => Ok(Cow::Borrowed(value)),
-        other => decompress(value, other, MAX_TASK_VALUE)
-            .map(Cow::Owned)
-            .map_err(|e| format!("{other} value does not decompress: {e}")),
-    }
-}
-
 /// Metadata carried in an ingress record's headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngressMeta {
@@ -115,8 +80,9 @@ impl IngressMeta {
         headers
     }
 
-    /// Reads metadata from record headers; unknown headers are ignored and
-    /// unreadable values are reported.
+    /// Reads metadata from record headers (through the guard against a key
+    /// that is not UTF-8); unknown headers are ignored and unreadable values
+    /// are reported.
     pub fn from_headers<H: Headers>(headers: Option<&H>) -> Result<IngressMeta, String> {
         let mut meta = IngressMeta {
             encoding: None,
@@ -124,11 +90,10 @@ impl IngressMeta {
             tenant: None,
             received_at_ms: None,
         };
-        let Some(headers) = headers else {
-            return Ok(meta);
-        };
-        for header in headers.iter() {
-            let Some(raw) = header.value else { continue };
+        for_each_header(headers, |header| {
+            let Some(raw) = header.value else {
+                return Ok(());
+            };
             let value = std::str::from_utf8(raw)
                 .map_err(|_| format!("header {} is not UTF-8", header.key))?;
             match header.key {
@@ -160,31 +125,10 @@ impl IngressMeta {
                 }
                 _ => {}
             }
-        }
+            Ok(())
+        })?;
         Ok(meta)
     }
-}
-
-/// Copies a consumed record's headers. rdkafka 0.38 panics on a header key
-/// that is not UTF-8 (`BorrowedHeaders::try_get` unwraps it); another
-/// producer may write such a key, so that case becomes an error the caller
-/// dead-letters instead of a crashed consumer thread.
-pub fn copy_headers<H: Headers>(headers: Option<&H>) -> Result<Option<OwnedHeaders>, String> {
-    let Some(headers) = headers else {
-        return Ok(None);
-    };
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut copy = OwnedHeaders::new_with_capacity(headers.count());
-        for header in headers.iter() {
-            copy = copy.insert(Header {
-                key: header.key,
-                value: header.value,
-            });
-        }
-        copy
-    }))
-    .map(Some)
-    .map_err(|_| "a header key is not UTF-8".to_string())
 }
 
 #[cfg(test)]
@@ -201,45 +145,6 @@ mod tests {
         };
         let headers = meta.to_headers();
         assert_eq!(IngressMeta::from_headers(Some(&headers)).unwrap(), meta);
-    }
-
-    #[test]
-    fn copied_headers_keep_keys_and_values() {
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: HEADER_TENANT,
-                value: Some("a"),
-            })
-            .insert(Header::<&str> {
-                key: "empty",
-                value: None,
-            });
-        let copy = copy_headers(Some(&headers)).unwrap().unwrap();
-        let pairs: Vec<(&str, Option<&[u8]>)> = copy.iter().map(|h| (h.key, h.value)).collect();
-        assert_eq!(
-            pairs,
-            vec![(HEADER_TENANT, Some(&b"a"[..])), ("empty", None)]
-        );
-        assert!(copy_headers::<OwnedHeaders>(None).unwrap().is_none());
-    }
-
-    #[test]
-    fn task_values_decode_by_their_header() {
-        let raw = b"\x0a\x13\x0a\x11\x0a\x08__name__\x12\x05up_up".repeat(50);
-        let snappy = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
-        let zstd = zstd::bulk::compress(&raw, 1).unwrap();
-        assert!(snappy.len() < raw.len() && zstd.len() < raw.len());
-        assert_eq!(task_value(&snappy, Some(b"snappy")).unwrap(), &raw[..]);
-        assert_eq!(task_value(&zstd, Some(b"zstd")).unwrap(), &raw[..]);
-        assert_eq!(task_value(&raw, Some(b"identity")).unwrap(), &raw[..]);
-        // No header: identity, taken as it is (even if it looks compressed).
-        assert_eq!(task_value(&snappy, None).unwrap(), &snappy[..]);
-        let err = task_value(&raw, Some(b"gzip")).unwrap_err();
-        assert!(err.contains("gzip"), "{err}");
-        let err = task_value(&raw, Some(b"zstd")).unwrap_err();
-        assert!(err.contains("zstd value does not decompress"), "{err}");
-        let err = task_value(&zstd, Some(b"snappy")).unwrap_err();
-        assert!(err.contains("snappy"), "{err}");
     }
 
     #[test]

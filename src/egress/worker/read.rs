@@ -1,0 +1,112 @@
+//! A task record into a pending request entry: headers through the UTF-8
+//! guard (`kafka::record::task`), the value decoded by its
+//! `content-encoding`, counted, and decoded for the windows when they are
+//! on. A record that fails any of it is dead-lettered alone, as it was
+//! read, and the partition moves past it.
+//!
+//! Depends on the worker, `batch`, `scan` and the task record format.
+
+use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
+
+use super::PartitionWorker;
+use crate::egress::batch::{Batch, Pending, Record};
+use crate::egress::events::MalformedTaskRecord;
+use crate::egress::scan::{count, Counts};
+use crate::egress::EgressError;
+use crate::kafka::record::TaskHeaders;
+use crate::remote_write::WriteRequest;
+use crate::state::next_offset_after;
+
+impl PartitionWorker {
+    /// Turns a message into a pending record. Records that cannot be
+    /// counted (not a WriteRequest) are dead-lettered alone.
+    pub(super) async fn read(
+        &self,
+        message: &BorrowedMessage<'_>,
+        batch: &mut Batch,
+    ) -> Result<Option<Pending>, EgressError> {
+        let raw = message.payload().unwrap_or_default();
+        let key = message.key().map(<[u8]>::to_vec);
+        // Read through the guard against rdkafka's panic on a header key
+        // that is not UTF-8 (another producer may write one): such a record
+        // is dead-lettered instead of crashing the partition.
+        let headers = match TaskHeaders::read(message.headers()) {
+            Ok(headers) => headers,
+            Err(reason) => {
+                let record = (OwnedHeaders::new(), key);
+                return self.malformed(message, record, &reason, batch).await;
+            }
+        };
+        match self.decode(raw, &headers) {
+            Ok((value, counts, decoded)) => Ok(Some(Pending {
+                offset: message.offset(),
+                value,
+                counts,
+                key,
+                headers: headers.decoded,
+                tenant: headers.tenant,
+                decoded,
+            })),
+            Err(reason) => {
+                let record = (headers.original, key);
+                self.malformed(message, record, &reason, batch).await
+            }
+        }
+    }
+
+    /// The value as plain protobuf, its counts, and for the windows the
+    /// request decoded. Decompressed first: counting and the windows see
+    /// plain protobuf.
+    fn decode(
+        &self,
+        raw: &[u8],
+        headers: &TaskHeaders,
+    ) -> Result<(Vec<u8>, Counts, Option<WriteRequest>), String> {
+        let value = headers.value(raw)?;
+        let counts = count(&value).map_err(str::to_string)?;
+        let decoded = match self.windows {
+            // The windows need the samples; count() accepted the
+            // structure, prost also checks the strings.
+            Some(_) => Some(
+                <WriteRequest as prost::Message>::decode(value.as_ref())
+                    .map_err(|_| "not a valid protobuf WriteRequest".to_string())?,
+            ),
+            None => None,
+        };
+        Ok((value.into_owned(), counts, decoded))
+    }
+
+    /// Dead-letters a record as it was read, with its `(headers, key)`
+    /// (its own headers still describe it), and moves past it.
+    async fn malformed(
+        &self,
+        message: &BorrowedMessage<'_>,
+        (headers, key): (OwnedHeaders, Option<Vec<u8>>),
+        reason: &str,
+        batch: &mut Batch,
+    ) -> Result<Option<Pending>, EgressError> {
+        MalformedTaskRecord {
+            partition: self.partition,
+            offset: message.offset(),
+            reason,
+        }
+        .emit();
+        let raw = message.payload().unwrap_or_default();
+        let record = Record {
+            offset: message.offset(),
+            start: 0,
+            end: raw.len(),
+            key,
+            headers,
+        };
+        self.dead_letter_records(raw, &[record], "malformed_record", reason, None)
+            .await;
+        // The batch now ends past it, so the position moves over it.
+        if batch.records.is_empty() {
+            self.store(next_offset_after(message.offset())).await;
+        } else {
+            batch.last_offset = Some(message.offset());
+        }
+        Ok(None)
+    }
+}
