@@ -242,6 +242,13 @@ pub async fn run_roles(
     let metrics = crate::telemetry::metrics_handle();
     metrics::gauge!(crate::metrics::PROCESS_START).set(unix_now());
     let readiness = Readiness::default();
+    // What every role gets besides its own section.
+    let shared = crate::shared::Shared {
+        kafka: config.kafka.clone(),
+        topics: config.topics.clone(),
+        readiness: readiness.clone(),
+        shutdown_grace: config.run.shutdown_grace,
+    };
     let grace = config.run.shutdown_grace;
     // Hot reload (SIGHUP, POST /-/reload): the roles read what may change
     // from the reloader's live values.
@@ -287,7 +294,7 @@ pub async fn run_roles(
     // Compiled once up front so that a bad route is a start-up error, not
     // a restart loop.
     if roles.contains(&Role::Router) {
-        crate::router::Router::new(config.clone(), readiness.clone())?;
+        crate::router::Router::new(Arc::new(config.router.clone()), shared.clone())?;
         // At 0 from the start, so that the first abort is an increase.
         for outcome in ["committed", "aborted"] {
             metrics::counter!(crate::router::metrics::TRANSACTIONS, "outcome" => outcome)
@@ -334,7 +341,11 @@ pub async fn run_roles(
         ))
     });
     let router_task = roles.contains(&Role::Router).then(|| {
-        let (config, ready, stop) = (config.clone(), readiness.clone(), router_stop.clone());
+        let (router, ready, stop) = (
+            Arc::new(config.router.clone()),
+            shared.clone(),
+            router_stop.clone(),
+        );
         let hard_stop = router_hard_stop.clone();
         let live = reloader.clone();
         tokio::spawn(supervise(
@@ -342,10 +353,10 @@ pub async fn run_roles(
             readiness.clone(),
             stop.clone(),
             move || {
-                let (config, ready, stop) = (config.clone(), ready.clone(), stop.clone());
+                let (router, ready, stop) = (router.clone(), ready.clone(), stop.clone());
                 let (hard_stop, live) = (hard_stop.clone(), live.clone());
                 async move {
-                    crate::router::Router::new(config, ready)?
+                    crate::router::Router::new(router, ready)?
                         .with_hard_stop(hard_stop)
                         .with_live(live.rules())
                         .run(stop)
@@ -356,7 +367,11 @@ pub async fn run_roles(
         ))
     });
     let egress_task = roles.contains(&Role::Egress).then(|| {
-        let (config, ready, stop) = (config.clone(), readiness.clone(), egress_stop.clone());
+        let (egress, ready, stop) = (
+            Arc::new(config.egress.clone()),
+            shared.clone(),
+            egress_stop.clone(),
+        );
         let hard_stop = egress_hard_stop.clone();
         let live = reloader.egress();
         tokio::spawn(supervise(
@@ -364,10 +379,10 @@ pub async fn run_roles(
             readiness.clone(),
             stop.clone(),
             move || {
-                let (config, ready, stop) = (config.clone(), ready.clone(), stop.clone());
+                let (egress, ready, stop) = (egress.clone(), ready.clone(), stop.clone());
                 let (gaps, hard_stop, live) = (gaps.clone(), hard_stop.clone(), live.clone());
                 async move {
-                    crate::egress::Egress::new(config, ready)
+                    crate::egress::Egress::new(egress, ready)
                         .with_gaps(gaps)
                         .with_hard_stop(hard_stop)
                         .with_live(live)

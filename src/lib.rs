@@ -17,6 +17,7 @@ pub mod relabel;
 pub mod reload;
 pub mod remote_write;
 pub mod router;
+pub mod shared;
 pub mod state;
 pub mod telemetry;
 pub mod tls;

@@ -42,8 +42,6 @@ use tracing::{info, warn};
 pub use config::EgressConfig;
 use config::PartitionSet;
 
-use crate::config::Config;
-use crate::http::Readiness;
 use crate::kafka::producer::DurableProducer;
 use crate::live::Live;
 use crate::state::{State, StateError};
@@ -115,8 +113,9 @@ impl EgressError {
 
 /// The egress role.
 pub struct Egress {
-    config: Arc<Config>,
-    readiness: Readiness,
+    config: Arc<EgressConfig>,
+    /// Kafka, topics, readiness and grace, as every role gets them.
+    common: crate::shared::Shared,
     gaps: Option<gaps::GapsSource>,
     hard_stop: Option<CancellationToken>,
     live: Option<Live<EgressConfig>>,
@@ -128,11 +127,11 @@ impl Egress {
     /// end-of-partition fetch (the lag gauge) fails for every partition,
     /// i.e. while Kafka is unreachable, or while the state cannot be
     /// written (a full disk).
-    pub fn new(config: Arc<Config>, readiness: Readiness) -> Egress {
-        readiness.register("egress");
+    pub fn new(config: Arc<EgressConfig>, common: crate::shared::Shared) -> Egress {
+        common.readiness.register("egress");
         Egress {
             config,
-            readiness,
+            common,
             gaps: None,
             hard_stop: None,
             live: None,
@@ -161,13 +160,13 @@ impl Egress {
 
     /// Runs every owned partition until `shutdown` or a failure.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), EgressError> {
-        let egress = Arc::new(self.config.egress.clone());
+        let egress = self.config.clone();
         let state = State::closed(&egress.state_dir, egress.state_flush_every);
         if let Some(source) = &self.gaps {
             source.set(state.clone());
         }
         let mut keeper =
-            Keeper::new(state.clone(), &egress, &self.config.kafka).map_err(EgressError::Client)?;
+            Keeper::new(state.clone(), &egress, &self.common.kafka).map_err(EgressError::Client)?;
         // A state that cannot open (full disk, corrupt files) is logged,
         // counted and retried; egress stays not ready meanwhile.
         if !keeper.open(&shutdown).await {
@@ -176,10 +175,10 @@ impl Egress {
         let live = self
             .live
             .clone()
-            .unwrap_or_else(|| Live::new(self.config.egress.clone()));
+            .unwrap_or_else(|| Live::new((*self.config).clone()));
         let sender = send::Sender::new(&live.get())?;
         let dead_letter = DurableProducer::new(
-            &self.config.kafka,
+            &self.common.kafka,
             "egress",
             Duration::from_secs(30),
             egress.max_bytes_per_send,
@@ -187,8 +186,8 @@ impl Egress {
         .map_err(EgressError::Client)?;
         let shared = Arc::new(Shared {
             config: egress.clone(),
-            kafka: self.config.kafka.clone(),
-            dead_letter_topic: self.config.topics.dead_letter.clone(),
+            kafka: self.common.kafka.clone(),
+            dead_letter_topic: self.common.topics.dead_letter.clone(),
             state,
             sender: targets::Targets::new(live, sender),
             dead_letter: Arc::new(dead_letter),
@@ -217,11 +216,8 @@ impl Egress {
         let stop = CancellationToken::new();
         let hard_stop = self.hard_stop.clone().unwrap_or_else(|| {
             let token = CancellationToken::new();
-            let (grace, fire, shutdown) = (
-                self.config.run.shutdown_grace,
-                token.clone(),
-                shutdown.clone(),
-            );
+            let (grace, fire, shutdown) =
+                (self.common.shutdown_grace, token.clone(), shutdown.clone());
             tokio::spawn(async move {
                 shutdown.cancelled().await;
                 tokio::time::sleep(grace).await;
@@ -234,7 +230,7 @@ impl Egress {
         for w in workers {
             tasks.spawn(w.run(stop.clone()));
         }
-        self.readiness.set("egress", true);
+        self.common.readiness.set("egress", true);
         info!(topic = %egress.topic, partitions = lag.len(), "egress running");
         let mut result = Ok(());
         let mut tick = tokio::time::interval(LAG_INTERVAL);
@@ -284,7 +280,7 @@ impl Egress {
                         } else {
                             warn!("cannot read the end of any owned partition (Kafka unreachable?); egress not ready");
                         }
-                        self.readiness.set("egress", reachable && state_ok);
+                        self.common.readiness.set("egress", reachable && state_ok);
                     }
                 }
                 _ = keep.tick(), if !stop.is_cancelled() => {
@@ -296,12 +292,12 @@ impl Egress {
                         } else {
                             warn!(state_dir = %egress.state_dir.display(), "egress state cannot be written; egress not ready, partitions wait");
                         }
-                        self.readiness.set("egress", kafka_reachable && state_ok);
+                        self.common.readiness.set("egress", kafka_reachable && state_ok);
                     }
                 }
             }
         }
-        self.readiness.set("egress", false);
+        self.common.readiness.set("egress", false);
         keeper.finish(Duration::from_secs(3)).await;
         shared.dead_letter.flush(Duration::from_secs(5));
         info!("egress stopped");

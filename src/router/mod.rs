@@ -35,19 +35,18 @@ use tracing::{info, warn};
 
 pub use config::RouterConfig;
 use progress::{watch, Progress};
-use route::Route;
+use route::{Route, RouteError};
 use worker::Worker;
 
-use crate::config::Config;
-use crate::http::Readiness;
 use crate::live::Live;
+use crate::shared::Shared;
 
 /// Errors that stop the router.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
     /// A route could not be compiled (config validation normally catches this).
     #[error("route {route}: {reason}")]
-    Route { route: String, reason: String },
+    Route { route: String, reason: RouteError },
     /// A Kafka client could not be created.
     #[error("cannot create a kafka client: {0}")]
     Client(KafkaError),
@@ -62,22 +61,22 @@ pub enum RouterError {
 
 /// The router role.
 pub struct Router {
-    config: Arc<Config>,
+    config: Arc<RouterConfig>,
+    shared: Shared,
     routes: Vec<Route>,
-    readiness: Readiness,
     hard_stop: Option<CancellationToken>,
     live: Option<Live<Rules>>,
 }
 
 impl Router {
-    /// Compiles the routes and registers readiness.
-    pub fn new(config: Arc<Config>, readiness: Readiness) -> Result<Router, RouterError> {
+    /// Compiles the routes of `config` (the `[router]` section) and
+    /// registers readiness.
+    pub fn new(config: Arc<RouterConfig>, shared: Shared) -> Result<Router, RouterError> {
         let routes = config
-            .router
             .routes
             .iter()
             .map(|r| {
-                Route::compile(r, config.router.limits().name_validation).map_err(|reason| {
+                Route::compile(r, config.limits().name_validation).map_err(|reason| {
                     RouterError::Route {
                         route: r.name.clone(),
                         reason,
@@ -94,11 +93,11 @@ impl Router {
                 }
             }
         }
-        readiness.register("router");
+        shared.readiness.register("router");
         Ok(Router {
             config,
+            shared,
             routes,
-            readiness,
             hard_stop: None,
             live: None,
         })
@@ -122,14 +121,12 @@ impl Router {
     /// ends as of then (until the hard stop), commits and leaves the group.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RouterError> {
         let progress = Arc::new(Progress::new());
-        let watchdog = tokio::spawn(watch(progress.clone(), self.readiness.clone()));
+        let readiness = self.shared.readiness.clone();
+        let watchdog = tokio::spawn(watch(progress.clone(), readiness.clone()));
         let hard_stop = self.hard_stop.clone().unwrap_or_else(|| {
             let token = CancellationToken::new();
-            let (grace, fire, shutdown) = (
-                self.config.run.shutdown_grace,
-                token.clone(),
-                shutdown.clone(),
-            );
+            let (grace, fire, shutdown) =
+                (self.shared.shutdown_grace, token.clone(), shutdown.clone());
             tokio::spawn(async move {
                 shutdown.cancelled().await;
                 tokio::time::sleep(grace).await;
@@ -140,17 +137,18 @@ impl Router {
         let live = self.live.clone().unwrap_or_else(|| {
             Live::new(Rules {
                 routes: Arc::new(self.routes),
-                limits: self.config.router.limits(),
+                limits: self.config.limits(),
             })
         });
+        let (config, shared) = (self.config, self.shared);
         let result = tokio::task::spawn_blocking(move || {
-            let mut worker = Worker::new(self.config, live, progress)?;
+            let mut worker = Worker::new(config, &shared, live, progress)?;
             worker.run(&shutdown, &hard_stop)
         })
         .await
         .map_err(|e| RouterError::Thread(e.to_string()))?;
         watchdog.abort();
-        self.readiness.set("router", false);
+        readiness.set("router", false);
         result
     }
 }

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::batches::{BatchKey, BatchLimits};
+use super::config::RouterConfig;
 use super::consumer::IngressConsumer;
 use super::drain::Ends;
 use super::events::{Buffered, IngressDeadLettered, TransactionAborted, TransactionCommitted};
@@ -40,16 +41,18 @@ use super::progress::Progress;
 use super::route::{Output, Route};
 use super::txn::Txn;
 use super::{RouterError, Rules};
-use crate::config::Config;
 use crate::kafka::record::{
     copy_headers, encode_task_value, DeadLetter, IngressMeta, Source, TaskMeta,
 };
 use crate::live::Live;
 use crate::remote_write::Limits;
+use crate::shared::Shared;
+use crate::topics::TopicsConfig;
 
 /// The worker thread's state: the clients, the routes and their topics' partition counts.
 pub(super) struct Worker {
-    config: Arc<Config>,
+    router: Arc<RouterConfig>,
+    topics: TopicsConfig,
     routes: Arc<Vec<Route>>,
     /// Where `routes` and `limits` come from, and the version taken.
     live: Live<Rules>,
@@ -64,28 +67,30 @@ pub(super) struct Worker {
 
 impl Worker {
     pub(super) fn new(
-        config: Arc<Config>,
+        router: Arc<RouterConfig>,
+        shared: &Shared,
         live: Live<Rules>,
         progress: Arc<Progress>,
     ) -> Result<Worker, RouterError> {
         let rules_version = live.version();
         let rules = live.get();
         let consumer = IngressConsumer::new(
-            &config.kafka,
-            &config.router,
-            &config.topics.ingress,
+            &shared.kafka,
+            &router,
+            &shared.topics.ingress,
             progress.clone(),
         )
         .map_err(RouterError::Client)?;
         let producer = TxnProducer::new(
-            producer_config(&config.kafka, &config.router),
-            config.router.transaction_timeout,
+            producer_config(&shared.kafka, &router),
+            router.transaction_timeout,
             progress.clone(),
         )
         .map_err(RouterError::Client)?;
         Ok(Worker {
             limits: rules.limits.clone(),
-            config,
+            router,
+            topics: shared.topics.clone(),
             partitions: vec![0; rules.routes.len()],
             routes: rules.routes.clone(),
             live,
@@ -99,8 +104,8 @@ impl Worker {
 
     fn new_txn(&self) -> Txn {
         let limits = BatchLimits {
-            max_samples: self.config.router.batch_max_samples,
-            max_bytes: self.config.router.batch_max_bytes,
+            max_samples: self.router.batch_max_samples,
+            max_bytes: self.router.batch_max_bytes,
         };
         Txn::new(self.routes.len(), limits)
     }
@@ -134,12 +139,12 @@ impl Worker {
             return Ok(());
         }
         self.progress.set_healthy(true);
-        info!(group = %self.config.router.group_id, topic = %self.config.topics.ingress, "router running");
+        info!(group = %self.router.group_id, topic = %self.topics.ingress, "router running");
         let mut failures = 0u32;
         let mut drain: Option<(Ends, Instant)> = None;
         loop {
             if shutdown.is_cancelled() {
-                let (consumer, ingress) = (self.consumer.inner(), &self.config.topics.ingress);
+                let (consumer, ingress) = (self.consumer.inner(), &self.topics.ingress);
                 let (ends, since) = drain.get_or_insert_with(|| {
                     (Ends::of_assignment(consumer, ingress), Instant::now())
                 });
@@ -235,7 +240,7 @@ impl Worker {
             }
         }
         self.producer.begin()?;
-        let deadline = Instant::now() + self.config.router.commit_interval;
+        let deadline = Instant::now() + self.router.commit_interval;
         while !shutdown.is_cancelled() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -305,7 +310,7 @@ impl Worker {
             routes: &self.routes,
             partitions: &self.partitions,
             limits: &self.limits,
-            max_decoded: self.config.router.max_decoded_bytes,
+            max_decoded: self.router.max_decoded_bytes,
         };
         let routed = IngressMeta::from_headers(headers.as_ref())
             .map_err(|e| Unroutable::new("bad_headers", e))
@@ -380,7 +385,7 @@ impl Worker {
             offset: message.offset(),
         };
         let headers = DeadLetter::new(why.reason, &why.detail, source).to_headers(original);
-        let mut record = BaseRecord::<[u8], [u8]>::to(&self.config.topics.dead_letter)
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topics.dead_letter)
             .payload(message.payload().unwrap_or_default())
             .headers(headers);
         if let Some(key) = message.key() {
