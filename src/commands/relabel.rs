@@ -35,7 +35,7 @@ use crate::relabel::{load_configs, RelabelConfig, RelabelError, Rules};
 use crate::remote_write::NameValidation;
 use crate::router::aggregation::Routed;
 use crate::router::config::RouteConfig;
-use crate::router::route::Route;
+use crate::router::route::{Route, RouteError};
 use crate::router::task_id::{jump_hash, labels_hash_iter, DEFAULT_TASK_LABEL};
 
 /// `streamroute relabel`.
@@ -87,7 +87,7 @@ pub enum RelabelCliError {
     Rules(#[from] RelabelError),
     /// The route did not compile.
     #[error("route {name:?}: {reason}")]
-    Route { name: String, reason: String },
+    Route { name: String, reason: RouteError },
     /// An input line is not a JSON object of strings.
     #[error("stdin line {line}: {source}")]
     Input { line: usize, source: LineError },

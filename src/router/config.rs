@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::problem::{Problem, Problems};
-use crate::relabel::{load_configs, RelabelConfig, Rules};
+use crate::relabel::{load_configs, RelabelConfig, RelabelError, Rules};
 use crate::remote_write::{Encoding, Limits, NameValidation};
-use crate::router::aggregation::Aggregation;
+use crate::router::aggregation::{Aggregation, AggregationError};
 use crate::router::task_id::{TaskIdConfig, DEFAULT_TASK_LABEL};
 
 /// The router role: ingress topic in, per-task partitioned topics out.
@@ -128,15 +128,16 @@ impl RouteConfig {
     }
 
     /// The parsed `record_encoding`.
-    pub fn record_encoding(&self) -> Result<Encoding, String> {
-        Encoding::parse(&self.record_encoding).map_err(|_| {
-            format!(
-                "{:?} is not one of \"identity\", \"snappy\", \"zstd\"",
-                self.record_encoding
-            )
-        })
+    pub fn record_encoding(&self) -> Result<Encoding, UnknownEncoding> {
+        Encoding::parse(&self.record_encoding)
+            .map_err(|_| UnknownEncoding(self.record_encoding.clone()))
     }
 }
+
+/// A `record_encoding` that names no encoding the router writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not one of \"identity\", \"snappy\", \"zstd\"")]
+pub struct UnknownEncoding(pub String);
 
 impl Default for RouterConfig {
     fn default() -> Self {
@@ -161,12 +162,12 @@ impl Default for RouterConfig {
 impl RouteConfig {
     /// All of this route's rules: inline ones, then the file's, validated
     /// under `names`.
-    pub fn rules(&self, names: NameValidation) -> Result<Rules, String> {
+    pub fn rules(&self, names: NameValidation) -> Result<Rules, RelabelError> {
         let mut configs = self.relabel_configs.clone();
         if let Some(path) = &self.relabel_file {
-            configs.extend(load_configs(path).map_err(|e| e.to_string())?);
+            configs.extend(load_configs(path)?);
         }
-        Rules::compile_with(&configs, names).map_err(|e| e.to_string())
+        Rules::compile_with(&configs, names)
     }
 
     /// The task settings of this route.
@@ -182,12 +183,11 @@ impl RouteConfig {
 
 impl RouteConfig {
     /// The compiled `stream_aggr_file`, when set.
-    pub fn aggregation(&self) -> Result<Option<Aggregation>, String> {
+    pub fn aggregation(&self) -> Result<Option<Aggregation>, AggregationError> {
         self.stream_aggr_file
             .as_ref()
             .map(|path| Aggregation::load(path, &self.task_label_name))
             .transpose()
-            .map_err(|e| e.to_string())
     }
 }
 

@@ -8,15 +8,29 @@
 
 use std::borrow::Cow;
 
-use super::aggregation::{Aggregation, Routed};
-use super::config::RouteConfig;
+use super::aggregation::{Aggregation, AggregationError, Routed};
+use super::config::{RouteConfig, UnknownEncoding};
 use super::task_id::{
     inject_task_label_any, jump_hash, labels_hash_iter, partition_for_task, task_id, TaskIdConfig,
 };
-use crate::relabel::{LabelPair, Rules};
+use crate::relabel::{LabelPair, RelabelError, Rules};
 use crate::remote_write::fast::FastRequest;
 use crate::remote_write::proto::v1::{Label, TimeSeries, WriteRequest};
 use crate::remote_write::{Encoding, NameValidation};
+
+/// Why a route does not compile.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// Its relabel rules (inline or `relabel_file`).
+    #[error(transparent)]
+    Rules(#[from] RelabelError),
+    /// Its `stream_aggr_file`.
+    #[error(transparent)]
+    Aggregation(#[from] AggregationError),
+    /// Its `record_encoding`.
+    #[error(transparent)]
+    Encoding(#[from] UnknownEncoding),
+}
 
 /// A compiled route.
 pub struct Route {
@@ -34,7 +48,7 @@ pub struct Route {
 
 impl Route {
     /// Compiles a route's rules, validating label names under `names`.
-    pub fn compile(config: &RouteConfig, names: NameValidation) -> Result<Route, String> {
+    pub fn compile(config: &RouteConfig, names: NameValidation) -> Result<Route, RouteError> {
         Ok(Route {
             name: config.name.clone(),
             topic: config.topic.clone(),
