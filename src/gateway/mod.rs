@@ -112,6 +112,7 @@ impl Gateway {
             let probe = tokio::task::spawn_blocking(move || {
                 this.producer
                     .topic_reachable(&this.topic, this.metadata_timeout)
+                    .map_err(|e| e.to_string())
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()));

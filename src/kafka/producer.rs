@@ -31,6 +31,28 @@ pub enum SendError {
     Refused(String),
 }
 
+/// Why a topic does not count as reachable.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreachable {
+    /// The metadata request failed (brokers away, timeout, auth).
+    #[error(transparent)]
+    Metadata(KafkaError),
+    /// The cluster answers with an error for the topic.
+    #[error("topic {topic} is not available: {code}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// The cluster's error.
+        code: RDKafkaErrorCode,
+    },
+    /// The cluster knows the topic but reports no partitions.
+    #[error("topic {0} is not available: it has no partitions")]
+    NoPartitions(String),
+    /// The answer names no topic.
+    #[error("topic {0} is missing")]
+    Missing(String),
+}
+
 /// How long sends may fail without one success before the producer is
 /// replaced (by default). librdkafka has been seen to keep a partition leaderless in its
 /// metadata cache, timing out every record, long after the broker came
@@ -190,17 +212,25 @@ impl DurableProducer {
     }
 
     /// Whether the cluster answers a metadata request for `topic` within `timeout`.
-    pub fn topic_reachable(&self, topic: &str, timeout: Duration) -> Result<(), String> {
+    pub fn topic_reachable(&self, topic: &str, timeout: Duration) -> Result<(), Unreachable> {
         let producer = self.current();
         let metadata = producer
             .client()
             .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| e.to_string())?;
-        match metadata.topics().first() {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
-            Some(t) => Err(format!("topic {topic} is not available: {:?}", t.error())),
-            None => Err(format!("topic {topic} is missing")),
+            .map_err(Unreachable::Metadata)?;
+        let Some(t) = metadata.topics().first() else {
+            return Err(Unreachable::Missing(topic.to_owned()));
+        };
+        if let Some(code) = t.error() {
+            return Err(Unreachable::Topic {
+                topic: topic.to_owned(),
+                code: code.into(),
+            });
         }
+        if t.partitions().is_empty() {
+            return Err(Unreachable::NoPartitions(topic.to_owned()));
+        }
+        Ok(())
     }
 
     /// Waits up to `timeout` for queued records to be delivered.
