@@ -27,6 +27,7 @@ mod kubernetes;
 mod metadata;
 mod operability;
 mod outage;
+mod profiling;
 mod record_encoding;
 mod relabel_cli;
 mod reload;

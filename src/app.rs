@@ -309,6 +309,7 @@ pub async fn run_roles(
         handler,
         Some(reload),
         acceptor,
+        config.run.pprof,
     )
     .await
     .map_err(|source| AppError::Bind {

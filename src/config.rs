@@ -65,6 +65,9 @@ pub struct RunConfig {
     pub shutdown_grace: Duration,
     /// When set, `run.listen` serves HTTPS with this certificate and key.
     pub tls: Option<TlsConfig>,
+    /// Serve CPU profiles on `GET /debug/pprof/profile?seconds=N`
+    /// (`src/profiling.rs`).
+    pub pprof: bool,
 }
 
 /// A role of the pipeline.
@@ -96,6 +99,7 @@ impl Default for RunConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9201)),
             shutdown_grace: Duration::from_secs(10),
             tls: None,
+            pprof: false,
         }
     }
 }

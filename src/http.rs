@@ -1,6 +1,7 @@
 //! The HTTP listener every role serves: `/metrics`, `/-/healthy`,
-//! `/-/ready`, `POST /-/reload` (hot reload, `src/reload.rs`), plus the
-//! gateway's write paths when the gateway runs in this process.
+//! `/-/ready`, `POST /-/reload` (hot reload, `src/reload.rs`),
+//! `/debug/pprof/profile` when `run.pprof` is on (`src/profiling.rs`),
+//! plus the gateway's write paths when the gateway runs in this process.
 //!
 //! One listener per process: `streamroute run` serves every role on
 //! `run.listen`. The server stops accepting on shutdown and lets in-flight
@@ -133,11 +134,16 @@ struct Routes {
     readiness: Readiness,
     handler: Option<Arc<dyn Handler>>,
     reload: Option<Arc<dyn Reload>>,
+    /// Serve CPU profiles (`run.pprof`).
+    pprof: bool,
 }
 
 impl Routes {
     async fn route(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
-        let admin = matches!(request.uri().path(), "/metrics" | "/-/ready" | "/-/reload");
+        let admin = matches!(
+            request.uri().path(),
+            "/metrics" | "/-/ready" | "/-/reload" | crate::profiling::PATH
+        );
         if let (true, Some(handler)) = (admin, &self.handler) {
             if let Some(refused) = handler.guard(&request) {
                 return refused;
@@ -177,6 +183,13 @@ impl Routes {
                 }
                 None => text(StatusCode::NOT_FOUND, "not found\n"),
             },
+            (&Method::GET, crate::profiling::PATH) => {
+                if self.pprof {
+                    crate::profiling::serve(request.uri().query()).await
+                } else {
+                    text(StatusCode::NOT_FOUND, "not found\n")
+                }
+            }
             _ => match &self.handler {
                 Some(handler) => handler.clone().handle(request).await,
                 None => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -194,7 +207,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr`; with `tls`, connections are served as HTTPS.
+    /// Binds `addr`; with `tls`, connections are served as HTTPS; with
+    /// `pprof`, CPU profiles too.
     pub async fn bind(
         addr: SocketAddr,
         metrics: PrometheusHandle,
@@ -202,6 +216,7 @@ impl Server {
         handler: Option<Arc<dyn Handler>>,
         reload: Option<Arc<dyn Reload>>,
         tls: Option<TlsAcceptor>,
+        pprof: bool,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Server {
@@ -211,6 +226,7 @@ impl Server {
                 readiness,
                 handler,
                 reload,
+                pprof,
             }),
             tls,
         })

@@ -13,6 +13,7 @@ pub mod live;
 pub mod metrics;
 pub mod problem;
 pub mod produce;
+pub mod profiling;
 pub mod relabel;
 pub mod reload;
 pub mod remote_write;
