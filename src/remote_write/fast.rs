@@ -35,11 +35,9 @@ use super::validate::{
     float_histogram_problem, histogram_count_mismatch, Limits, Stats, METRIC_NAME,
 };
 
-/// Wire types.
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const LEN: u8 = 2;
-const FIXED32: u8 = 5;
+mod wire;
+
+use wire::{decode_checked, parse_label, parse_sample, put_sample, Reader, LEN};
 
 /// A request read by [`parse`]: borrowed labels and non-label bytes in
 /// prost's encoding.
@@ -290,99 +288,6 @@ fn reencode(body: &[u8], out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
-/// A `Sample` field (key included) as prost encodes it.
-fn put_sample(out: &mut Vec<u8>, value: f64, timestamp: i64) {
-    // prost leaves 0.0 (and -0.0, which equals it) and 0 out.
-    let value_len = if value != 0.0 { 9 } else { 0 };
-    let ts_len = if timestamp != 0 {
-        1 + prost::encoding::encoded_len_varint(timestamp as u64)
-    } else {
-        0
-    };
-    out.push(2 << 3 | LEN);
-    out.push((value_len + ts_len) as u8);
-    if value != 0.0 {
-        out.push(1 << 3 | FIXED64);
-        out.extend_from_slice(&value.to_le_bytes());
-    }
-    if timestamp != 0 {
-        out.push(2 << 3 | VARINT);
-        prost::encoding::encode_varint(timestamp as u64, out);
-    }
-}
-
-/// A `Label` message, decoded as prost would: fields in any order, the last
-/// of a repeated field wins, absent means empty, unknown fields skipped.
-fn parse_label(body: &[u8]) -> Option<(&str, &str)> {
-    let (mut name, mut value) = ("", "");
-    let mut r = Reader(body);
-    while !r.is_empty() {
-        let (field, wire) = r.key()?;
-        if !(1..=2).contains(&field) {
-            r.skip(wire)?;
-            continue;
-        }
-        if wire != LEN {
-            return None;
-        }
-        // prost refuses strings that are not UTF-8; so do we (by falling back).
-        let text = std::str::from_utf8(r.len_delimited()?).ok()?;
-        if field == 1 {
-            name = text;
-        } else {
-            value = text;
-        }
-    }
-    Some((name, value))
-}
-
-/// A `Sample` decoded as prost would, and whether it is written exactly as
-/// prost writes it: value (fixed64) unless 0.0, then timestamp (minimal
-/// varint) unless 0, nothing else.
-fn parse_sample(body: &[u8]) -> Option<(f64, i64, bool)> {
-    let (mut value, mut timestamp) = (0.0, 0i64);
-    let mut r = Reader(body);
-    // The fields seen, in order, for the canonical check.
-    let mut canonical = true;
-    let mut last = 0;
-    while !r.is_empty() {
-        let key_start = r.0.len();
-        let (field, wire) = r.key()?;
-        canonical &= key_start - r.0.len() == 1 && field > last;
-        last = field;
-        match (field, wire) {
-            (1, FIXED64) => {
-                let bytes: [u8; 8] = r.take(8)?.try_into().ok()?;
-                value = f64::from_le_bytes(bytes);
-                canonical &= value != 0.0;
-            }
-            (2, VARINT) => {
-                let before = r.0.len();
-                let v = r.varint()?;
-                timestamp = v as i64;
-                canonical &= v != 0 && before - r.0.len() == prost::encoding::encoded_len_varint(v);
-            }
-            // prost: "invalid wire type" for a known field.
-            (1 | 2, _) => return None,
-            _ => {
-                r.skip(wire)?;
-                canonical = false;
-            }
-        }
-    }
-    Some((value, timestamp, canonical))
-}
-
-/// `body` decoded as an `M`, and whether prost re-encodes it to the same
-/// bytes.
-fn decode_checked<M: Message + Default>(body: &[u8], scratch: &mut Vec<u8>) -> Option<(M, bool)> {
-    let msg = M::decode(body).ok()?;
-    scratch.clear();
-    msg.encode(scratch).ok()?;
-    let canonical = scratch.as_slice() == body;
-    Some((msg, canonical))
-}
-
 /// The checks of [`super::validate_v1`], without building errors: an
 /// invalid request falls back to the prost path, which reports it.
 fn valid(req: &FastRequest<'_>, limits: &Limits) -> bool {
@@ -400,71 +305,6 @@ fn valid(req: &FastRequest<'_>, limits: &Limits) -> bool {
                 // Strictly ascending bytes: sorted and unique.
                 && labels.windows(2).all(|w| w[0].0.as_bytes() < w[1].0.as_bytes())
         })
-}
-
-/// A cursor over protobuf bytes; every read fails (None) where prost's
-/// decoding fails, rather than panics.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if n > self.0.len() {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-
-    /// A varint of up to 10 bytes (prost's limit), not necessarily minimal.
-    fn varint(&mut self) -> Option<u64> {
-        let mut value = 0u64;
-        for i in 0..10 {
-            let byte = *self.0.get(i)?;
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte < 0x80 {
-                // prost refuses a 10th byte above 1 (overflow).
-                if i == 9 && byte > 1 {
-                    return None;
-                }
-                self.0 = &self.0[i + 1..];
-                return Some(value);
-            }
-        }
-        None
-    }
-
-    /// A key: (field number, wire type), refused where prost refuses it
-    /// (above u32, wire type 6 or 7, field 0).
-    fn key(&mut self) -> Option<(u64, u8)> {
-        let key = self.varint()?;
-        if key > u64::from(u32::MAX) || key & 7 > 5 || key >> 3 == 0 {
-            return None;
-        }
-        Some((key >> 3, (key & 7) as u8))
-    }
-
-    /// The body of a length-delimited field whose key was just read.
-    fn len_delimited(&mut self) -> Option<&'a [u8]> {
-        let len = usize::try_from(self.varint()?).ok()?;
-        self.take(len)
-    }
-
-    /// Skips an unknown field's value. Groups (3, 4) return None: prost
-    /// skips them, the caller's prost path does it.
-    fn skip(&mut self, wire: u8) -> Option<()> {
-        match wire {
-            VARINT => self.varint().map(drop),
-            FIXED64 => self.take(8).map(drop),
-            LEN => self.len_delimited().map(drop),
-            FIXED32 => self.take(4).map(drop),
-            _ => None,
-        }
-    }
 }
 
 #[cfg(test)]

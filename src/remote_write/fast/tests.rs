@@ -6,6 +6,7 @@ use proptest::prelude::*;
 use prost::Message;
 use rand::{Rng, SeedableRng};
 
+use super::wire::{FIXED32, FIXED64, VARINT};
 use super::*;
 use crate::remote_write::proto::v1::{histogram, Label, Sample, TimeSeries, WriteRequest};
 use crate::remote_write::validate_v1;
