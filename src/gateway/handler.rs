@@ -4,60 +4,28 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{
-    HeaderMap, HeaderValue, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
-};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use tracing::{debug, warn};
 
 use super::body::{self, BodyError};
 use super::metrics as m;
 use super::{auth, Gateway};
-use crate::http::{text, Body, Handler, ResponseFuture};
+use crate::http::{Body, Handler, ResponseFuture};
 use crate::kafka::producer::SendError;
 use crate::kafka::record::IngressMeta;
-use crate::remote_write::{
-    check_bounded, claimed_size, DecodeError, Encoding, Protocol, RequestError, Stats,
-};
+use crate::remote_write::{Encoding, Protocol};
+
+mod decode;
+mod outcome;
+
+use outcome::Outcome;
 
 /// The paths other receivers use for remote write; all mean the same here.
 pub const WRITE_PATHS: &[&str] = &["/api/v1/write", "/api/v1/push", "/receive"];
 
-/// Bodies claiming at most this many decoded bytes are decoded in their own
-/// queue (see `Gateway::decode`).
-const SMALL_DECODE: usize = 1 << 20;
-
 /// The tenant header (Cortex, Mimir, VictoriaMetrics).
 const TENANT_HEADER: &str = "x-scope-orgid";
-
-/// How a request ended.
-enum Outcome {
-    /// Stored in Kafka.
-    Stored { stats: Stats, protocol: Protocol },
-    /// The sender must change something; `reason` is a metrics label.
-    Rejected {
-        status: StatusCode,
-        reason: &'static str,
-        message: String,
-    },
-    /// Try again later.
-    Unavailable {
-        reason: &'static str,
-        message: String,
-    },
-}
-
-impl Outcome {
-    fn rejected(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Outcome {
-        Outcome::Rejected {
-            status,
-            reason,
-            message: message.into(),
-        }
-    }
-}
 
 impl Handler for Gateway {
     fn handle(self: Arc<Self>, request: Request<Incoming>) -> ResponseFuture {
@@ -236,152 +204,6 @@ impl Gateway {
             },
         }
     }
-
-    /// Decompresses, bounds, decodes and validates on a blocking thread.
-    ///
-    /// Decode cost follows the decoded size, which the body's header claims
-    /// before anything is decompressed. Bodies claiming at most
-    /// [`SMALL_DECODE`] bytes (every ordinary Prometheus payload) queue
-    /// apart from larger ones, and are held to that claim, so a stream of
-    /// expensive bodies never stands in front of a cheap one. Each queue
-    /// runs at most `max_concurrent_decodes` at once, first come first
-    /// served.
-    async fn decode(
-        self: &Arc<Self>,
-        body: Bytes,
-        encoding: Encoding,
-        protocol: Protocol,
-    ) -> Result<Stats, Outcome> {
-        let claimed = claimed_size(&body, encoding).unwrap_or(u64::MAX);
-        let (queue, max_decoded) = if claimed <= SMALL_DECODE as u64 {
-            (
-                &self.small_decodes,
-                self.config.max_decoded_bytes.min(SMALL_DECODE),
-            )
-        } else {
-            (&self.decodes, self.config.max_decoded_bytes)
-        };
-        let Ok(_turn) = queue.clone().acquire_owned().await else {
-            return Err(Outcome::Unavailable {
-                reason: "busy",
-                message: "the gateway is shutting down".into(),
-            });
-        };
-        let this = self.clone();
-        let decoded = tokio::task::spawn_blocking(move || {
-            check_bounded(
-                &body,
-                encoding,
-                protocol,
-                max_decoded,
-                &this.live.get().limits,
-                this.config.max_decode_memory_bytes,
-            )
-        })
-        .await;
-        match decoded {
-            Ok(Ok(checked)) => {
-                ::metrics::counter!(m::RECEIVED_BYTES, "stage" => "decoded")
-                    .increment(checked.decoded_len as u64);
-                checked.reader.count("gateway");
-                Ok(checked.stats)
-            }
-            Ok(Err(e)) => Err(Outcome::rejected(
-                refused_status(&e),
-                e.reason(),
-                e.to_string(),
-            )),
-            Err(e) => {
-                warn!(error = %e, "decode task failed");
-                Err(Outcome::rejected(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "decode_failed",
-                    "the body could not be decoded",
-                ))
-            }
-        }
-    }
-
-    fn too_large(&self, size: String) -> Outcome {
-        let max = self.config.max_body_bytes;
-        Outcome::rejected(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("body of {size} bytes exceeds the limit of {max} bytes"),
-        )
-    }
-
-    fn respond(&self, outcome: Outcome) -> Response<Body> {
-        let response = match outcome {
-            Outcome::Stored { stats, protocol } => {
-                ::metrics::counter!(m::SAMPLES).increment(stats.samples as u64);
-                ::metrics::counter!(m::SERIES).increment(stats.series as u64);
-                ::metrics::counter!(m::HISTOGRAMS).increment(stats.histograms as u64);
-                ::metrics::counter!(m::EXEMPLARS).increment(stats.exemplars as u64);
-                ::metrics::counter!(m::METADATA).increment(stats.metadata as u64);
-                debug!(
-                    series = stats.series,
-                    samples = stats.samples,
-                    "payload stored"
-                );
-                let mut response = text(StatusCode::NO_CONTENT, Bytes::new());
-                if protocol == Protocol::V2 {
-                    let h = response.headers_mut();
-                    h.insert(
-                        "x-prometheus-remote-write-samples-written",
-                        HeaderValue::from(stats.samples),
-                    );
-                    h.insert(
-                        "x-prometheus-remote-write-histograms-written",
-                        HeaderValue::from(stats.histograms),
-                    );
-                    h.insert(
-                        "x-prometheus-remote-write-exemplars-written",
-                        HeaderValue::from(stats.exemplars),
-                    );
-                }
-                response
-            }
-            Outcome::Rejected {
-                status,
-                reason,
-                message,
-            } => {
-                ::metrics::counter!(m::REJECTED, "reason" => reason).increment(1);
-                debug!(%status, reason, %message, "request rejected");
-                let mut response = text(status, format!("{message}\n"));
-                if status == StatusCode::UNAUTHORIZED {
-                    response.headers_mut().insert(
-                        "www-authenticate",
-                        HeaderValue::from_static("Basic realm=\"streamroute\""),
-                    );
-                }
-                if status == StatusCode::REQUEST_TIMEOUT {
-                    // The rest of the body may still come: do not read it as a request.
-                    response
-                        .headers_mut()
-                        .insert(CONNECTION, HeaderValue::from_static("close"));
-                }
-                response
-            }
-            Outcome::Unavailable { reason, message } => {
-                ::metrics::counter!(m::REJECTED, "reason" => reason).increment(1);
-                warn!(reason, %message, "request not stored; sender will retry");
-                let mut response = text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("{message}; retry later\n"),
-                );
-                response.headers_mut().insert(
-                    RETRY_AFTER,
-                    HeaderValue::from(self.config.retry_after.as_secs().max(1)),
-                );
-                response
-            }
-        };
-        ::metrics::counter!(m::REQUESTS, "code" => response.status().as_u16().to_string())
-            .increment(1);
-        response
-    }
 }
 
 /// Tracks the in-flight gauge for the life of a request.
@@ -410,20 +232,6 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
                 format!("header {name} is not ASCII"),
             )
         }),
-    }
-}
-
-/// The status of a refused body: 413 when it is too large to take (the
-/// body, its decoded size or the memory decoding it would need), 400 for
-/// anything else wrong with it.
-fn refused_status(error: &RequestError) -> StatusCode {
-    match error {
-        RequestError::Decode(
-            DecodeError::BodyTooLarge { .. }
-            | DecodeError::DecodedTooLarge { .. }
-            | DecodeError::DecodeMemory { .. },
-        ) => StatusCode::PAYLOAD_TOO_LARGE,
-        RequestError::Decode(_) | RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -459,7 +267,9 @@ fn unix_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use super::decode::refused_status;
     use super::*;
+    use crate::remote_write::{DecodeError, RequestError};
 
     #[test]
     fn too_large_bodies_are_413_and_other_refusals_400() {
