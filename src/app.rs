@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::info;
 
 use crate::cli::{Cli, Command};
 use crate::config::{Config, Role};
@@ -16,55 +16,12 @@ use crate::gateway::Gateway;
 use crate::http::{Handler, Readiness, Server};
 use crate::tls::TlsConfig;
 
-/// Errors that end a command.
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// A role this build does not have yet.
-    #[error("{0} is not yet implemented")]
-    NotImplemented(String),
-    /// The listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    /// The gateway failed.
-    #[error(transparent)]
-    Gateway(#[from] crate::gateway::GatewayError),
-    /// The router failed.
-    #[error(transparent)]
-    Router(#[from] crate::router::RouterError),
-    /// The egress role failed.
-    #[error(transparent)]
-    Egress(#[from] crate::egress::EgressError),
-    /// `topics` failed or found drift.
-    #[error(transparent)]
-    Topics(#[from] crate::commands::topics::TopicsCommandError),
-    /// `inspect` failed.
-    #[error(transparent)]
-    Inspect(#[from] crate::commands::inspect::InspectError),
-    /// `relabel` failed.
-    #[error(transparent)]
-    Relabel(#[from] crate::commands::relabel::RelabelCliError),
-    /// `produce` failed.
-    #[error(transparent)]
-    Produce(#[from] crate::commands::produce::ProduceError),
-    /// Anything else, with its message.
-    #[error("{0}")]
-    Other(String),
-}
+mod error;
+mod tasks;
 
-impl AppError {
-    fn exit_code(&self) -> ExitCode {
-        match self {
-            AppError::Config(_) | AppError::NotImplemented(_) => ExitCode::from(2),
-            _ => ExitCode::FAILURE,
-        }
-    }
-}
+pub use error::AppError;
+pub use tasks::shutdown_on_signal;
+use tasks::{drain, reload_on_sighup, supervise};
 
 /// Runs a parsed command line to completion.
 pub fn main(cli: Cli) -> ExitCode {
@@ -174,39 +131,6 @@ fn with_runtime(config_file: Option<&std::path::Path>, command: Command) -> Resu
     // blocking thread stuck in a Kafka call any longer than this.
     runtime.shutdown_timeout(Duration::from_secs(2));
     result
-}
-
-/// A token cancelled on the first SIGINT or SIGTERM.
-pub fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term = match tokio::signal::unix::signal(
-                tokio::signal::unix::SignalKind::terminate(),
-            ) {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the process");
-                    let _ = ctrl_c.await;
-                    cancel.cancel();
-                    return;
-                }
-            };
-            tokio::select! {
-                _ = ctrl_c => info!("SIGINT received, shutting down"),
-                _ = term.recv() => info!("SIGTERM received, shutting down"),
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = ctrl_c.await;
-        }
-        cancel.cancel();
-    });
-    token
 }
 
 /// Runs `roles` in this process, serving their endpoints on `listen` (HTTPS
@@ -436,84 +360,6 @@ pub async fn run_roles(
     .await;
     info!("streamroute stopped");
     first_error.map_or(Ok(()), Err)
-}
-
-/// Reloads the config on every SIGHUP, as Prometheus and vmagent do.
-async fn reload_on_sighup(reloader: Arc<crate::reload::Reloader>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        warn!("cannot listen for SIGHUP; reload with POST /-/reload");
-        return;
-    };
-    while hangups.recv().await.is_some() {
-        info!("SIGHUP received, reloading the config");
-        let reloader = reloader.clone();
-        // The outcome is logged and counted by the reloader.
-        let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
-    }
-}
-
-/// Runs a role until `stop`, starting it again after a failure with a
-/// backoff from 1 s doubling to 60 s (reset after a minute of good run).
-/// Returns the role's last error only when it failed during shutdown.
-async fn supervise<F, Fut>(
-    role: &'static str,
-    readiness: Readiness,
-    stop: CancellationToken,
-    mut start: F,
-) -> Result<(), AppError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), AppError>>,
-{
-    let mut backoff = Duration::from_secs(1);
-    // At 0 from the start, so that the first restart is an increase.
-    metrics::counter!(crate::metrics::ROLE_RESTARTS, "role" => role).increment(0);
-    loop {
-        let started = tokio::time::Instant::now();
-        let error = match start().await {
-            Ok(()) => return Ok(()),
-            Err(e) if stop.is_cancelled() => return Err(e),
-            Err(e) => e,
-        };
-        readiness.set(role, false);
-        metrics::counter!(crate::metrics::ROLE_RESTARTS, "role" => role).increment(1);
-        if started.elapsed() > Duration::from_secs(60) {
-            backoff = Duration::from_secs(1);
-        }
-        error!(role, error = %error, ?backoff, "role failed; the other roles keep running, restarting it");
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(60));
-    }
-}
-
-/// Waits for a stage's task until `deadline`, keeping its first error.
-async fn drain(
-    role: &str,
-    task: Option<tokio::task::JoinHandle<Result<(), AppError>>>,
-    deadline: tokio::time::Instant,
-    first_error: &mut Option<AppError>,
-) {
-    let Some(task) = task else { return };
-    match tokio::time::timeout_at(deadline, task).await {
-        Ok(done) => {
-            if let Some(e) = flatten(done) {
-                first_error.get_or_insert(e);
-            }
-        }
-        Err(_) => warn!(role, "role did not drain within run.shutdown_grace"),
-    }
-}
-
-fn flatten(done: Result<Result<(), AppError>, tokio::task::JoinError>) -> Option<AppError> {
-    match done {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e),
-        Err(e) => Some(AppError::Other(format!("a role task panicked: {e}"))),
-    }
 }
 
 fn unix_now() -> f64 {
