@@ -136,24 +136,27 @@ impl TxnProducer {
 
     /// Each route's task topic partition count; an error names a topic
     /// that does not exist or cannot be read.
-    pub fn partition_counts(&self, routes: &[Route]) -> Result<Vec<u32>, String> {
+    pub fn partition_counts(&self, routes: &[Route]) -> Result<Vec<u32>, StartError> {
         let mut counts = Vec::with_capacity(routes.len());
         for route in routes {
             let md = self
                 .producer
                 .client()
                 .fetch_metadata(Some(&route.topic), Duration::from_secs(10))
-                .map_err(|e| format!("metadata of {}: {e}", route.topic))?;
+                .map_err(|source| StartError::Metadata {
+                    topic: route.topic.clone(),
+                    source,
+                })?;
             let count = md
                 .topics()
                 .first()
                 .filter(|t| t.error().is_none())
                 .map_or(0, |t| t.partitions().len());
             if count == 0 {
-                return Err(format!(
-                    "topic {} of route {} does not exist (streamroute topics apply)",
-                    route.topic, route.name
-                ));
+                return Err(StartError::MissingTopic {
+                    topic: route.topic.clone(),
+                    route: route.name.clone(),
+                });
             }
             counts.push(count as u32);
         }
@@ -287,4 +290,16 @@ impl TxnProducer {
             }
         }
     }
+}
+/// Why the router cannot start (or refresh its partition counts) yet.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("init transactions: {0}")]
+    Init(KafkaError),
+    #[error("subscribe: {0}")]
+    Subscribe(KafkaError),
+    #[error("metadata of {topic}: {source}")]
+    Metadata { topic: String, source: KafkaError },
+    #[error("topic {topic} of route {route} does not exist (streamroute topics apply)")]
+    MissingTopic { topic: String, route: String },
 }

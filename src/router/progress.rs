@@ -60,25 +60,50 @@ impl Progress {
     }
 
     /// Ready, or the reason why not.
-    pub fn ready(&self) -> Result<(), String> {
+    pub fn ready(&self) -> Result<(), NotReady> {
         let (at, doing) = self
             .beat
             .lock()
             .map(|b| *b)
             .unwrap_or((Instant::now(), "unknown"));
         if at.elapsed() > STALLED {
-            return Err(format!(
-                "worker stalled for {:.0?} in {doing}",
-                at.elapsed()
-            ));
+            return Err(NotReady::Stalled {
+                duration: at.elapsed(),
+                doing,
+            });
         }
         if !self.healthy.load(Ordering::Acquire) {
-            return Err("transactions are not committing".into());
+            return Err(NotReady::NotCommitting);
         }
         if !self.broker_up.load(Ordering::Acquire) {
-            return Err("no broker connection is up".into());
+            return Err(NotReady::NoBroker);
         }
         Ok(())
+    }
+}
+
+/// Why the router is not ready.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("worker stalled for {duration:.0?} in {doing}")]
+    Stalled {
+        duration: Duration,
+        doing: &'static str,
+    },
+    #[error("transactions are not committing")]
+    NotCommitting,
+    #[error("no broker connection is up")]
+    NoBroker,
+}
+
+impl NotReady {
+    /// The reason without its duration, so a long stall is one state.
+    fn kind(&self) -> &'static str {
+        match self {
+            NotReady::Stalled { .. } => "stalled",
+            NotReady::NotCommitting => "not committing",
+            NotReady::NoBroker => "no broker",
+        }
     }
 }
 
@@ -89,14 +114,11 @@ pub async fn watch(progress: Arc<Progress>, readiness: Readiness) {
     // The last state logged: None while ready, else the reason's kind
     // ("worker stalled", without its duration), so that a change of
     // reason is logged too and a long stall is not logged every tick.
-    let mut logged: Option<Option<String>> = None;
+    let mut logged: Option<Option<&'static str>> = None;
     loop {
         let ready = progress.ready();
         readiness.set("router", ready.is_ok());
-        let state = ready
-            .as_ref()
-            .err()
-            .map(|r| r.split(" for ").next().unwrap_or(r).to_string());
+        let state = ready.as_ref().err().map(NotReady::kind);
         if logged.as_ref() != Some(&state) {
             match &ready {
                 Ok(()) if logged.is_some() => info!("router ready again"),
@@ -116,9 +138,9 @@ mod tests {
     #[test]
     fn ready_needs_a_committing_worker_and_a_broker() {
         let p = Progress::new();
-        assert_eq!(p.ready(), Err("transactions are not committing".into()));
+        assert_eq!(p.ready(), Err(NotReady::NotCommitting));
         p.set_healthy(true);
-        assert_eq!(p.ready(), Err("no broker connection is up".into()));
+        assert_eq!(p.ready(), Err(NotReady::NoBroker));
         p.broker_up.store(true, Ordering::Release);
         assert_eq!(p.ready(), Ok(()));
         p.set_healthy(false);

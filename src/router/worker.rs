@@ -36,7 +36,7 @@ use super::consumer::IngressConsumer;
 use super::drain::Ends;
 use super::events::{Buffered, IngressDeadLettered, TransactionAborted, TransactionCommitted};
 use super::process::{route_record, Routing, Unroutable};
-use super::producer::{producer_config, TxnProducer};
+use super::producer::{producer_config, StartError, TxnProducer};
 use super::progress::Progress;
 use super::route::{Output, Route};
 use super::txn::Txn;
@@ -195,20 +195,16 @@ impl Worker {
         Ok(())
     }
 
-    fn start(&mut self) -> Result<(), String> {
-        self.producer
-            .init()
-            .map_err(|e| format!("init transactions: {e}"))?;
+    fn start(&mut self) -> Result<(), StartError> {
+        self.producer.init().map_err(StartError::Init)?;
         self.refresh_partitions()?;
-        self.consumer
-            .subscribe()
-            .map_err(|e| format!("subscribe: {e}"))?;
+        self.consumer.subscribe().map_err(StartError::Subscribe)?;
         Ok(())
     }
 
     /// Reads each route's partition count (when a topic grows, jump hash
     /// moves few tasks, only onto the new partitions).
-    fn refresh_partitions(&mut self) -> Result<(), String> {
+    fn refresh_partitions(&mut self) -> Result<(), StartError> {
         self.partitions = self.producer.partition_counts(&self.routes)?;
         self.partitions_checked = Instant::now();
         Ok(())

@@ -13,7 +13,7 @@ use crate::egress::batch::{Batch, Pending, Record};
 use crate::egress::events::MalformedTaskRecord;
 use crate::egress::scan::{count, Counts};
 use crate::egress::EgressError;
-use crate::kafka::record::TaskHeaders;
+use crate::kafka::record::{TaskHeaders, TaskValueError};
 use crate::remote_write::WriteRequest;
 use crate::state::next_offset_after;
 
@@ -34,7 +34,9 @@ impl PartitionWorker {
             Ok(headers) => headers,
             Err(reason) => {
                 let record = (OwnedHeaders::new(), key);
-                return self.malformed(message, record, &reason, batch).await;
+                return self
+                    .malformed(message, record, &reason.to_string(), batch)
+                    .await;
             }
         };
         match self.decode(raw, &headers) {
@@ -49,7 +51,8 @@ impl PartitionWorker {
             })),
             Err(reason) => {
                 let record = (headers.original, key);
-                self.malformed(message, record, &reason, batch).await
+                self.malformed(message, record, &reason.to_string(), batch)
+                    .await
             }
         }
     }
@@ -61,15 +64,15 @@ impl PartitionWorker {
         &self,
         raw: &[u8],
         headers: &TaskHeaders,
-    ) -> Result<(Vec<u8>, Counts, Option<WriteRequest>), String> {
+    ) -> Result<(Vec<u8>, Counts, Option<WriteRequest>), Malformed> {
         let value = headers.value(raw)?;
-        let counts = count(&value).map_err(str::to_string)?;
+        let counts = count(&value).map_err(Malformed::Structure)?;
         let decoded = match self.windows {
             // The windows need the samples; count() accepted the
             // structure, prost also checks the strings.
             Some(_) => Some(
                 <WriteRequest as prost::Message>::decode(value.as_ref())
-                    .map_err(|_| "not a valid protobuf WriteRequest".to_string())?,
+                    .map_err(|_| Malformed::Protobuf)?,
             ),
             None => None,
         };
@@ -109,4 +112,15 @@ impl PartitionWorker {
         }
         Ok(None)
     }
+}
+
+/// Why a task record's value cannot be sent (it is dead-lettered).
+#[derive(Debug, thiserror::Error)]
+enum Malformed {
+    #[error(transparent)]
+    Value(#[from] TaskValueError),
+    #[error("{0}")]
+    Structure(&'static str),
+    #[error("not a valid protobuf WriteRequest")]
+    Protobuf,
 }

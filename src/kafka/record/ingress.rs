@@ -18,7 +18,7 @@
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
-use super::for_each_header;
+use super::{for_each_header, HeaderError};
 use crate::remote_write::{Encoding, Protocol};
 
 /// Header naming the value's encoding.
@@ -83,7 +83,7 @@ impl IngressMeta {
     /// Reads metadata from record headers (through the guard against a key
     /// that is not UTF-8); unknown headers are ignored and unreadable values
     /// are reported.
-    pub fn from_headers<H: Headers>(headers: Option<&H>) -> Result<IngressMeta, String> {
+    pub fn from_headers<H: Headers>(headers: Option<&H>) -> Result<IngressMeta, HeaderError> {
         let mut meta = IngressMeta {
             encoding: None,
             protocol: Protocol::V1,
@@ -95,33 +95,35 @@ impl IngressMeta {
                 return Ok(());
             };
             let value = std::str::from_utf8(raw)
-                .map_err(|_| format!("header {} is not UTF-8", header.key))?;
+                .map_err(|_| HeaderError::NotUtf8Value(header.key.to_string()))?;
             match header.key {
                 HEADER_ENCODING => {
-                    meta.encoding = Some(
-                        value
-                            .parse()
-                            .map_err(|e| format!("header {HEADER_ENCODING}: {e}"))?,
-                    );
+                    meta.encoding = Some(value.parse().map_err(
+                        |e: crate::remote_write::DecodeError| HeaderError::Invalid {
+                            header: HEADER_ENCODING,
+                            reason: e.to_string(),
+                        },
+                    )?);
                 }
                 HEADER_PROTOCOL => {
                     meta.protocol = match value {
                         "prometheus.WriteRequest" | "v1" => Protocol::V1,
                         "io.prometheus.write.v2.Request" | "v2" => Protocol::V2,
                         other => {
-                            return Err(format!(
-                                "header {HEADER_PROTOCOL}: unknown protocol {other:?}"
-                            ))
+                            return Err(HeaderError::Invalid {
+                                header: HEADER_PROTOCOL,
+                                reason: format!("unknown protocol {other:?}"),
+                            })
                         }
                     }
                 }
                 HEADER_TENANT => meta.tenant = Some(value.to_string()),
                 HEADER_RECEIVED_AT => {
-                    meta.received_at_ms = Some(
-                        value
-                            .parse()
-                            .map_err(|_| format!("header {HEADER_RECEIVED_AT}: not a number"))?,
-                    );
+                    meta.received_at_ms =
+                        Some(value.parse().map_err(|_| HeaderError::Invalid {
+                            header: HEADER_RECEIVED_AT,
+                            reason: "not a number".into(),
+                        })?);
                 }
                 _ => {}
             }
@@ -162,6 +164,7 @@ mod tests {
         });
         assert!(IngressMeta::from_headers(Some(&headers))
             .unwrap_err()
+            .to_string()
             .contains("unknown protocol"));
     }
 }

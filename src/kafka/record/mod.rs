@@ -25,11 +25,29 @@ pub use ingress::{
     protocol_name, IngressMeta, HEADER_ENCODING, HEADER_PROTOCOL, HEADER_RECEIVED_AT, HEADER_TENANT,
 };
 pub use task::{
-    encode_task_value, task_value, TaskHeaders, TaskMeta, HEADER_ROUTE, MAX_TASK_VALUE,
+    encode_task_value, task_value, TaskHeaders, TaskMeta, TaskValueError, HEADER_ROUTE,
+    MAX_TASK_VALUE,
 };
 
 /// The error of a header key that is not UTF-8.
 pub const NOT_UTF8_KEY: &str = "a header key is not UTF-8";
+
+/// Why a record's headers cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// rdkafka would panic on it: see [`for_each_header`].
+    #[error("{}", NOT_UTF8_KEY)]
+    NotUtf8Key,
+    /// A header whose value must be text is not UTF-8.
+    #[error("header {0} is not UTF-8")]
+    NotUtf8Value(String),
+    /// A header we own has a value we cannot read.
+    #[error("header {header}: {reason}")]
+    Invalid {
+        header: &'static str,
+        reason: String,
+    },
+}
 
 /// Calls `visit` with each header in order, stopping at its first error.
 /// A header key that is not UTF-8 is the error [`NOT_UTF8_KEY`] instead of
@@ -37,15 +55,15 @@ pub const NOT_UTF8_KEY: &str = "a header key is not UTF-8";
 /// not mistaken for one.
 pub fn for_each_header<H: Headers>(
     headers: Option<&H>,
-    mut visit: impl FnMut(Header<'_, &[u8]>) -> Result<(), String>,
-) -> Result<(), String> {
+    mut visit: impl FnMut(Header<'_, &[u8]>) -> Result<(), HeaderError>,
+) -> Result<(), HeaderError> {
     let Some(headers) = headers else {
         return Ok(());
     };
     for index in 0..headers.count() {
         let header =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| headers.try_get(index)))
-                .map_err(|_| NOT_UTF8_KEY.to_string())?;
+                .map_err(|_| HeaderError::NotUtf8Key)?;
         if let Some(header) = header {
             visit(header)?;
         }
@@ -55,7 +73,7 @@ pub fn for_each_header<H: Headers>(
 
 /// Copies a consumed record's headers through the guard of
 /// [`for_each_header`]: a copy holds only UTF-8 keys.
-pub fn copy_headers<H: Headers>(headers: Option<&H>) -> Result<Option<OwnedHeaders>, String> {
+pub fn copy_headers<H: Headers>(headers: Option<&H>) -> Result<Option<OwnedHeaders>, HeaderError> {
     let Some(headers) = headers else {
         return Ok(None);
     };
@@ -121,9 +139,9 @@ mod tests {
         let mut seen = Vec::new();
         let result = for_each_header(Some(&headers), |h| {
             seen.push(h.key.to_string());
-            Err("stop".into())
+            Err(HeaderError::NotUtf8Value(h.key.to_string()))
         });
-        assert_eq!(result, Err("stop".to_string()));
+        assert_eq!(result, Err(HeaderError::NotUtf8Value("a".into())));
         assert_eq!(seen, ["a"]);
     }
 

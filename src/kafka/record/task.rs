@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 use super::ingress::{protocol_name, HEADER_ENCODING, HEADER_PROTOCOL, HEADER_TENANT};
-use super::{for_each_header, with_headers};
+use super::{for_each_header, with_headers, HeaderError};
 use crate::remote_write::{compress, decompress, Encoding, Protocol};
 
 /// Header naming the route that wrote a task-topic record.
@@ -75,7 +75,7 @@ pub struct TaskHeaders {
 impl TaskHeaders {
     /// Reads a consumed record's headers through the guard against a key
     /// that is not UTF-8 (the error then).
-    pub fn read<H: Headers>(headers: Option<&H>) -> Result<TaskHeaders, String> {
+    pub fn read<H: Headers>(headers: Option<&H>) -> Result<TaskHeaders, HeaderError> {
         let mut read = TaskHeaders {
             original: OwnedHeaders::new(),
             decoded: OwnedHeaders::new(),
@@ -105,7 +105,7 @@ impl TaskHeaders {
 
     /// The record's value as plain protobuf, decoded as its
     /// `content-encoding` header says.
-    pub fn value<'a>(&self, value: &'a [u8]) -> Result<Cow<'a, [u8]>, String> {
+    pub fn value<'a>(&self, value: &'a [u8]) -> Result<Cow<'a, [u8]>, TaskValueError> {
         task_value(value, self.encoding.as_deref())
     }
 }
@@ -113,25 +113,38 @@ impl TaskHeaders {
 /// A task record's value as plain protobuf, decompressed as its
 /// `content-encoding` header (`encoding`, the raw header value) says;
 /// without the header it is identity (records of older routers).
-pub fn task_value<'a>(value: &'a [u8], encoding: Option<&[u8]>) -> Result<Cow<'a, [u8]>, String> {
+pub fn task_value<'a>(
+    value: &'a [u8],
+    encoding: Option<&[u8]>,
+) -> Result<Cow<'a, [u8]>, TaskValueError> {
     let encoding = match encoding {
         None => Encoding::Identity,
         Some(raw) => std::str::from_utf8(raw)
             .ok()
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| {
-                format!(
-                    "header {HEADER_ENCODING} {:?} is not identity, snappy or zstd",
-                    String::from_utf8_lossy(raw)
-                )
-            })?,
+            .ok_or_else(|| TaskValueError::Encoding(String::from_utf8_lossy(raw).into_owned()))?,
     };
     match encoding {
         Encoding::Identity => Ok(Cow::Borrowed(value)),
         other => decompress(value, other, MAX_TASK_VALUE)
             .map(Cow::Owned)
-            .map_err(|e| format!("{other} value does not decompress: {e}")),
+            .map_err(|source| TaskValueError::Decompress {
+                encoding: other,
+                source,
+            }),
     }
+}
+
+/// Why a task record's value cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskValueError {
+    #[error("header {HEADER_ENCODING} {0:?} is not identity, snappy or zstd")]
+    Encoding(String),
+    #[error("{encoding} value does not decompress: {source}")]
+    Decompress {
+        encoding: Encoding,
+        source: crate::remote_write::DecodeError,
+    },
 }
 
 /// A task record's value in `wanted` encoding, with the encoding it is
@@ -241,10 +254,13 @@ mod tests {
         // No header: identity, taken as it is (even if it looks compressed).
         assert_eq!(task_value(&snappy, None).unwrap(), &snappy[..]);
         let err = task_value(&raw, Some(b"gzip")).unwrap_err();
-        assert!(err.contains("gzip"), "{err}");
+        assert!(err.to_string().contains("gzip"), "{err}");
         let err = task_value(&raw, Some(b"zstd")).unwrap_err();
-        assert!(err.contains("zstd value does not decompress"), "{err}");
+        assert!(
+            err.to_string().contains("zstd value does not decompress"),
+            "{err}"
+        );
         let err = task_value(&zstd, Some(b"snappy")).unwrap_err();
-        assert!(err.contains("snappy"), "{err}");
+        assert!(err.to_string().contains("snappy"), "{err}");
     }
 }
