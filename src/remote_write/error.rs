@@ -1,6 +1,6 @@
 //! Error types of remote-write handling: decoding a body, encoding one,
 //! validating a request, and the union [`RequestError`] that
-//! [`decode_bounded`](super::decode_bounded) reports. Each has a bounded
+//! [`decode_bounded`](super::decode_bounded)(super::decode_bounded) reports. Each has a bounded
 //! `reason()` for metrics labels.
 //!
 //! May depend on: `codec` (snappy/zstd error types), `bounds::Refusal`;
@@ -9,7 +9,7 @@
 use thiserror::Error;
 
 use super::bounds;
-/// Problems turning a request body into a [`WriteRequest`].
+/// Problems turning a request body into a [`WriteRequest`](super::WriteRequest).
 #[derive(Debug, Error)]
 pub enum DecodeError {
     /// `Content-Encoding` is not one we support.
@@ -116,8 +116,8 @@ impl EncodeError {
     }
 }
 
-/// A request that decoded fine but breaks the spec or the [`Limits`].
-/// `labels` fields hold the series rendered by [`render_labels`].
+/// A request that decoded fine but breaks the spec or the [`Limits`](super::Limits).
+/// `labels` fields hold the series rendered by [`render_labels`](super::render_labels).
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ValidationError {
     /// More series than `max_series_per_request`.
@@ -160,7 +160,7 @@ pub enum ValidationError {
         /// Limit.
         max: usize,
     },
-    /// A label name invalid under [`Limits::name_validation`]: empty, or
+    /// A label name invalid under [`Limits::name_validation`](super::Limits::name_validation): empty, or
     /// not matching `^[a-zA-Z_][a-zA-Z0-9_]*$` in legacy mode.
     #[error("series {series} {labels}: invalid label name {name:?}")]
     InvalidLabelName {
@@ -266,13 +266,13 @@ impl ValidationError {
     }
 }
 
-/// Why [`decode_bounded`] refused a body.
+/// Why [`decode_bounded`](super::decode_bounded) refused a body.
 #[derive(Debug, Error)]
 pub enum RequestError {
     /// The body cannot be decoded, or is too large to.
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    /// The request breaks the spec or the [`Limits`].
+    /// The request breaks the spec or the [`Limits`](super::Limits).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
 }
