@@ -4,6 +4,8 @@
 //! while a steady stream flows through the pipeline into that same
 //! VictoriaMetrics; then every panel target's query, with Grafana's
 //! variables substituted as Grafana would, must return at least one series.
+//! Egress runs with the windows on, and the stream makes a gap and sends
+//! late samples, so the windows' counters count.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +24,19 @@ const RATE_INTERVAL: &str = "30s";
 
 /// How long VictoriaMetrics scrapes before the queries run.
 const SCRAPE_FOR: Duration = Duration::from_secs(60);
+
+/// The stream's write after which it pauses (a gap) and after which it
+/// sends one late write.
+const GAP_AFTER: usize = 20;
+const LATE_AFTER: usize = 40;
+
+/// Counters of the windows that must have counted in this run, not only
+/// exist at 0 (samples synthesized stays 0: `on_gap = "stale_marker"`).
+const WINDOWS_COUNTED: &[&str] = &[
+    "streamroute_egress_gaps_total",
+    "streamroute_egress_stale_markers_total",
+    "streamroute_egress_late_samples_total",
+];
 
 /// Panels that cannot have data in this run, each with the reason. Keep it
 /// short: a panel belongs here only when no simple change to the run gives
@@ -125,7 +140,7 @@ fn every_panel_query_selects_by_the_job_variable() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_panel_query_returns_data_after_a_minute_of_scraping_a_running_pipeline() {
     let targets = dashboard_targets();
-    assert!(targets.len() >= 28, "{} panel targets", targets.len());
+    assert!(targets.len() >= 34, "{} panel targets", targets.len());
     for (title, why) in NO_DATA {
         assert!(
             targets.iter().any(|t| t.panel == *title),
@@ -160,7 +175,11 @@ async fn every_panel_query_returns_data_after_a_minute_of_scraping_a_running_pip
     );
 
     // A steady stream: 50 series every 500 ms, stamped now. What the
-    // refusal and dead-letter panels count happens once.
+    // refusal and dead-letter panels count happens once. For the windows'
+    // panels, the stream pauses once for 5 s (a gap in every series, more
+    // than gap_factor 2 x the 500 ms interval, which the windows close with
+    // a staleness marker), and one write is stamped 30 s back (late
+    // samples, dropped).
     let stop = Arc::new(AtomicBool::new(false));
     let stream = {
         let (stop, pipeline) = (stop.clone(), &pipeline);
@@ -170,6 +189,11 @@ async fn every_panel_query_returns_data_after_a_minute_of_scraping_a_running_pip
             while !stop.load(Ordering::Relaxed) {
                 pipeline.write(&name, 0, now_ms()).await;
                 sent += 1;
+                match sent {
+                    GAP_AFTER => tokio::time::sleep(Duration::from_secs(5)).await,
+                    LATE_AFTER => pipeline.write(&name, 0, now_ms() - 30_000).await,
+                    _ => {}
+                }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             sent
@@ -181,7 +205,7 @@ async fn every_panel_query_returns_data_after_a_minute_of_scraping_a_running_pip
         stop.store(true, Ordering::Relaxed);
     };
     let (sent, ()) = tokio::join!(stream, wait);
-    assert!(sent > 100, "{sent} writes");
+    assert!(sent > 90, "{sent} writes");
 
     // Each query has series, and each series the labels its legend shows.
     let mut problems = Vec::new();
@@ -208,6 +232,13 @@ async fn every_panel_query_returns_data_after_a_minute_of_scraping_a_running_pip
                     }
                 }
             }
+        }
+    }
+    for counter in WINDOWS_COUNTED {
+        let query = format!("sum({counter}{{job=\"{JOB}\"}}) > 0");
+        match instant_query(&vm, &query).await {
+            Ok(series) if series.len() == 1 => {}
+            other => problems.push(format!("{query}: {other:?} (the windows counted nothing)")),
         }
     }
     // The `job` variable's values, as Grafana asks for label_values(m, job).

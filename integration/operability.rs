@@ -121,8 +121,12 @@ async fn every_metric_the_dashboard_and_the_alerts_name_is_in_metrics_of_a_runni
 
     let pipeline = start_pipeline(&vmagent()).await;
     let name = format!("sr_it_ops_{}", uuid::Uuid::new_v4().simple());
+    // Two seconds apart, so the watermark (newest minus the 1 s delay)
+    // lets the earlier ones through the windows.
     for k in 0..3 {
-        pipeline.write(&name, k * 50, recent_ms()).await;
+        pipeline
+            .write(&name, k * 50, recent_ms() + k as i64 * 2_000)
+            .await;
     }
     pipeline.refuse_and_dead_letter().await;
     let run = &pipeline.run;
@@ -149,7 +153,8 @@ async fn every_metric_the_dashboard_and_the_alerts_name_is_in_metrics_of_a_runni
 
 /// A `streamroute run` (gateway, router, egress) on topics of its own:
 /// one route of 8 tasks onto 2 partitions, a dead-letter topic, egress
-/// into `target`, librdkafka statistics every second.
+/// into `target` with the windows on (1 s delay, 500 ms default interval,
+/// a staleness marker at each gap), librdkafka statistics every second.
 pub struct Pipeline {
     pub run: Process,
     pub ingress: String,
@@ -176,7 +181,8 @@ pub async fn start_pipeline(target: &str) -> Pipeline {
              [run]\nroles = [\"gateway\", \"router\", \"egress\"]\n\
              [router]\ngroup_id = \"{group}\"\ncommit_interval = \"200ms\"\n\
              [[router.routes]]\nname = \"main\"\ntopic = \"{tasks}\"\ntask_count = 8\n\
-             [egress]\ntopic = \"{tasks}\"\ntarget = \"{target}\"\nstate_dir = \"{}\"\nflush_interval = \"200ms\"\n",
+             [egress]\ntopic = \"{tasks}\"\ntarget = \"{target}\"\nstate_dir = \"{}\"\nflush_interval = \"200ms\"\n\
+             [egress.windows]\ndelay = \"1s\"\ndefault_interval = \"500ms\"\non_gap = \"stale_marker\"\n",
             dir.path().join("state").display()
         ),
     );
