@@ -111,6 +111,21 @@ impl Readiness {
     }
 }
 
+/// A pprof profile as a download.
+fn profile_response(profile: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(profile)));
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(
+        hyper::header::CONTENT_DISPOSITION,
+        hyper::header::HeaderValue::from_static("attachment; filename=\"profile\""),
+    );
+    response
+}
+
 /// Builds a plain-text response.
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()));
@@ -185,7 +200,10 @@ impl Routes {
             },
             (&Method::GET, crate::profiling::PATH) => {
                 if self.pprof {
-                    crate::profiling::serve(request.uri().query()).await
+                    match crate::profiling::serve(request.uri().query()).await {
+                        Ok(profile) => profile_response(profile),
+                        Err(e) => text(e.status(), format!("{e}\n")),
+                    }
                 } else {
                     text(StatusCode::NOT_FOUND, "not found\n")
                 }

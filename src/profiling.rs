@@ -6,16 +6,12 @@
 //! `net/http/pprof`. One profile at a time: a process has one SIGPROF
 //! timer, so a second request meanwhile gets 409.
 //!
-//! May depend on: `http` (response helpers).
+//! Depends on: nothing in the crate; `http.rs` serves what it returns.
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Response, StatusCode};
+use hyper::StatusCode;
 use pprof::protos::Message;
-
-use crate::http::{text, Body};
 
 /// The path served.
 pub const PATH: &str = "/debug/pprof/profile";
@@ -110,34 +106,19 @@ fn is_profiler(name: &str) -> bool {
         || name == "__restore_rt"
 }
 
-/// Answers one request: 200 with the profile, 400 for a bad `seconds`,
-/// 409 while another profile is taken, 500 when the profiler fails.
-pub async fn serve(query: Option<&str>) -> Response<Body> {
-    let result = match seconds(query) {
-        Ok(duration) => record(duration).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(profile) => {
-            let mut response = Response::new(Full::new(Bytes::from(profile)));
-            let headers = response.headers_mut();
-            headers.insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("application/octet-stream"),
-            );
-            headers.insert(
-                hyper::header::CONTENT_DISPOSITION,
-                hyper::header::HeaderValue::from_static("attachment; filename=\"profile\""),
-            );
-            response
-        }
-        Err(e) => {
-            let status = match e {
-                ProfileError::Seconds(_) => StatusCode::BAD_REQUEST,
-                ProfileError::Busy => StatusCode::CONFLICT,
-                ProfileError::Profiler(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            text(status, format!("{e}\n"))
+/// Takes the profile one request asks for (`seconds` in its query).
+pub async fn serve(query: Option<&str>) -> Result<Vec<u8>, ProfileError> {
+    record(seconds(query)?).await
+}
+
+impl ProfileError {
+    /// The HTTP status that says it: 400 for a bad `seconds`, 409 while
+    /// another profile is taken, 500 when the profiler fails.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProfileError::Seconds(_) => StatusCode::BAD_REQUEST,
+            ProfileError::Busy => StatusCode::CONFLICT,
+            ProfileError::Profiler(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -171,7 +152,9 @@ mod tests {
         let first = tokio::spawn(record(Duration::from_millis(500)));
         tokio::time::sleep(Duration::from_millis(100)).await;
         let second = serve(Some("seconds=1")).await;
-        assert_eq!(second.status(), StatusCode::CONFLICT);
+        let refused = second.expect_err("a second profile meanwhile");
+        assert!(matches!(refused, ProfileError::Busy));
+        assert_eq!(refused.status(), StatusCode::CONFLICT);
         let profile = first.await.expect("join").expect("first profile");
         assert!(!profile.is_empty());
     }
