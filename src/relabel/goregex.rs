@@ -19,19 +19,12 @@
 //! class names are matched loosely by Rust (Go wants exact names), capture
 //! group names starting with a digit are valid in Go only, and the Unicode
 //! table versions of the two libraries differ.
+//!
+//! Bracketed, POSIX and Perl classes are written out by
+//! [`super::goregex_class`], the one module this one depends on besides
+//! `regex` (for escaping literals).
 
-/// Go's `\w`.
-const WORD: &str = "0-9A-Za-z_";
-/// Go's `\s`.
-const SPACE: &str = r"\t\n\x0C\r ";
-/// Go's `\d`.
-const DIGIT: &str = "0-9";
-
-/// POSIX classes Go accepts inside brackets (all ASCII, same in Rust).
-const POSIX_CLASSES: [&str; 14] = [
-    "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct",
-    "space", "upper", "word", "xdigit",
-];
+use super::goregex_class::perl_class;
 
 /// Go's maximum repeat count.
 const MAX_REPEAT: u32 = 1000;
@@ -92,24 +85,26 @@ pub(crate) fn translate(pattern: &str) -> Result<String, SyntaxError> {
     Ok(t.out)
 }
 
-struct Translator<'a> {
-    chars: &'a [char],
-    pos: usize,
-    out: String,
+/// A cursor over the pattern and the Rust pattern written so far; the
+/// character-class half of its methods lives in [`super::goregex_class`].
+pub(super) struct Translator<'a> {
+    pub(super) chars: &'a [char],
+    pub(super) pos: usize,
+    pub(super) out: String,
 }
 
 impl Translator<'_> {
-    fn peek(&self, k: usize) -> Option<char> {
+    pub(super) fn peek(&self, k: usize) -> Option<char> {
         self.chars.get(self.pos + k).copied()
     }
 
-    fn bump(&mut self) -> Option<char> {
+    pub(super) fn bump(&mut self) -> Option<char> {
         let c = self.peek(0)?;
         self.pos += 1;
         Some(c)
     }
 
-    fn starts_with(&self, s: &str) -> bool {
+    pub(super) fn starts_with(&self, s: &str) -> bool {
         s.chars().enumerate().all(|(k, c)| self.peek(k) == Some(c))
     }
 
@@ -159,7 +154,7 @@ impl Translator<'_> {
     /// The character denoted by `\c` (after the backslash and `c` were
     /// consumed): octal, hex, C escapes, or escaped punctuation. Go's
     /// `parseEscape`.
-    fn escaped_char(&mut self, c: char) -> Result<char, SyntaxError> {
+    pub(super) fn escaped_char(&mut self, c: char) -> Result<char, SyntaxError> {
         let invalid = || SyntaxError::Escape(format!("\\{c}"));
         match c {
             '1'..='7' if !self.peek(0).is_some_and(is_octal) => Err(invalid()),
@@ -221,7 +216,7 @@ impl Translator<'_> {
 
     /// `\pX`, `\p{Name}`, `\p{^Name}` (and `\P…`), the `\p` already consumed.
     /// Go negates with `^` inside the braces; Rust wants `\P`.
-    fn unicode_class(&mut self, p: char) -> Result<(), SyntaxError> {
+    pub(super) fn unicode_class(&mut self, p: char) -> Result<(), SyntaxError> {
         let invalid = || SyntaxError::ClassRange(format!("\\{p}"));
         let mut negated = p == 'P';
         let name: String = if self.peek(0) == Some('{') {
@@ -249,103 +244,6 @@ impl Translator<'_> {
         self.out.push_str(&name);
         self.out.push('}');
         Ok(())
-    }
-
-    /// A bracketed class, emitted with every class-special char escaped.
-    fn class(&mut self) -> Result<(), SyntaxError> {
-        self.pos += 1;
-        self.out.push('[');
-        if self.peek(0) == Some('^') {
-            self.pos += 1;
-            self.out.push('^');
-        }
-        let mut first = true;
-        loop {
-            match self.peek(0) {
-                None => return Err(SyntaxError::MissingBracket),
-                Some(']') if !first => {
-                    self.pos += 1;
-                    self.out.push(']');
-                    return Ok(());
-                }
-                _ => {}
-            }
-            first = false;
-
-            if self.starts_with("[:") {
-                if self.posix_class()? {
-                    continue;
-                }
-            } else if self.peek(0) == Some('\\') {
-                match self.peek(1) {
-                    Some(p @ ('p' | 'P')) => {
-                        self.pos += 2;
-                        self.unicode_class(p)?;
-                        continue;
-                    }
-                    Some(c @ ('d' | 'D' | 'w' | 'W' | 's' | 'S')) => {
-                        self.pos += 2;
-                        let (body, negated) = perl_class(c);
-                        if negated {
-                            // A nested class is a union in Rust.
-                            self.out.push_str("[^");
-                            self.out.push_str(body);
-                            self.out.push(']');
-                        } else {
-                            self.out.push_str(body);
-                        }
-                        continue;
-                    }
-                    _ => {}
-                }
-            }
-
-            let lo = self.class_char()?;
-            let is_range = self.peek(0) == Some('-') && self.peek(1).is_some_and(|c| c != ']');
-            if is_range {
-                self.pos += 1;
-                let hi = self.class_char()?;
-                if hi < lo {
-                    return Err(SyntaxError::ClassRange(format!("{lo}-{hi}")));
-                }
-                push_class_char(&mut self.out, lo);
-                self.out.push('-');
-                push_class_char(&mut self.out, hi);
-            } else {
-                push_class_char(&mut self.out, lo);
-            }
-        }
-    }
-
-    /// `[:name:]` inside a class. Returns false when there is no closing
-    /// `:]`, in which case Go reads the `[` as a literal.
-    fn posix_class(&mut self) -> Result<bool, SyntaxError> {
-        let rest = &self.chars[self.pos + 2..];
-        let Some(end) = rest.windows(2).position(|w| w == [':', ']']) else {
-            return Ok(false);
-        };
-        let name: String = rest[..end].iter().collect();
-        if !POSIX_CLASSES.contains(&name.strip_prefix('^').unwrap_or(&name)) {
-            return Err(SyntaxError::ClassRange(format!("[:{name}:]")));
-        }
-        self.pos += 2 + end + 2;
-        self.out.push_str("[:");
-        self.out.push_str(&name);
-        self.out.push_str(":]");
-        Ok(true)
-    }
-
-    /// One character inside a class, literal or escaped (Go's
-    /// `parseClassChar`).
-    fn class_char(&mut self) -> Result<char, SyntaxError> {
-        match self.bump() {
-            None => Err(SyntaxError::MissingBracket),
-            Some('\\') => match self.bump() {
-                None => Err(SyntaxError::TrailingBackslash),
-                Some(c) => self.escaped_char(c),
-            },
-            Some(c) => Ok(c),
-        }
     }
 
     /// `{`: a repeat if it parses as one in Go, otherwise a literal.
@@ -426,29 +324,8 @@ impl Translator<'_> {
     }
 }
 
-/// Body of Go's Perl class `\c` and whether it is negated.
-fn perl_class(c: char) -> (&'static str, bool) {
-    match c {
-        'd' => (DIGIT, false),
-        'D' => (DIGIT, true),
-        'w' => (WORD, false),
-        'W' => (WORD, true),
-        's' => (SPACE, false),
-        _ => (SPACE, true),
-    }
-}
-
 fn is_octal(c: char) -> bool {
     ('0'..='7').contains(&c)
-}
-
-/// Writes `c` as a literal class member, escaping what Rust treats as class
-/// syntax (Go treats all of these as plain characters here).
-fn push_class_char(out: &mut String, c: char) {
-    if matches!(c, '[' | ']' | '\\' | '-' | '&' | '~' | '^') {
-        out.push('\\');
-    }
-    out.push(c);
 }
 
 /// Go's `parseRepeat`: `{n}`, `{n,}` or `{n,m}` with decimal numbers without

@@ -17,6 +17,7 @@ pub mod engine;
 mod builder;
 mod case;
 mod goregex;
+mod goregex_class;
 mod template;
 
 #[cfg(test)]
