@@ -1,7 +1,8 @@
 //! Compiled relabel rules and their application to a label set, following
 //! Prometheus' `relabel.Process` step for step.
 //!
-//! Compilation validates each [`RelabelConfig`] like Prometheus does when it
+//! Compilation (in [`super::compile`], re-exported here) validates each
+//! [`RelabelConfig`] like Prometheus does when it
 //! loads YAML (source label names, action name, regex) and then like
 //! `Config.Validate()`, under a [`NameValidation`] scheme: legacy label
 //! names (Prometheus 2, and [`Rules::compile`]) or any non-empty UTF-8 name
@@ -15,113 +16,41 @@
 //! series left with no labels is dropped too. Output is sorted by name.
 
 use md5::{Digest, Md5};
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
 
 use super::builder::{Builder, LabelPair};
 use super::case::{go_to_lower, go_to_upper};
-use super::config::{
-    parse_configs, Action, RelabelConfig, DEFAULT_REGEX, DEFAULT_REPLACEMENT, DEFAULT_SEPARATOR,
-};
-use super::goregex::{self, SyntaxError};
-use super::template::{expand, is_valid_target_template, replace_all};
+use super::config::{parse_configs, Action, RelabelConfig};
+use super::template::{expand, replace_all};
 use super::RelabelError;
 use crate::remote_write::NameValidation;
 
-/// Compiled-size limit per regex (the `regex` default is 10 MiB).
-const REGEX_SIZE_LIMIT: usize = 128 << 20;
-
-/// Why one relabel config does not compile, worded like Prometheus' own
-/// errors (`Config.Validate()` and the YAML checks before it).
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum RuleError {
-    /// A `source_labels` entry is not a label name.
-    #[error("{0:?} is not a valid label name")]
-    SourceLabel(String),
-    /// `action` is empty.
-    #[error("relabel action cannot be empty")]
-    EmptyAction,
-    /// `action` names no relabel action.
-    #[error("unknown relabel action {0:?}")]
-    UnknownAction(String),
-    /// `regex` does not compile.
-    #[error("invalid regex {pattern:?}: {error}")]
-    Regex {
-        /// The pattern as written.
-        pattern: String,
-        /// Why it does not compile.
-        error: RegexError,
-    },
-    /// `hashmod` with `modulus: 0`.
-    #[error("relabel configuration for hashmod requires non-zero modulus")]
-    ZeroModulus,
-    /// The action writes a label but `target_label` is empty.
-    #[error("relabel configuration for {0} action requires 'target_label' value")]
-    MissingTarget(Action),
-    /// `target_label` is not a valid name (or template) for the action.
-    #[error("{target:?} is invalid 'target_label' for {action} action")]
-    InvalidTarget {
-        /// The target as written.
-        target: String,
-        /// The rule's action.
-        action: Action,
-    },
-    /// `replacement` set on an action that takes none.
-    #[error("'replacement' can not be set for {0} action")]
-    ReplacementSet(Action),
-    /// A `labelmap` replacement that is not a valid name template.
-    #[error("{replacement:?} is invalid 'replacement' for {action} action")]
-    InvalidReplacement {
-        /// The replacement as written.
-        replacement: String,
-        /// The rule's action.
-        action: Action,
-    },
-    /// `keepequal`/`dropequal` with fields beyond source and target.
-    #[error("{0} action requires only 'source_labels' and `target_label`, and no other fields")]
-    EqualExtraFields(Action),
-    /// `labeldrop`/`labelkeep` with fields beyond `regex`.
-    #[error("{0} action requires only 'regex', and no other fields")]
-    LabelExtraFields(Action),
-}
-
-/// Why a (Go syntax) regex does not compile.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum RegexError {
-    /// Go itself refuses the pattern.
-    #[error(transparent)]
-    Go(#[from] SyntaxError),
-    /// The translated pattern is refused by the `regex` crate: its message,
-    /// without the echoed pattern.
-    #[error("{0}")]
-    Syntax(String),
-    /// The `regex` crate refuses it for another reason (compiled size).
-    #[error(transparent)]
-    Build(regex::Error),
-}
+pub(crate) use super::compile::compile_regex;
+pub use super::compile::{RegexError, RuleError};
 
 /// One compiled, validated relabel rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
-    action: Action,
-    source_labels: Vec<String>,
-    separator: String,
-    regex: Regex,
+    pub(super) action: Action,
+    pub(super) source_labels: Vec<String>,
+    pub(super) separator: String,
+    pub(super) regex: Regex,
     /// Set when the regex is only words joined by `|` (like `container` or
     /// `tmp|debug`): it then matches exactly those strings, and comparing
     /// them is much cheaper than running the regex on every label name.
-    words: Option<Vec<String>>,
+    pub(super) words: Option<Vec<String>>,
     /// The config left `regex` unset, so `regex` is Prometheus' default.
-    default_regex: bool,
+    pub(super) default_regex: bool,
     /// `target_label` contains `$`, so it is a template to expand.
-    target_is_template: bool,
+    pub(super) target_is_template: bool,
     /// `target_label` or `replacement` contains `$`: `replace` needs the
     /// capture groups, not just whether the regex matches.
-    needs_captures: bool,
-    modulus: u64,
-    target_label: String,
-    replacement: String,
+    pub(super) needs_captures: bool,
+    pub(super) modulus: u64,
+    pub(super) target_label: String,
+    pub(super) replacement: String,
     /// Which expanded `replace` targets are valid label names.
-    names: NameValidation,
+    pub(super) names: NameValidation,
 }
 
 /// An ordered list of compiled relabel rules.
@@ -203,42 +132,6 @@ impl Rules {
 }
 
 impl Rule {
-    /// Compiles and validates one config; the error is Prometheus' message.
-    fn compile(cfg: &RelabelConfig, names: NameValidation) -> Result<Rule, RuleError> {
-        // Checks Prometheus makes while unmarshalling the YAML.
-        for name in cfg.source_labels.iter().flatten() {
-            if !names.is_valid(name) {
-                return Err(RuleError::SourceLabel(name.clone()));
-            }
-        }
-        if cfg.action.is_empty() {
-            return Err(RuleError::EmptyAction);
-        }
-        let action = Action::parse(&cfg.action)
-            .ok_or_else(|| RuleError::UnknownAction(cfg.action.clone()))?;
-        let pattern = cfg.regex.as_deref().unwrap_or(DEFAULT_REGEX);
-        let regex = compile_regex(pattern).map_err(|error| RuleError::Regex {
-            pattern: pattern.to_owned(),
-            error,
-        })?;
-        validate(cfg, action, names)?;
-
-        Ok(Rule {
-            action,
-            source_labels: cfg.source_labels.clone().unwrap_or_default(),
-            separator: cfg.separator.clone(),
-            regex,
-            words: plain_words(pattern),
-            default_regex: cfg.regex.is_none(),
-            target_is_template: cfg.target_label.contains('$'),
-            needs_captures: cfg.target_label.contains('$') || cfg.replacement.contains('$'),
-            modulus: cfg.modulus,
-            target_label: cfg.target_label.clone(),
-            replacement: cfg.replacement.clone(),
-            names,
-        })
-    }
-
     /// The rule's action.
     pub fn action(&self) -> Action {
         self.action
@@ -340,38 +233,6 @@ impl Rule {
     }
 }
 
-/// Compiles a Go regex anchored like Prometheus' `NewRegexp`: `^(?s:…)$`
-/// (also the full-match anchoring of PromQL label matchers).
-pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, RegexError> {
-    let translated = goregex::translate(pattern)?;
-    RegexBuilder::new(&format!("^(?s:{translated})$"))
-        // Go has no compiled-size limit worth the name; allow big
-        // alternations of metric names.
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| match e {
-            // Keep only the "error: …" line, not the echoed pattern.
-            regex::Error::Syntax(text) => RegexError::Syntax(
-                text.lines()
-                    .last()
-                    .unwrap_or_default()
-                    .trim()
-                    .trim_start_matches("error: ")
-                    .to_owned(),
-            ),
-            other => RegexError::Build(other),
-        })
-}
-
-/// The alternatives of `pattern` if it is only ASCII letters, digits and
-/// `_` joined by `|`: anchored, such a regex matches exactly those strings.
-fn plain_words(pattern: &str) -> Option<Vec<String>> {
-    let plain = pattern
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'|');
-    plain.then(|| pattern.split('|').map(str::to_owned).collect())
-}
-
 /// MD5 of `val`, last 8 bytes of the 16-byte sum read as big-endian u64, mod
 /// `modulus` (Prometheus keeps the last 8 bytes for backward compatibility).
 /// None only for modulus 0, which validation rejects.
@@ -380,75 +241,4 @@ fn hashmod(val: &str, modulus: u64) -> Option<u64> {
     let mut tail = [0u8; 8];
     tail.copy_from_slice(&sum[8..16]);
     u64::from_be_bytes(tail).checked_rem(modulus)
-}
-
-/// Prometheus' `Config.Validate()`, in its order and with its messages.
-fn validate(cfg: &RelabelConfig, action: Action, names: NameValidation) -> Result<(), RuleError> {
-    use Action::*;
-    let target = cfg.target_label.as_str();
-    let invalid_target = || RuleError::InvalidTarget {
-        target: target.to_owned(),
-        action,
-    };
-
-    if cfg.modulus == 0 && action == HashMod {
-        return Err(RuleError::ZeroModulus);
-    }
-    let needs_target = matches!(
-        action,
-        Replace | HashMod | Lowercase | Uppercase | KeepEqual | DropEqual
-    );
-    if needs_target && target.is_empty() {
-        return Err(RuleError::MissingTarget(action));
-    }
-    // A name in which `$` references may appear: under UTF-8 `$` is just
-    // another character, so any valid name will do.
-    let valid_template = |s: &str| match names {
-        NameValidation::Utf8 => names.is_valid(s),
-        NameValidation::Legacy => is_valid_target_template(s),
-    };
-    if action == Replace {
-        let valid = if target.contains('$') {
-            valid_template(target)
-        } else {
-            names.is_valid(target)
-        };
-        if !valid {
-            return Err(invalid_target());
-        }
-    }
-    let case_or_equal = matches!(action, Lowercase | Uppercase | KeepEqual | DropEqual);
-    if case_or_equal && !names.is_valid(target) {
-        return Err(invalid_target());
-    }
-    if case_or_equal && cfg.replacement != DEFAULT_REPLACEMENT {
-        return Err(RuleError::ReplacementSet(action));
-    }
-    if action == LabelMap && !valid_template(&cfg.replacement) {
-        return Err(RuleError::InvalidReplacement {
-            replacement: cfg.replacement.clone(),
-            action,
-        });
-    }
-    if action == HashMod && !names.is_valid(target) {
-        return Err(invalid_target());
-    }
-    if matches!(action, KeepEqual | DropEqual)
-        && (cfg.regex.is_some()
-            || cfg.modulus != 0
-            || cfg.separator != DEFAULT_SEPARATOR
-            || cfg.replacement != DEFAULT_REPLACEMENT)
-    {
-        return Err(RuleError::EqualExtraFields(action));
-    }
-    if matches!(action, LabelDrop | LabelKeep)
-        && (cfg.source_labels.is_some()
-            || !target.is_empty()
-            || cfg.modulus != 0
-            || cfg.separator != DEFAULT_SEPARATOR
-            || cfg.replacement != DEFAULT_REPLACEMENT)
-    {
-        return Err(RuleError::LabelExtraFields(action));
-    }
-    Ok(())
 }

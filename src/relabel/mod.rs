@@ -16,6 +16,7 @@ pub mod engine;
 
 mod builder;
 mod case;
+mod compile;
 mod goregex;
 mod goregex_class;
 mod template;
