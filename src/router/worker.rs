@@ -18,36 +18,37 @@
 //!
 //! What a transaction holds and routing a record into it are pure state
 //! (`txn.rs`, `batches.rs`, `process.rs`); this file only moves records
-//! between them and Kafka. Depends on those, `consumer.rs`, `producer.rs`,
-//! `events.rs`, the record formats in `kafka::record` and `Config`.
+//! between them and Kafka; writing task records and dead letters is in
+//! `worker/output.rs`. Depends on those, `consumer.rs`, `producer.rs`,
+//! `events.rs`, the record formats in `kafka::record`, its `[router]`
+//! section and `Shared`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
-use rdkafka::producer::BaseRecord;
+use rdkafka::message::{BorrowedMessage, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::batches::{BatchKey, BatchLimits};
+use super::batches::BatchLimits;
 use super::config::RouterConfig;
 use super::consumer::IngressConsumer;
 use super::drain::Ends;
-use super::events::{Buffered, IngressDeadLettered, TransactionAborted, TransactionCommitted};
+use super::events::{TransactionAborted, TransactionCommitted};
 use super::process::{route_record, Routing, Unroutable};
 use super::producer::{producer_config, StartError, TxnProducer};
 use super::progress::Progress;
-use super::route::{Output, Route};
+use super::route::Route;
 use super::txn::Txn;
 use super::{RouterError, Rules};
-use crate::kafka::record::{
-    copy_headers, encode_task_value, DeadLetter, IngressMeta, Source, TaskMeta,
-};
+use crate::kafka::record::{copy_headers, IngressMeta};
 use crate::live::Live;
 use crate::remote_write::Limits;
 use crate::shared::Shared;
 use crate::topics::TopicsConfig;
+
+mod output;
 
 /// The worker thread's state: the clients, the routes and their topics' partition counts.
 pub(super) struct Worker {
@@ -318,77 +319,6 @@ impl Worker {
             self.write(&key, &batch, txn)?;
         }
         self.report_buffered(txn);
-        Ok(())
-    }
-
-    fn report_buffered(&self, txn: &Txn) {
-        Buffered {
-            routes: &self.routes,
-            series: txn.batches.buffered_series(self.routes.len()),
-        }
-        .emit();
-    }
-
-    /// Writes every batch (at the end of a transaction).
-    fn flush(&self, txn: &mut Txn) -> Result<(), KafkaError> {
-        for (key, batch) in txn.batches.take_all() {
-            self.write(&key, &batch, txn)?;
-        }
-        self.report_buffered(txn);
-        Ok(())
-    }
-
-    /// Writes one batch as a task record.
-    fn write(&self, key: &BatchKey, batch: &Output, txn: &mut Txn) -> Result<(), KafkaError> {
-        let route = &self.routes[key.route];
-        let (encoding, value) = encode_task_value(&batch.encoded, route.record_encoding);
-        if encoding != route.record_encoding {
-            warn!(route = %route.name, "cannot compress a task record; writing it as identity");
-        }
-        let meta = TaskMeta {
-            route: &route.name,
-            encoding,
-            tenant: key.tenant.as_deref(),
-        };
-        let record = BaseRecord::<(), [u8]>::to(&route.topic)
-            .partition(key.partition as i32)
-            .payload(value.as_ref())
-            .headers(meta.to_headers());
-        self.producer.send(record)?;
-        txn.wrote(key, batch, value.len());
-        Ok(())
-    }
-
-    /// Sends an ingress record that can never be routed to the dead-letter
-    /// topic, inside the transaction, with headers saying why and whence.
-    fn dead_letter(
-        &self,
-        message: &BorrowedMessage<'_>,
-        original: Option<&OwnedHeaders>,
-        why: Unroutable,
-        txn: &mut Txn,
-    ) -> Result<(), KafkaError> {
-        IngressDeadLettered {
-            partition: message.partition(),
-            offset: message.offset(),
-            reason: why.reason,
-            detail: &why.detail,
-        }
-        .emit();
-        let source = Source {
-            topic: message.topic().to_string(),
-            partition: message.partition(),
-            offset: message.offset(),
-        };
-        let headers = DeadLetter::new(why.reason, &why.detail, source).to_headers(original);
-        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topics.dead_letter)
-            .payload(message.payload().unwrap_or_default())
-            .headers(headers);
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        self.producer.send(record)?;
-        txn.dead_lettered.push(why.reason);
         Ok(())
     }
 
