@@ -26,6 +26,7 @@
 
 pub mod rules;
 pub mod selector;
+mod selector_parser;
 
 #[cfg(test)]
 mod tests;
