@@ -1,7 +1,7 @@
 //! Compiled relabel rules and their application to a label set, following
 //! Prometheus' `relabel.Process` step for step.
 //!
-//! Compilation (in [`super::compile`], re-exported here) validates each
+//! Compilation (in `compile.rs`, re-exported here) validates each
 //! [`RelabelConfig`] like Prometheus does when it
 //! loads YAML (source label names, action name, regex) and then like
 //! `Config.Validate()`, under a [`NameValidation`] scheme: legacy label
