@@ -20,11 +20,17 @@
 //! group names starting with a digit are valid in Go only, and the Unicode
 //! table versions of the two libraries differ.
 //!
-//! Bracketed, POSIX and Perl classes are written out by
-//! [`super::goregex_class`], the one module this one depends on besides
-//! `regex` (for escaping literals).
+//! Bracketed and POSIX classes are written out by `goregex_class.rs`, as
+//! methods of the same `Translator` (it depends on this module, not the
+//! other way round); this module depends only on `regex` (for escaping
+//! literals).
 
-use super::goregex_class::perl_class;
+/// Go's `\w`.
+const WORD: &str = "0-9A-Za-z_";
+/// Go's `\s`.
+const SPACE: &str = r"\t\n\x0C\r ";
+/// Go's `\d`.
+const DIGIT: &str = "0-9";
 
 /// Go's maximum repeat count.
 const MAX_REPEAT: u32 = 1000;
@@ -362,6 +368,18 @@ fn parse_int(s: &[char], i: &mut usize) -> Option<u32> {
     }
     let text: String = digits.iter().collect();
     Some(text.parse::<u32>().unwrap_or(u32::MAX))
+}
+
+/// Body of Go's Perl class `\c` and whether it is negated.
+pub(super) fn perl_class(c: char) -> (&'static str, bool) {
+    match c {
+        'd' => (DIGIT, false),
+        'D' => (DIGIT, true),
+        'w' => (WORD, false),
+        'W' => (WORD, true),
+        's' => (SPACE, false),
+        _ => (SPACE, true),
+    }
 }
 
 #[cfg(test)]

@@ -7,14 +7,7 @@
 //! Depends only on [`super::goregex`] (its `Translator` cursor and
 //! [`SyntaxError`]); nothing outside the translator uses it.
 
-use super::goregex::{SyntaxError, Translator};
-
-/// Go's `\w`.
-const WORD: &str = "0-9A-Za-z_";
-/// Go's `\s`.
-const SPACE: &str = r"\t\n\x0C\r ";
-/// Go's `\d`.
-const DIGIT: &str = "0-9";
+use super::goregex::{perl_class, SyntaxError, Translator};
 
 /// POSIX classes Go accepts inside brackets (all ASCII, same in Rust).
 const POSIX_CLASSES: [&str; 14] = [
@@ -118,18 +111,6 @@ impl Translator<'_> {
             },
             Some(c) => Ok(c),
         }
-    }
-}
-
-/// Body of Go's Perl class `\c` and whether it is negated.
-pub(super) fn perl_class(c: char) -> (&'static str, bool) {
-    match c {
-        'd' => (DIGIT, false),
-        'D' => (DIGIT, true),
-        'w' => (WORD, false),
-        'W' => (WORD, true),
-        's' => (SPACE, false),
-        _ => (SPACE, true),
     }
 }
 

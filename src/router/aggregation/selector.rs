@@ -15,7 +15,8 @@
 //! `{x=""}` and `{x!~".+"}` match series without `x`; regexes are fully
 //! anchored (`^(?s:re)$`, Go RE2 syntax).
 //!
-//! The parser itself is `selector_parser.rs`; this module holds the
+//! The parser itself (`Selector::parse`) is `selector_parser.rs`, which
+//! depends on this module, not the other way round; this module holds the
 //! selector types and matching.
 
 use regex::Regex;
@@ -152,11 +153,6 @@ pub struct Selector {
 }
 
 impl Selector {
-    /// Parses `text`; the error says what is wrong and where.
-    pub fn parse(text: &str) -> Result<Selector, SelectorError> {
-        super::selector_parser::parse(text)
-    }
-
     /// Whether the series with `labels` (sorted by name) is selected.
     pub fn matches<L: LabelPair>(&self, labels: &[L]) -> bool {
         self.groups

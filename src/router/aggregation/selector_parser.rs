@@ -7,14 +7,16 @@
 
 use super::selector::{Matcher, Op, Pattern, Selector, SelectorError};
 
-/// Parses `text` into a [`Selector`].
-pub(super) fn parse(text: &str) -> Result<Selector, SelectorError> {
-    Parser {
-        s: text.as_bytes(),
-        text,
-        pos: 0,
+impl Selector {
+    /// Parses `text`; the error says what is wrong and where.
+    pub fn parse(text: &str) -> Result<Selector, SelectorError> {
+        Parser {
+            s: text.as_bytes(),
+            text,
+            pos: 0,
+        }
+        .selector()
     }
-    .selector()
 }
 
 struct Parser<'t> {
