@@ -548,3 +548,78 @@ impl Process {
         let _ = self.child.wait();
     }
 }
+
+/// Every record of `topic` (of `partitions` partitions) up to its high
+/// watermark, read_uncommitted: records of aborted transactions included.
+pub fn read_uncommitted(topic: &str, partitions: i32) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for p in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        ends.insert(p, high);
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(low))
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    loop {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            out.push(message.expect("consume").detach());
+            continue;
+        }
+        let positions = consumer.position().expect("position");
+        let done = ends.iter().all(|(p, end)| {
+            positions
+                .find_partition(topic, *p)
+                .and_then(|e| e.offset().to_raw())
+                .is_some_and(|pos| pos >= *end)
+        });
+        if done {
+            return out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "could not read {topic} to its end"
+        );
+    }
+}
+
+/// The ingress partitions of a router's last assignment, from its log.
+pub fn last_assignment(router: &Process) -> std::collections::BTreeSet<i32> {
+    let log = router.log();
+    let Some(line) = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("ingress partitions assigned"))
+    else {
+        return std::collections::BTreeSet::new();
+    };
+    // Strip the ANSI colours of the text log format.
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    let ids = plain
+        .rsplit_once('[')
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map_or("", |(ids, _)| ids);
+    ids.split(',')
+        .filter_map(|id| id.trim().parse().ok())
+        .collect()
+}

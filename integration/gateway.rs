@@ -302,40 +302,6 @@ async fn bad_requests_get_their_own_4xx_and_the_gateway_keeps_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn credentials_are_required_when_configured() {
-    let topic = unique("ingress");
-    create_topic(&topic, 1).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = crate::common::write_file(
-        dir.path(),
-        "auth.toml",
-        "[[gateway.auth]]\ntype = \"bearer\"\ntoken = \"s3cret\"\n[[gateway.auth]]\ntype = \"basic\"\nusername = \"prom\"\npassword = \"pw\"\n",
-    );
-    // `/-/ready` needs the credentials too, which `Process` does not send.
-    let text = std::fs::read_to_string(&config).expect("config");
-    let gateway =
-        crate::gateway_hostile::Gateway::start(&topic, &text, Some("Bearer s3cret")).await;
-    let url = format!("http://{}/api/v1/write", gateway.addr);
-    let body = snappy(&request(1, "auth"));
-    let none = http_post(&url, &SNAPPY, body.clone()).await.expect("post");
-    assert_eq!(none.status, 401);
-    let wrong = http_post(&url, &[("authorization", "Bearer nope")], body.clone())
-        .await
-        .expect("post");
-    assert_eq!(wrong.status, 401);
-    let bearer = http_post(&url, &[("authorization", "Bearer s3cret")], body.clone())
-        .await
-        .expect("post");
-    assert_eq!(bearer.status, 204, "{}", bearer.body);
-    // "prom:pw" in base64.
-    let basic = http_post(&url, &[("authorization", "Basic cHJvbTpwdw==")], body)
-        .await
-        .expect("post");
-    assert_eq!(basic.status, 204, "{}", basic.body);
-    assert_eq!(read_topic(&topic).len(), 2);
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_and_exits_zero() {
     let topic = unique("ingress");
     create_topic(&topic, 1).await;

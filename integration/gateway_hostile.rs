@@ -688,3 +688,39 @@ async fn bad_tenant_headers_are_refused_and_te_with_cl_cannot_smuggle() {
         "the connection was not closed after the answer ({took:?})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_are_required_when_configured() {
+    let topic = unique("ingress");
+    create_topic(&topic, 1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = crate::common::write_file(
+        dir.path(),
+        "auth.toml",
+        "[[gateway.auth]]\ntype = \"bearer\"\ntoken = \"s3cret\"\n[[gateway.auth]]\ntype = \"basic\"\nusername = \"prom\"\npassword = \"pw\"\n",
+    );
+    // `/-/ready` needs the credentials too, which `Process` does not send.
+    let text = std::fs::read_to_string(&config).expect("config");
+    let gateway = Gateway::start(&topic, &text, Some("Bearer s3cret")).await;
+    let url = format!("http://{}/api/v1/write", gateway.addr);
+    let body = snappy(&request(1, "auth"));
+    let none = crate::common::http_post(&url, &SNAPPY, body.clone())
+        .await
+        .expect("post");
+    assert_eq!(none.status, 401);
+    let wrong = crate::common::http_post(&url, &[("authorization", "Bearer nope")], body.clone())
+        .await
+        .expect("post");
+    assert_eq!(wrong.status, 401);
+    let bearer =
+        crate::common::http_post(&url, &[("authorization", "Bearer s3cret")], body.clone())
+            .await
+            .expect("post");
+    assert_eq!(bearer.status, 204, "{}", bearer.body);
+    // "prom:pw" in base64.
+    let basic = crate::common::http_post(&url, &[("authorization", "Basic cHJvbTpwdw==")], body)
+        .await
+        .expect("post");
+    assert_eq!(basic.status, 204, "{}", basic.body);
+    assert_eq!(read_topic(&topic).len(), 2);
+}

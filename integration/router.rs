@@ -598,7 +598,7 @@ fn sample_counts(series: &[(i32, TimeSeries)]) -> BTreeMap<(String, i64), usize>
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_killed_mid_transaction_leaves_every_sample_once_and_aborts_happened() {
-    use crate::scaleout::{last_assignment, read_uncommitted};
+    use crate::common::{last_assignment, read_uncommitted};
     const PAYLOADS: u32 = 250;
     const SERIES: u32 = 12;
     let setup = setup(4, 3, 32, "").await;

@@ -20,7 +20,10 @@ use rdkafka::Message as _;
 use streamroute::remote_write::proto::v1::{Label, Sample, TimeSeries, WriteRequest};
 use streamroute::remote_write::{compress, Encoding};
 
-use crate::common::{bootstrap, create_topic, http_post, read_topic, unique, write_file, Process};
+use crate::common::{
+    bootstrap, create_topic, http_post, last_assignment, read_topic, read_uncommitted, unique,
+    write_file, Process,
+};
 use crate::egress::{recent_ms, vm_samples};
 
 const INGRESS_PARTITIONS: i32 = 6;
@@ -294,81 +297,6 @@ fn assignments(name: &str, router: &Process) {
     for line in group.chain(problems) {
         eprintln!("  router {name}: {line}");
     }
-}
-
-/// Every record of `topic` (of `partitions` partitions) up to its high
-/// watermark, read_uncommitted: records of aborted transactions included.
-pub fn read_uncommitted(topic: &str, partitions: i32) -> Vec<rdkafka::message::OwnedMessage> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_uncommitted")
-        .create()
-        .expect("consumer");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        ends.insert(p, high);
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(low))
-            .expect("tpl");
-    }
-    consumer.assign(&tpl).expect("assign");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut out = Vec::new();
-    loop {
-        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-            out.push(message.expect("consume").detach());
-            continue;
-        }
-        let positions = consumer.position().expect("position");
-        let done = ends.iter().all(|(p, end)| {
-            positions
-                .find_partition(topic, *p)
-                .and_then(|e| e.offset().to_raw())
-                .is_some_and(|pos| pos >= *end)
-        });
-        if done {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "could not read {topic} to its end"
-        );
-    }
-}
-
-/// The ingress partitions of a router's last assignment, from its log.
-pub fn last_assignment(router: &Process) -> BTreeSet<i32> {
-    let log = router.log();
-    let Some(line) = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("ingress partitions assigned"))
-    else {
-        return BTreeSet::new();
-    };
-    // Strip the ANSI colours of the text log format.
-    let mut plain = String::new();
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            chars.by_ref().find(|c| *c == 'm');
-        } else {
-            plain.push(c);
-        }
-    }
-    let ids = plain
-        .rsplit_once('[')
-        .and_then(|(_, rest)| rest.split_once(']'))
-        .map_or("", |(ids, _)| ids);
-    ids.split(',')
-        .filter_map(|id| id.trim().parse().ok())
-        .collect()
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
