@@ -71,7 +71,10 @@ pub struct Applied {
 impl std::fmt::Display for Applied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.changed.is_empty() {
-            writeln!(f, "config reloaded: no reloadable key changed")?;
+            writeln!(
+                f,
+                "config reloaded: no reloadable key changed (relabel and stream_aggr files were read again)"
+            )?;
         } else {
             writeln!(f, "config reloaded; applied: {}", self.changed.join(", "))?;
         }
