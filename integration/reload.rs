@@ -77,6 +77,19 @@ async fn send(url: &str, name: &str, from: usize, to: usize, ts: i64) {
 
 const SERIES: usize = 10;
 
+/// `streamroute run` with the config file at `path` (the file it reloads).
+async fn start_run(path: &std::path::Path) -> Process {
+    Process::start(
+        &["run"],
+        "STREAMROUTE_RUN__LISTEN",
+        &[(
+            "STREAMROUTE_CONFIG_FILE",
+            path.to_str().expect("utf-8").to_string(),
+        )],
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rules_reloaded_under_a_flowing_stream_switch_between_transactions() {
     let (ingress, tasks, dead_letter) = (unique("ingress"), unique("tasks"), unique("dlq"));
@@ -90,15 +103,7 @@ async fn rules_reloaded_under_a_flowing_stream_switch_between_transactions() {
         "run.toml",
         &run_config(&ingress, &tasks, &dead_letter, &group, "", "old"),
     );
-    let mut run = Process::start(
-        &["run"],
-        "STREAMROUTE_RUN__LISTEN",
-        &[(
-            "STREAMROUTE_CONFIG_FILE",
-            path.to_str().expect("utf-8").to_string(),
-        )],
-    )
-    .await;
+    let mut run = start_run(&path).await;
     let (addr, url) = (run.addr, format!("http://{}/api/v1/write", run.addr));
     let name = format!("sr_it_reload_{}", uuid::Uuid::new_v4().simple());
     let ts = crate::egress::recent_ms();
@@ -259,15 +264,7 @@ async fn gateway_auth_and_an_egress_target_change_on_reload() {
         )
     };
     let path = write_file(dir.path(), "run.toml", &config(&nowhere, ""));
-    let mut run = Process::start(
-        &["run"],
-        "STREAMROUTE_RUN__LISTEN",
-        &[(
-            "STREAMROUTE_CONFIG_FILE",
-            path.to_str().expect("utf-8").to_string(),
-        )],
-    )
-    .await;
+    let mut run = start_run(&path).await;
     let (addr, url) = (run.addr, format!("http://{}/api/v1/write", run.addr));
     let name = format!("sr_it_reload_target_{}", uuid::Uuid::new_v4().simple());
     let ts = crate::egress::recent_ms();
