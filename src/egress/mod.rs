@@ -214,17 +214,10 @@ impl Egress {
             .collect();
         // Not a child of `shutdown`: on shutdown the partitions first drain.
         let stop = CancellationToken::new();
-        let hard_stop = self.hard_stop.clone().unwrap_or_else(|| {
-            let token = CancellationToken::new();
-            let (grace, fire, shutdown) =
-                (self.common.shutdown_grace, token.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                shutdown.cancelled().await;
-                tokio::time::sleep(grace).await;
-                fire.cancel();
-            });
-            token
-        });
+        let hard_stop = self
+            .hard_stop
+            .clone()
+            .unwrap_or_else(|| self.common.hard_stop_after_grace(&shutdown));
         let mut draining = false;
         let mut tasks = JoinSet::new();
         for w in workers {

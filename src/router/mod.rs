@@ -123,17 +123,10 @@ impl Router {
         let progress = Arc::new(Progress::new());
         let readiness = self.shared.readiness.clone();
         let watchdog = tokio::spawn(watch(progress.clone(), readiness.clone()));
-        let hard_stop = self.hard_stop.clone().unwrap_or_else(|| {
-            let token = CancellationToken::new();
-            let (grace, fire, shutdown) =
-                (self.shared.shutdown_grace, token.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                shutdown.cancelled().await;
-                tokio::time::sleep(grace).await;
-                fire.cancel();
-            });
-            token
-        });
+        let hard_stop = self
+            .hard_stop
+            .clone()
+            .unwrap_or_else(|| self.shared.hard_stop_after_grace(&shutdown));
         let live = self.live.clone().unwrap_or_else(|| {
             Live::new(Rules {
                 routes: Arc::new(self.routes),
