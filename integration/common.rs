@@ -395,13 +395,28 @@ pub fn read_topic(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
 
 /// Reads every record of `topic` on the cluster at `bootstrap`.
 pub fn read_topic_on(bootstrap: &str, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    read_to_end(bootstrap, topic, "read_committed")
+}
+
+/// Every record of `topic` up to its high watermark, read_uncommitted:
+/// records of aborted transactions included.
+pub fn read_uncommitted(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    read_to_end(&bootstrap(), topic, "read_uncommitted")
+}
+
+/// Reads every partition of `topic` to its current end with `isolation`.
+fn read_to_end(
+    bootstrap: &str,
+    topic: &str,
+    isolation: &str,
+) -> Vec<rdkafka::message::OwnedMessage> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .create()
         .expect("consumer");
     let md = consumer
@@ -546,52 +561,6 @@ impl Process {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Every record of `topic` (of `partitions` partitions) up to its high
-/// watermark, read_uncommitted: records of aborted transactions included.
-pub fn read_uncommitted(topic: &str, partitions: i32) -> Vec<rdkafka::message::OwnedMessage> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_uncommitted")
-        .create()
-        .expect("consumer");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    let mut ends = std::collections::HashMap::new();
-    for p in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        ends.insert(p, high);
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(low))
-            .expect("tpl");
-    }
-    consumer.assign(&tpl).expect("assign");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut out = Vec::new();
-    loop {
-        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-            out.push(message.expect("consume").detach());
-            continue;
-        }
-        let positions = consumer.position().expect("position");
-        let done = ends.iter().all(|(p, end)| {
-            positions
-                .find_partition(topic, *p)
-                .and_then(|e| e.offset().to_raw())
-                .is_some_and(|pos| pos >= *end)
-        });
-        if done {
-            return out;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "could not read {topic} to its end"
-        );
     }
 }
 

@@ -662,7 +662,7 @@ async fn a_member_killed_mid_transaction_leaves_every_sample_once_and_aborts_hap
     let aborted = aborted_transactions(&b).await;
     assert!(aborted > 0, "no transaction aborted:\n{}", b.log());
     let tasks = setup.tasks.clone();
-    let uncommitted = tokio::task::spawn_blocking(move || read_uncommitted(&tasks, 3))
+    let uncommitted = tokio::task::spawn_blocking(move || read_uncommitted(&tasks))
         .await
         .expect("reader");
     let written: usize = uncommitted

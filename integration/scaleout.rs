@@ -510,11 +510,10 @@ async fn routers_joining_and_dying_keep_task_topics_exactly_once_across_a_cluste
     // router's open one, and those aborted by rebalances) are in the log.
     let tasks = cluster.tasks.clone();
     let n = name.clone();
-    let uncommitted = tokio::task::spawn_blocking(move || {
-        count_samples(&read_uncommitted(&tasks, TASK_PARTITIONS), &n)
-    })
-    .await
-    .expect("reader");
+    let uncommitted =
+        tokio::task::spawn_blocking(move || count_samples(&read_uncommitted(&tasks), &n))
+            .await
+            .expect("reader");
     let aborted: usize = uncommitted.values().sum::<usize>() - counts.values().sum::<usize>();
     eprintln!(
         "read_uncommitted: {aborted} more samples (of aborted transactions) than read_committed"
