@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -320,7 +321,7 @@ async fn zstd_falls_back_to_snappy_against_vmagent_1_79() {
 }
 
 /// What the in-test receiver accepted: arrival time, request headers and the decoded request.
-type Received = Arc<Mutex<Vec<(Instant, hyper::HeaderMap, WriteRequest)>>>;
+pub type Received = Arc<Mutex<Vec<(Instant, hyper::HeaderMap, WriteRequest)>>>;
 
 /// An in-test remote-write receiver; `answer(n, request)` gives the status,
 /// extra headers and body of the n-th request (0-based).
@@ -331,6 +332,24 @@ where
         + Sync
         + 'static,
 {
+    let (addr, received, _) = slow_receiver(Duration::ZERO, answer).await;
+    (addr, received)
+}
+
+/// [`receiver`] that takes `latency` to answer each request, and counts
+/// the most requests it was answering at once.
+pub async fn slow_receiver<F>(
+    latency: Duration,
+    answer: F,
+) -> (SocketAddr, Received, Arc<AtomicUsize>)
+where
+    F: Fn(usize, &WriteRequest) -> (u16, Vec<(&'static str, String)>, String)
+        + Send
+        + Sync
+        + 'static,
+{
+    let (open, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let most_seen = most.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -344,11 +363,16 @@ where
                 return;
             };
             let (answer, log, count) = (answer.clone(), log.clone(), count.clone());
+            let (open, most) = (open.clone(), most.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
                     move |request: hyper::Request<hyper::body::Incoming>| {
                         let (answer, log, count) = (answer.clone(), log.clone(), count.clone());
+                        let (open, most) = (open.clone(), most.clone());
                         async move {
+                            let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now_open, Ordering::SeqCst);
+                            tokio::time::sleep(latency).await;
                             assert_eq!(request.headers()["content-encoding"], "snappy");
                             assert_eq!(
                                 request.headers()["x-prometheus-remote-write-version"],
@@ -381,6 +405,7 @@ where
                                     decoded,
                                 ));
                             }
+                            open.fetch_sub(1, Ordering::SeqCst);
                             let mut response = hyper::Response::new(Full::new(Bytes::from(text)));
                             *response.status_mut() =
                                 hyper::StatusCode::from_u16(status).expect("status");
@@ -399,7 +424,7 @@ where
             });
         }
     });
-    (addr, received)
+    (addr, received, most_seen)
 }
 
 fn ids(received: &Received) -> Vec<String> {

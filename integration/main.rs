@@ -11,6 +11,7 @@ mod config_errors;
 mod dashboard;
 mod egress;
 mod egress_gaps;
+mod egress_in_flight;
 mod egress_state;
 mod egress_windows;
 mod egress_windows_load;

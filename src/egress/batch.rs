@@ -82,12 +82,46 @@ impl Batch {
     /// Whether `p` may join: the first record always does; later ones keep
     /// the request to one tenant (when forwarded) and within the limits.
     pub fn fits(&self, p: &Pending, limits: &BatchLimits) -> bool {
+        self.takes(&p.tenant, p.value.len(), p.counts.samples, limits)
+    }
+
+    /// Whether `other` (a lane's share of a later request) may be sent in
+    /// one request with this one: the same rules as [`Self::fits`].
+    pub fn fits_batch(&self, other: &Batch, limits: &BatchLimits) -> bool {
+        self.takes(
+            &other.tenant,
+            other.body.len(),
+            other.counts.samples,
+            limits,
+        )
+    }
+
+    fn takes(&self, tenant: &Option<String>, bytes: usize, samples: u64, l: &BatchLimits) -> bool {
         if self.records.is_empty() {
             return true;
         }
-        (!limits.one_tenant || self.tenant == p.tenant)
-            && self.body.len() + p.value.len() <= limits.max_bytes
-            && self.counts.samples + p.counts.samples <= limits.max_samples
+        (!l.one_tenant || self.tenant == *tenant)
+            && self.body.len() + bytes <= l.max_bytes
+            && self.counts.samples + samples <= l.max_samples
+    }
+
+    /// Appends a later batch (see [`Self::fits_batch`]): its records keep
+    /// their place, shifted past this body.
+    pub fn append(&mut self, other: Batch) {
+        if self.records.is_empty() {
+            self.tenant = other.tenant;
+        }
+        let shift = self.body.len();
+        self.body.extend_from_slice(&other.body);
+        self.counts.add(other.counts);
+        self.records
+            .extend(other.records.into_iter().map(|r| Record {
+                start: r.start + shift,
+                end: r.end + shift,
+                ..r
+            }));
+        self.first_at = self.first_at.or(other.first_at);
+        self.last_offset = other.last_offset.or(self.last_offset);
     }
 
     /// Whether the request is to be sent now.
@@ -193,6 +227,33 @@ mod tests {
         let mut samples = Batch::default();
         samples.push(pending(0, 1, 10, None));
         assert!(samples.full(&LIMITS), "10 samples");
+    }
+
+    #[test]
+    fn an_appended_batch_keeps_its_records_places_and_the_limits_hold() {
+        let mut a = Batch::default();
+        a.push(pending(3, 2, 2, Some("a")));
+        let mut b = Batch::default();
+        b.push(pending(5, 3, 4, Some("a")));
+        b.push(pending(6, 1, 1, Some("a")));
+        assert!(a.fits_batch(&b, &LIMITS));
+        let mut other_tenant = Batch::default();
+        other_tenant.push(pending(7, 1, 1, Some("b")));
+        assert!(!a.fits_batch(&other_tenant, &LIMITS));
+        let mut too_many = Batch::default();
+        too_many.push(pending(7, 1, 9, Some("a")));
+        assert!(!a.fits_batch(&too_many, &LIMITS), "2 + 9 samples > 10");
+        a.append(b);
+        assert_eq!(a.body, [3, 3, 5, 5, 5, 6]);
+        let places: Vec<(i64, usize, usize)> = a
+            .records
+            .iter()
+            .map(|r| (r.offset, r.start, r.end))
+            .collect();
+        assert_eq!(places, [(3, 0, 2), (5, 2, 5), (6, 5, 6)]);
+        assert_eq!((a.counts.samples, a.counts.series), (7, 3));
+        assert_eq!(a.last_offset, Some(6));
+        assert_eq!(a.tenant.as_deref(), Some("a"));
     }
 
     #[test]

@@ -63,6 +63,13 @@ pub struct EgressConfig {
     /// puts into windows by arrival time).
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
+    /// Requests in flight per partition at once (default 1). Above 1, each
+    /// partition's series are spread over this many lanes by a hash of
+    /// their labels, as Prometheus spreads them over its remote-write
+    /// shards: a lane sends one request at a time, so every series' samples
+    /// still arrive in order, and the stored position moves only past
+    /// records every lane has delivered. Needs `windows.delay = "0s"`.
+    pub max_in_flight: usize,
     /// How long one request may take before it counts as failed and is retried.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -136,6 +143,7 @@ impl Default for EgressConfig {
             max_samples_per_send: 5_000,
             max_bytes_per_send: 4 << 20,
             flush_interval: Duration::from_millis(50),
+            max_in_flight: 1,
             request_timeout: Duration::from_secs(30),
             retry_initial_backoff: Duration::from_millis(250),
             retry_max_backoff: Duration::from_secs(30),
@@ -159,6 +167,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 const MAX_SAMPLES_PER_SEND: usize = 10_000_000;
 /// Most uncompressed bytes in one request.
 const MAX_BYTES_PER_SEND: usize = 256 << 20;
+/// Most requests in flight per partition.
+const MAX_IN_FLIGHT: usize = 64;
 
 impl EgressConfig {
     /// The Kafka consumer group of the positions.
@@ -206,6 +216,16 @@ impl EgressConfig {
             self.max_bytes_per_send <= MAX_BYTES_PER_SEND,
             "max_bytes_per_send",
             format!("must be at most {MAX_BYTES_PER_SEND}"),
+        );
+        out.check(
+            (1..=MAX_IN_FLIGHT).contains(&self.max_in_flight),
+            "max_in_flight",
+            format!("must be 1 to {MAX_IN_FLIGHT}"),
+        );
+        out.check(
+            self.max_in_flight == 1 || !self.windows.enabled(),
+            "max_in_flight",
+            "must be 1 while windows.delay is above 0s (the windows release a partition's samples in one order)",
         );
         for (key, value) in [
             ("flush_interval", self.flush_interval),
@@ -402,6 +422,25 @@ mod tests {
         };
         let keys: Vec<String> = config.problems().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["retry_max_backoff", "target"]);
+    }
+
+    #[test]
+    fn max_in_flight_is_1_to_64_and_1_with_the_windows() {
+        let keys = |max_in_flight, delay| {
+            let mut config = EgressConfig {
+                max_in_flight,
+                ..EgressConfig::default()
+            };
+            config.windows.delay = Duration::from_secs(delay);
+            let keys: Vec<String> = config.problems().into_iter().map(|p| p.key).collect();
+            keys
+        };
+        assert!(keys(1, 0).is_empty());
+        assert!(keys(64, 0).is_empty());
+        assert!(keys(1, 5).is_empty());
+        assert_eq!(keys(0, 0), ["max_in_flight"]);
+        assert_eq!(keys(65, 0), ["max_in_flight"]);
+        assert_eq!(keys(4, 5), ["max_in_flight"]);
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod batch;
 pub mod config;
 mod drain;
 mod events;
+mod in_order;
 pub mod gaps;
 mod keeper;
 pub mod metrics;

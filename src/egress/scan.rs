@@ -3,6 +3,9 @@
 //! as bytes, and only the counts (for batch limits and metrics) and the
 //! newest timestamp are needed. Unknown fields are skipped as protobuf
 //! requires; malformed input is an error (the receiver would refuse it too).
+//!
+//! [`split_series`] spreads a request's series over the lanes of a
+//! partition (`egress.max_in_flight`), by a hash of each series' labels.
 
 /// What one record holds.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +123,45 @@ pub fn count(request: &[u8]) -> Result<Counts, &'static str> {
     Ok(counts)
 }
 
+/// Appends each series of `request` (a plain protobuf WriteRequest) to
+/// `lanes[i]`, `i` a hash of the series' label fields modulo the number of
+/// lanes, so every record's samples of one series go to the same lane, in
+/// order. Other fields (metadata) go to lane 0. Each appended field is
+/// copied as it is, key included, so every lane holds a WriteRequest.
+/// The router writes a series' labels the same way every time; a producer
+/// that wrote one series' labels in two encodings would see them in two lanes.
+pub fn split_series(request: &[u8], lanes: &mut [Vec<u8>]) -> Result<(), &'static str> {
+    let n = lanes.len().max(1) as u64;
+    let mut r = Reader { buf: request };
+    loop {
+        let field_start = r.buf;
+        let Some(f) = r.next()? else { break };
+        let field = &field_start[..field_start.len() - r.buf.len()];
+        let lane = match f {
+            Field::Bytes(1, series) => (labels_hash(series)? % n) as usize,
+            _ => 0,
+        };
+        if let Some(out) = lanes.get_mut(lane) {
+            out.extend_from_slice(field);
+        }
+    }
+    Ok(())
+}
+
+/// A hash of a TimeSeries' label fields (their bytes, in order).
+fn labels_hash(series: &[u8]) -> Result<u64, &'static str> {
+    let mut hasher = xxhash_rust::xxh64::Xxh64::new(0);
+    let mut r = Reader { buf: series };
+    while let Some(f) = r.next()? {
+        if let Field::Bytes(1, label) = f {
+            // The length first: ("ab", "c") and ("a", "bc") differ.
+            hasher.update(&(label.len() as u64).to_le_bytes());
+            hasher.update(label);
+        }
+    }
+    Ok(hasher.digest())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +213,70 @@ mod tests {
     fn malformed_input_is_an_error() {
         assert!(count(&[0x0a, 0x05, 0x01]).is_err());
         assert!(count(&[0xff; 11]).is_err());
+        assert!(split_series(&[0x0a, 0x05, 0x01], &mut [Vec::new()]).is_err());
+    }
+
+    fn scrape(t: i64) -> WriteRequest {
+        WriteRequest {
+            timeseries: (0..64)
+                .map(|i| TimeSeries {
+                    labels: vec![Label::new("__name__", "m"), Label::new("i", i.to_string())],
+                    samples: vec![Sample {
+                        value: i as f64,
+                        timestamp: t,
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+            metadata: vec![MetricMetadata {
+                metric_family_name: "m".into(),
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// The lane each series of `request` went to, by its `i` label.
+    fn lanes_of(request: &WriteRequest, n: usize) -> Vec<(String, usize)> {
+        let mut lanes = vec![Vec::new(); n];
+        split_series(&request.encode_to_vec(), &mut lanes).expect("valid");
+        let mut seen = Vec::new();
+        for (lane, bytes) in lanes.iter().enumerate() {
+            let part = WriteRequest::decode(bytes.as_slice()).expect("each lane is a WriteRequest");
+            assert_eq!(
+                part.metadata.len(),
+                usize::from(lane == 0),
+                "metadata in lane 0"
+            );
+            for s in part.timeseries {
+                seen.push((s.labels[1].value.clone(), lane));
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn every_series_goes_whole_to_one_lane_and_always_the_same() {
+        let first = lanes_of(&scrape(1_000), 4);
+        let mut ids: Vec<&str> = first.iter().map(|(i, _)| i.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 64, "every series once");
+        // The next scrape (other samples) puts each series where it was.
+        let mut again = lanes_of(&scrape(2_000), 4);
+        let mut first_sorted = first.clone();
+        first_sorted.sort();
+        again.sort();
+        assert_eq!(again, first_sorted);
+        // And the series are spread: every lane has some of 64.
+        for lane in 0..4 {
+            assert!(first.iter().any(|(_, l)| *l == lane), "lane {lane} empty");
+        }
+        // One lane takes everything, in request order.
+        let one: Vec<String> = lanes_of(&scrape(1), 1)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        let expected: Vec<String> = (0..64).map(|i: i32| i.to_string()).collect();
+        assert_eq!(one, expected);
     }
 }

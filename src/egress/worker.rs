@@ -2,10 +2,13 @@
 //! request, send it, and only then move the stored position.
 //!
 //! Invariants:
-//! - one request in flight per partition, so samples keep their order;
+//! - one request in flight per partition (or, with `max_in_flight` above
+//!   1, one per lane, each lane a fixed share of the series: `lanes.rs`),
+//!   so every series' samples keep their order;
 //! - the position in sled (next offset to read) moves past a record only
 //!   after the receiver acknowledged it (2xx) or it is in the dead-letter
-//!   topic; retryable failures keep the request and retry it forever;
+//!   topic, and every record before it too; retryable failures keep the
+//!   request and retry it forever;
 //! - a position below the log start (retention removed records) is never
 //!   skipped silently: it is logged as an error and counted;
 //! - transaction markers (the router writes task topics transactionally)
@@ -21,7 +24,7 @@
 //! This file holds the loop (collect, deliver, store); the rest of the
 //! worker is split by concern: `position.rs` (start, store, markers,
 //! stalls), `read.rs` (a record into the batch), `deliver.rs` (requests,
-//! dead letters), `windowed.rs` (the windows). The request itself is pure
+//! dead letters), `lanes.rs` (several in flight), `windowed.rs` (the windows). The request itself is pure
 //! state in `egress/batch.rs`, what gets logged and counted in
 //! `egress/events.rs`. Depends on those, `send`, `state` and
 //! `kafka::producer`.
@@ -36,16 +39,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::batch::{Batch, BatchLimits, Pending, Record};
-use super::config::{EgressConfig, SendEncoding};
+use super::config::EgressConfig;
 use super::EgressError;
 use crate::kafka::producer::DurableProducer;
 use crate::state::{next_offset_after, State};
 
 mod deliver;
+mod lanes;
 mod position;
 mod read;
 mod windowed;
 
+use deliver::Delivery;
+use lanes::Lanes;
 pub use position::watermarks;
 use position::Stall;
 
@@ -68,7 +74,8 @@ pub struct PartitionWorker {
     pub partition: i32,
     url: String,
     pub consumer: Arc<StreamConsumer>,
-    encoding: SendEncoding,
+    /// Sends its requests (with one request in flight; lanes have their own).
+    delivery: Delivery,
     /// The stored position, for the lag gauge.
     pub position: Arc<AtomicI64>,
     label: String,
@@ -115,8 +122,15 @@ impl PartitionWorker {
                 .create()
                 .map_err(EgressError::Client)?,
         );
-        let mut worker = PartitionWorker {
+        let delivery = Delivery {
+            shared: shared.clone(),
+            partition,
+            url: url.clone(),
+            label: partition.to_string(),
             encoding: shared.config.encoding,
+        };
+        let mut worker = PartitionWorker {
+            delivery,
             shared,
             partition,
             url,
@@ -150,24 +164,38 @@ impl PartitionWorker {
     /// again after a restart.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), EgressError> {
         self.stop = shutdown.clone();
+        let in_flight = self.shared.config.max_in_flight;
+        let mut lanes = (in_flight > 1).then(|| Lanes::start(in_flight, &self.delivery, &shutdown));
         let mut pending: Option<Pending> = None;
         let mut stall = Stall::default();
         loop {
             let mut batch = Batch::default();
             let stopped = self
-                .collect(&mut batch, &mut pending, &mut stall, &shutdown)
+                .collect(&mut batch, &mut pending, &mut stall, &shutdown, &mut lanes)
                 .await?;
             if stopped {
                 break;
             }
-            if !self.deliver(&batch, &shutdown).await? {
-                break;
-            }
-            self.send_late(&batch).await;
-            if let Some(last) = batch.last_offset {
-                if !self.store(next_offset_after(last)).await {
+            let Some(lanes) = &mut lanes else {
+                if !self.delivery.deliver(&batch, &shutdown).await? {
                     break;
                 }
+                self.send_late(&batch).await;
+                if let Some(last) = batch.last_offset {
+                    if !self.store(next_offset_after(last)).await {
+                        break;
+                    }
+                }
+                continue;
+            };
+            if !self.submit(lanes, batch, &shutdown).await? {
+                break;
+            }
+        }
+        if let Some(lanes) = lanes {
+            // What the lanes delivered until they stopped is stored.
+            if let Some(next) = lanes.stop().await? {
+                self.store(next).await;
             }
         }
         // The role flushes the state and commits to Kafka once every partition stopped.
@@ -175,14 +203,42 @@ impl PartitionWorker {
         Ok(())
     }
 
+    /// Hands `batch` to the lanes, then waits while as many requests wait
+    /// for them as may, storing the position as they are delivered. False
+    /// on shutdown.
+    async fn submit(
+        &self,
+        lanes: &mut Lanes,
+        batch: Batch,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, EgressError> {
+        let mut next = lanes.submit(batch)?;
+        loop {
+            if let Some(next) = next.take() {
+                if !self.store(next).await {
+                    return Ok(false);
+                }
+            }
+            if !lanes.full() {
+                return Ok(true);
+            }
+            next = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(false),
+                delivered = lanes.delivered() => delivered?,
+            };
+        }
+    }
+
     /// Fills `batch` until it is full, its flush interval passed, or
-    /// shutdown (returns true then).
+    /// shutdown (returns true then). With lanes, stores the position as
+    /// they deliver meanwhile.
     async fn collect(
         &self,
         batch: &mut Batch,
         pending: &mut Option<Pending>,
         stall: &mut Stall,
         shutdown: &CancellationToken,
+        lanes: &mut Option<Lanes>,
     ) -> Result<bool, EgressError> {
         let config = &self.shared.config;
         let limits = BatchLimits::from(config.as_ref());
@@ -197,15 +253,30 @@ impl PartitionWorker {
                     return Ok(false);
                 }
             }
+            // A dead-lettered record alone: its turn comes after what the lanes hold.
+            if lanes.is_some() && batch.records.is_empty() && batch.last_offset.is_some() {
+                return Ok(false);
+            }
             let deadline = batch
                 .first_at
                 .map(|t| tokio::time::Instant::from_std(t + config.flush_interval));
             // Everything read so far is delivered (or dead-lettered) and stored.
-            let idle = batch.records.is_empty() && batch.last_offset.is_none() && pending.is_none();
+            let idle = batch.records.is_empty()
+                && batch.last_offset.is_none()
+                && pending.is_none()
+                && lanes.as_ref().map_or(true, Lanes::idle);
             let received = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(true),
                 _ = sleep_until(deadline) => return Ok(false),
+                delivered = lanes_delivered(lanes) => {
+                    if let Some(next) = delivered? {
+                        if !self.store(next).await {
+                            return Ok(true);
+                        }
+                    }
+                    continue;
+                }
                 received = self.consumer.recv() => received,
                 _ = tokio::time::sleep(IDLE_CHECK), if idle => {
                     if let Some(w) = &self.windows {
@@ -221,7 +292,7 @@ impl PartitionWorker {
             match received {
                 Ok(message) => {
                     stall.moved();
-                    *pending = self.read(&message, batch).await?;
+                    *pending = self.read(&message, batch, lanes.is_some()).await?;
                 }
                 Err(e) => {
                     self.consumer_error(e).await?;
@@ -248,6 +319,14 @@ impl PartitionWorker {
             headers: p.headers,
         };
         self.windowed_add(w, batch, p.decoded, record);
+    }
+}
+
+/// The next delivery of the lanes, if there are lanes (else never).
+async fn lanes_delivered(lanes: &mut Option<Lanes>) -> Result<Option<i64>, EgressError> {
+    match lanes {
+        Some(lanes) if !lanes.idle() => lanes.delivered().await,
+        _ => std::future::pending().await,
     }
 }
 

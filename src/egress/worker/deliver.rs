@@ -2,9 +2,14 @@
 //! refuses it for good (its records go to the dead-letter topic), and
 //! writing dead letters, which are never dropped while Kafka is away.
 //!
-//! Depends on the worker, `send`, `batch`, `events` and the dead-letter
-//! record format.
+//! A [`Delivery`] is what sending needs of a partition worker: the worker
+//! has one, and with `max_in_flight` above 1 each of its lanes has its own
+//! (`lanes.rs`).
+//!
+//! Depends on the worker's `Shared`, `send`, `batch`, `events` and the
+//! dead-letter record format.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,7 +17,7 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use super::PartitionWorker;
+use super::Shared;
 use crate::egress::batch::{Batch, Record};
 use crate::egress::config::SendEncoding;
 use crate::egress::events::{EncodingRefused, RequestDelivered, RequestRejected, RequestRetried};
@@ -22,7 +27,23 @@ use crate::kafka::producer::SendError;
 use crate::kafka::record::{DeadLetter, Source};
 use crate::remote_write::{compress, Encoding};
 
-impl PartitionWorker {
+/// Sends one partition's requests to its receiver.
+#[derive(Clone)]
+pub struct Delivery {
+    pub shared: Arc<Shared>,
+    pub partition: i32,
+    pub url: String,
+    /// The partition number as a metric label.
+    pub label: String,
+    /// `egress.encoding` until the receiver refuses zstd, then snappy.
+    pub encoding: SendEncoding,
+}
+
+impl Delivery {
+    fn topic(&self) -> &str {
+        &self.shared.config.topic
+    }
+
     /// Sends `batch` until it is delivered or dead-lettered (true), or
     /// shutdown interrupts a wait between retries (false).
     pub(super) async fn deliver(

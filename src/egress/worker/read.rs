@@ -24,6 +24,7 @@ impl PartitionWorker {
         &self,
         message: &BorrowedMessage<'_>,
         batch: &mut Batch,
+        lanes: bool,
     ) -> Result<Option<Pending>, EgressError> {
         let raw = message.payload().unwrap_or_default();
         let key = message.key().map(<[u8]>::to_vec);
@@ -35,7 +36,7 @@ impl PartitionWorker {
             Err(reason) => {
                 let record = (OwnedHeaders::new(), key);
                 return self
-                    .malformed(message, record, &reason.to_string(), batch)
+                    .malformed(message, record, &reason.to_string(), batch, lanes)
                     .await;
             }
         };
@@ -51,7 +52,7 @@ impl PartitionWorker {
             })),
             Err(reason) => {
                 let record = (headers.original, key);
-                self.malformed(message, record, &reason.to_string(), batch)
+                self.malformed(message, record, &reason.to_string(), batch, lanes)
                     .await
             }
         }
@@ -87,6 +88,7 @@ impl PartitionWorker {
         (headers, key): (OwnedHeaders, Option<Vec<u8>>),
         reason: &str,
         batch: &mut Batch,
+        lanes: bool,
     ) -> Result<Option<Pending>, EgressError> {
         MalformedTaskRecord {
             partition: self.partition,
@@ -102,10 +104,12 @@ impl PartitionWorker {
             key,
             headers,
         };
-        self.dead_letter_records(raw, &[record], "malformed_record", reason, None)
+        self.delivery
+            .dead_letter_records(raw, &[record], "malformed_record", reason, None)
             .await;
-        // The batch now ends past it, so the position moves over it.
-        if batch.records.is_empty() {
+        // The batch now ends past it, so the position moves over it (with
+        // lanes, in its turn, after what they hold).
+        if batch.records.is_empty() && !lanes {
             self.store(next_offset_after(message.offset())).await;
         } else {
             batch.last_offset = Some(message.offset());
