@@ -77,10 +77,10 @@ pub fn decode_bounded(
 }
 
 /// What [`decode_bounded`] checks, without building the request: the
-/// decoded size and the [`Stats`] of a valid body. Requests of 1.0 are read
-/// by [`fast::parse`], which borrows labels from the decompressed bytes;
-/// 2.0, metadata and every request `fast::parse` declines (invalid ones
-/// included) take prost's path, so each error is the one
+/// decoded size and the [`Stats`] of a valid body. Requests are read by
+/// [`fast::parse`] (1.0) or [`fast::parse_v2`] (2.0), which borrow labels
+/// from the decompressed bytes; 1.0 metadata and every request they
+/// decline (invalid ones included) take prost's path, so each error is the one
 /// [`decode_bounded`] reports. CPU-bound: call it off the async threads.
 pub fn check_bounded(
     body: &[u8],
@@ -92,14 +92,16 @@ pub fn check_bounded(
 ) -> Result<Checked, RequestError> {
     let raw = decompress_reusing(body, encoding, max_decoded)?;
     bounds::check(&raw, protocol, limits, max_heap)?;
-    if protocol == Protocol::V1 {
-        if let Some(request) = fast::parse(&raw, limits) {
-            return Ok(Checked {
-                decoded_len: raw.len(),
-                stats: request.stats(),
-                reader: Reader::Fast,
-            });
-        }
+    let fast = match protocol {
+        Protocol::V1 => fast::parse(&raw, limits),
+        Protocol::V2 => fast::parse_v2(&raw, limits),
+    };
+    if let Some(request) = fast {
+        return Ok(Checked {
+            decoded_len: raw.len(),
+            stats: request.stats(),
+            reader: Reader::Fast,
+        });
     }
     let request = match protocol {
         Protocol::V1 => WriteRequest::decode(&*raw).map_err(DecodeError::BadProtobuf)?,
@@ -124,8 +126,8 @@ pub struct Checked {
     pub reader: Reader,
 }
 
-/// Which reader read a request: the zero-copy 1.0 reader (`fast.rs`), or
-/// prost (2.0, metadata, and every body the fast reader declines).
+/// Which reader read a request: the zero-copy reader (`fast.rs`), or
+/// prost (1.0 metadata, and every body the fast reader declines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reader {
     Fast,

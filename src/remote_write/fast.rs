@@ -22,6 +22,10 @@
 //! takes the prost path, which then reports the very same result or error
 //! as before. Exemplars and histograms, which are rare, are decoded with
 //! prost (their bytes copied when they are already canonical).
+//!
+//! Requests of remote write 2.0 are read by [`parse_v2`] (`fast/v2.rs`)
+//! into the same [`FastRequest`], with their metadata converted as
+//! `into_v1` converts it.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -30,12 +34,15 @@ use prost::Message;
 
 use super::reuse::{give_bytes, recycle, take_bytes, MAX_KEPT_BYTES};
 
-use super::proto::v1::{Exemplar, Histogram};
+use super::proto::v1::{Exemplar, Histogram, MetricMetadata};
 use super::validate::{
     float_histogram_problem, histogram_count_mismatch, Limits, Stats, METRIC_NAME,
 };
 
+mod v2;
 mod wire;
+
+pub use v2::parse_v2;
 
 use wire::{decode_checked, parse_label, parse_sample, put_sample, Reader, LEN};
 
@@ -47,7 +54,12 @@ pub struct FastRequest<'a> {
     pub labels: Vec<(&'a str, &'a str)>,
     /// The series, in request order.
     pub series: Vec<FastSeries<'a>>,
-    /// Re-encoded non-label fields of series not written in prost's form.
+    /// The request's metadata, one entry per family: always empty from
+    /// [`parse`] (it declines metadata), from [`parse_v2`] what `into_v1`
+    /// makes of the series' metadata.
+    pub metadata: Vec<MetricMetadata>,
+    /// Re-encoded non-label fields of series not written in prost's form
+    /// (for 2.0: of every series).
     arena: Vec<u8>,
 }
 
@@ -89,6 +101,7 @@ impl FastRequest<'_> {
     pub fn stats(&self) -> Stats {
         let mut stats = Stats {
             series: self.series.len(),
+            metadata: self.metadata.len(),
             ..Stats::default()
         };
         for s in &self.series {
@@ -121,6 +134,7 @@ impl FastRequest<'_> {
         FastRequest {
             labels,
             series,
+            metadata: Vec::new(),
             arena: take_bytes(),
         }
     }

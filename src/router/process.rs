@@ -2,9 +2,9 @@
 //! each series into its batch. Pure: no Kafka, so a record the router
 //! cannot route comes back as [`Unroutable`] for the worker to dead-letter.
 //!
-//! A 1.0 body is decompressed into a buffer reused on this thread, so that
-//! the zero-copy reader can try it first (no String per label); what it
-//! declines, and 2.0, takes the prost path, which reports any error as the
+//! A body is decompressed into a buffer reused on this thread, so that the
+//! zero-copy reader (1.0 or 2.0) can try it first (no String per label);
+//! what it declines takes the prost path, which reports any error as the
 //! gateway does.
 //!
 //! Depends on `remote_write` (codecs, readers, validation), `route`,
@@ -15,9 +15,13 @@ use super::metadata::{append_metadata, Families};
 use super::route::{append_series, entry_len, route_fast, route_request_named, Route};
 use super::txn::Txn;
 use crate::kafka::record::IngressMeta;
+use prost::Message;
+
+use crate::remote_write::proto::v1::{Label, TimeSeries};
+use crate::remote_write::proto::v2;
 use crate::remote_write::{
-    decode_request, decompress_reusing, fast, sniff, validate_v1, DecodeError, Limits, Protocol,
-    Reader, WriteRequest,
+    decompress_reusing, fast, sniff, validate_v1, DecodeError, Limits, Protocol, Reader,
+    WriteRequest,
 };
 
 /// Why a record cannot be routed: it goes to the dead-letter topic.
@@ -59,28 +63,23 @@ pub fn route_record(
         return Err(Unroutable::new("empty", "the record has no value"));
     };
     let encoding = meta.encoding.unwrap_or_else(|| sniff(value));
-    let max_decoded = routing.max_decoded;
-    let raw = match meta.protocol {
-        Protocol::V1 => Some(
-            decompress_reusing(value, encoding, max_decoded)
-                .map_err(|e| Unroutable::new(e.reason(), e))?,
-        ),
-        Protocol::V2 => None,
+    let raw = decompress_reusing(value, encoding, routing.max_decoded)
+        .map_err(|e| Unroutable::new(e.reason(), e))?;
+    let fast = match meta.protocol {
+        Protocol::V1 => fast::parse(&raw, routing.limits),
+        Protocol::V2 => fast::parse_v2(&raw, routing.limits),
     };
-    if let Some(request) = raw
-        .as_deref()
-        .and_then(|raw| fast::parse(raw, routing.limits))
-    {
+    if let Some(request) = fast {
         Reader::Fast.count("router");
-        route_fast_request(&request, meta.tenant.as_ref(), routing, txn);
+        route_fast_request(request, meta.tenant.as_ref(), routing, txn);
         return Ok(());
     }
     Reader::Prost.count("router");
-    let decoded = match raw.as_deref() {
-        Some(raw) => {
-            <WriteRequest as prost::Message>::decode(raw).map_err(DecodeError::BadProtobuf)
-        }
-        None => decode_request(value, encoding, meta.protocol, max_decoded).map(|d| d.request),
+    let decoded = match meta.protocol {
+        Protocol::V1 => WriteRequest::decode(&*raw).map_err(DecodeError::BadProtobuf),
+        Protocol::V2 => v2::Request::decode(&*raw)
+            .map_err(DecodeError::BadProtobuf)
+            .and_then(v2::Request::into_v1),
     };
     let request = decoded.map_err(|e| Unroutable::new(e.reason(), e))?;
     validate_v1(&request, routing.limits).map_err(|e| Unroutable::new(e.reason(), e))?;
@@ -97,23 +96,43 @@ fn key(route: usize, partition: u32, tenant: Option<&String>) -> BatchKey {
 }
 
 fn route_fast_request(
-    request: &fast::FastRequest<'_>,
+    mut request: fast::FastRequest<'_>,
     tenant: Option<&String>,
     routing: &Routing<'_>,
     txn: &mut Txn,
 ) {
+    // Metadata (2.0 only, see `fast::parse_v2`) goes where
+    // `route_slow_request` sends it: `Families` is told the name of every
+    // series through `probe`, a one-label series reused for each.
+    let mut families = (!request.metadata.is_empty()).then(|| {
+        let names: std::collections::BTreeSet<&str> = request
+            .series
+            .iter()
+            .map(|s| fast_name(request.labels.get(s.labels.clone()).unwrap_or_default()))
+            .collect();
+        let named: Vec<TimeSeries> = names.into_iter().map(name_probe).collect();
+        let metadata = std::mem::take(&mut request.metadata);
+        Families::new(metadata, &named, routing.routes.len())
+    });
+    let mut probe = name_probe("");
     let Txn {
         batches,
         stats,
         task_samples,
         ..
-    } = txn;
+    } = &mut *txn;
     route_fast(
-        request,
+        &request,
         routing.routes,
         routing.partitions,
         stats,
         |route, partition, task, entry| {
+            if let Some(families) = families.as_mut() {
+                let name = entry.labels.iter().find(|l| l.0 == "__name__");
+                probe.labels[0].value.clear();
+                probe.labels[0].value.push_str(name.map_or("", |l| &l.1));
+                families.saw(route, partition, entry.name, &probe);
+            }
             batches.add(key(route, partition, tenant), entry.entry_len(), |b| {
                 entry.append_to(b)
             });
@@ -121,6 +140,42 @@ fn route_fast_request(
                 (entry.samples + entry.histograms) as u64;
         },
     );
+    write_metadata(families, tenant, routing, txn);
+}
+
+/// The first `__name__` of borrowed labels, "" when there is none.
+fn fast_name<'a>(labels: &[(&'a str, &'a str)]) -> &'a str {
+    labels
+        .iter()
+        .find(|(n, _)| *n == "__name__")
+        .map_or("", |(_, v)| v)
+}
+
+/// A series with only a `__name__` label: what `Families` reads a name from.
+fn name_probe(name: &str) -> TimeSeries {
+    TimeSeries {
+        labels: vec![Label::new("__name__", name)],
+        ..TimeSeries::default()
+    }
+}
+
+/// Writes the metadata entries of `families` (see `super::metadata`) into
+/// `txn`'s batches, after the payload's series.
+fn write_metadata(
+    families: Option<Families>,
+    tenant: Option<&String>,
+    routing: &Routing<'_>,
+    txn: &mut Txn,
+) {
+    let metadata = families.map(|f| f.finish(routing.routes, routing.partitions));
+    for (route, partition, md) in metadata.into_iter().flatten() {
+        txn.stats[route].metadata_out += 1;
+        // Many families (Prometheus sends them all at once) fill a batch
+        // too; a metadata entry's successor is at least one byte.
+        txn.batches.add(key(route, partition, tenant), 1, |b| {
+            append_metadata(b, &md)
+        });
+    }
 }
 
 fn route_slow_request(
@@ -129,7 +184,7 @@ fn route_slow_request(
     routing: &Routing<'_>,
     txn: &mut Txn,
 ) {
-    // Only the prost path sees metadata: the fast reader declines it.
+    // 1.0 metadata comes this way: `fast::parse` declines it.
     let mut families = (!request.metadata.is_empty()).then(|| {
         let metadata = std::mem::take(&mut request.metadata);
         Families::new(metadata, &request.timeseries, routing.routes.len())
@@ -139,7 +194,7 @@ fn route_slow_request(
         stats,
         task_samples,
         ..
-    } = txn;
+    } = &mut *txn;
     route_request_named(
         request,
         routing.routes,
@@ -157,15 +212,7 @@ fn route_slow_request(
                 (series.samples.len() + series.histograms.len()) as u64;
         },
     );
-    let metadata = families.map(|f| f.finish(routing.routes, routing.partitions));
-    for (route, partition, md) in metadata.into_iter().flatten() {
-        stats[route].metadata_out += 1;
-        // Many families (Prometheus sends them all at once) fill a batch
-        // too; a metadata entry's successor is at least one byte.
-        batches.add(key(route, partition, tenant), 1, |b| {
-            append_metadata(b, &md)
-        });
-    }
+    write_metadata(families, tenant, routing, txn);
 }
 
 #[cfg(test)]
@@ -361,5 +408,127 @@ mod tests {
         let err = route_record(Some(&two_labels), &meta(None), &routing, &mut t).unwrap_err();
         assert_eq!(err.reason, "too_many_labels", "{err:?}");
         assert!(batches(&mut t).is_empty());
+    }
+
+    /// (route, partition, tenant, encoded bytes) of every batch, sorted.
+    fn batch_bytes(txn: &mut Txn) -> Vec<(usize, u32, Option<String>, Vec<u8>)> {
+        let mut out: Vec<_> = txn
+            .batches
+            .take_all()
+            .into_iter()
+            .map(|(k, b)| (k.route, k.partition, k.tenant, b.encoded))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_v2_request_with_metadata_routes_the_same_on_the_fast_and_the_slow_path() {
+        use crate::remote_write::proto::v2;
+        let routes = [
+            route("all", 8, ""),
+            route(
+                "renamed",
+                4,
+                "[[relabel_configs]]\nsource_labels = [\"__name__\"]\nregex = \"rpc_(.*)\"\ntarget_label = \"__name__\"\nreplacement = \"svc_$1\"",
+            ),
+        ];
+        let limits = Limits::default();
+        let routing = Routing {
+            routes: &routes,
+            partitions: &[3, 2],
+            limits: &limits,
+            max_decoded: 1 << 20,
+        };
+        // Prometheus 3 style: metadata on every series; a histogram family
+        // (suffixed series), a counter, and a gauge.
+        let symbols: Vec<String> = [
+            "",
+            "__name__",
+            "rpc_seconds_bucket",
+            "rpc_seconds_count",
+            "up_total",
+            "temp",
+            "instance",
+            "a",
+            "b",
+            "c",
+            "Latency.",
+            "seconds",
+            "Ups.",
+            "le",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec();
+        let md = |r#type, help_ref, unit_ref| {
+            Some(v2::Metadata {
+                r#type,
+                help_ref,
+                unit_ref,
+            })
+        };
+        let series = |name: u32, instance: u32, metadata| v2::TimeSeries {
+            labels_refs: vec![1, name, 6, instance],
+            samples: vec![v2::Sample {
+                value: 1.5,
+                timestamp: 1000,
+                start_timestamp: 500,
+            }],
+            metadata,
+            ..Default::default()
+        };
+        let request = v2::Request {
+            symbols,
+            timeseries: vec![
+                series(2, 7, md(3, 10, 11)),
+                series(2, 8, md(3, 10, 11)),
+                series(3, 9, md(3, 10, 11)),
+                series(4, 7, md(1, 12, 0)),
+                series(5, 8, md(2, 0, 0)),
+                series(5, 9, None),
+            ],
+        };
+        let raw = request.encode_to_vec();
+        let body = compress(&raw, Encoding::Snappy).unwrap();
+        let meta = IngressMeta {
+            protocol: Protocol::V2,
+            ..meta(Some("t"))
+        };
+        let fast_read = fast::parse_v2(&raw, &limits).unwrap();
+        // into_v1 keys metadata by the series name: four names, four entries.
+        assert_eq!(fast_read.metadata.len(), 4, "{:?}", fast_read.metadata);
+        drop(fast_read);
+
+        let (mut fast, mut slow) = (txn(2, 10_000), txn(2, 10_000));
+        route_record(Some(&body), &meta, &routing, &mut fast).unwrap();
+        let converted = request.into_v1().unwrap();
+        validate_v1(&converted, &limits).unwrap();
+        route_slow_request(converted, Some(&"t".to_string()), &routing, &mut slow);
+
+        let metadata_out = |t: &Txn| t.stats.iter().map(|s| s.metadata_out).collect::<Vec<_>>();
+        assert_eq!(metadata_out(&fast), metadata_out(&slow));
+        assert!(
+            metadata_out(&fast).iter().all(|&n| n > 0),
+            "{:?}",
+            metadata_out(&fast)
+        );
+        let (fast, slow) = (batch_bytes(&mut fast), batch_bytes(&mut slow));
+        assert_eq!(fast, slow);
+        // The renamed family's metadata is there under its new name.
+        let renamed: Vec<u8> = fast
+            .iter()
+            .filter(|b| b.0 == 1)
+            .flat_map(|b| b.3.clone())
+            .collect();
+        let decoded = WriteRequest::decode(renamed.as_slice()).unwrap();
+        assert!(
+            decoded
+                .metadata
+                .iter()
+                .any(|m| m.metric_family_name == "svc_seconds_bucket"),
+            "{:?}",
+            decoded.metadata
+        );
     }
 }

@@ -248,6 +248,9 @@ pub struct FastEntry<'s, 'a> {
     pub samples: usize,
     /// Native histogram samples in `rest`.
     pub histograms: usize,
+    /// The series' `__name__` before relabeling ("" without one), which
+    /// metadata needs (see `super::metadata`).
+    pub name: &'a str,
 }
 
 impl FastEntry<'_, '_> {
@@ -291,6 +294,10 @@ pub fn route_fast<'a>(
             .labels
             .get(series.labels.clone())
             .unwrap_or_default();
+        let name = original
+            .iter()
+            .find(|(n, _)| *n == "__name__")
+            .map_or("", |(_, v)| *v);
         for (i, route) in routes.iter().enumerate() {
             labels.clear();
             labels.extend(
@@ -308,6 +315,7 @@ pub fn route_fast<'a>(
                         rest: request.rest(series),
                         samples: series.samples,
                         histograms: series.histograms,
+                        name,
                     };
                     emit(i, partition, task, &entry);
                 }
