@@ -75,7 +75,7 @@ fn bench(c: &mut Criterion) {
             let mut body = Vec::new();
             for r in &plain {
                 // What the worker does without windows: count, then copy.
-                black_box(streamroute::egress::scan::count(r).expect("counts"));
+                black_box(streamroute::remote_write::scan::count(r).expect("counts"));
                 body.extend_from_slice(r);
             }
             black_box(body.len())

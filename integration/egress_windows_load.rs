@@ -39,7 +39,7 @@ async fn counter() -> (SocketAddr, Arc<AtomicU64>) {
                             let body = r.into_body().collect().await.expect("body").to_bytes();
                             let raw =
                                 decompress(&body, Encoding::Snappy, 256 << 20).expect("snappy");
-                            let n = streamroute::egress::scan::count(&raw).expect("request");
+                            let n = streamroute::remote_write::scan::count(&raw).expect("request");
                             total.fetch_add(n.samples, Ordering::Relaxed);
                             let mut response = hyper::Response::new(Full::new(Bytes::new()));
                             *response.status_mut() = hyper::StatusCode::NO_CONTENT;

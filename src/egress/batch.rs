@@ -15,7 +15,7 @@ use std::time::Instant;
 use rdkafka::message::OwnedHeaders;
 
 use super::config::EgressConfig;
-use super::scan::Counts;
+use crate::remote_write::scan::Counts;
 use crate::remote_write::WriteRequest;
 
 /// One record's place in a batch, kept for dead-lettering.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tracing::{error, warn};
 
 use super::metrics as m;
-use super::scan::Counts;
+use crate::remote_write::scan::Counts;
 
 /// The receiver acknowledged a request (2xx).
 pub struct RequestDelivered<'a> {

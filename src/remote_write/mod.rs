@@ -26,6 +26,7 @@ mod error;
 pub mod fast;
 pub mod proto;
 pub mod reuse;
+pub mod scan;
 pub mod validate;
 
 pub use codec::{claimed_size, compress, decompress, decompress_into, sniff, Encoding};

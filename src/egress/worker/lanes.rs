@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use super::Delivery;
 use crate::egress::batch::{Batch, BatchLimits, Record};
 use crate::egress::in_order::InOrder;
-use crate::egress::scan::{count, split_series};
 use crate::egress::EgressError;
+use crate::remote_write::scan::{count, split_series};
 use crate::state::next_offset_after;
 
 /// One lane's share of a collected request.

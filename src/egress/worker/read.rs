@@ -11,9 +11,9 @@ use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use super::PartitionWorker;
 use crate::egress::batch::{Batch, Pending, Record};
 use crate::egress::events::MalformedTaskRecord;
-use crate::egress::scan::{count, Counts};
 use crate::egress::EgressError;
 use crate::kafka::record::{TaskHeaders, TaskValueError};
+use crate::remote_write::scan::{count, Counts};
 use crate::remote_write::WriteRequest;
 use crate::state::next_offset_after;
 

@@ -122,7 +122,7 @@ impl PartitionWindows {
         self.observe();
         let start = batch.body.len();
         batch.body.extend_from_slice(&body);
-        if let Ok(counts) = crate::egress::scan::count(&body) {
+        if let Ok(counts) = crate::remote_write::scan::count(&body) {
             batch.counts.add(counts);
         }
         batch.records.push(Record {

@@ -1,11 +1,13 @@
-//! Counts series and samples of a plain protobuf `prometheus.WriteRequest`
-//! without decoding it: task-topic records are concatenated into requests
-//! as bytes, and only the counts (for batch limits and metrics) and the
+//! The egress scanner: counts series and samples of a plain protobuf
+//! `prometheus.WriteRequest` without decoding it. Egress concatenates
+//! task-topic records into requests as bytes, and only the counts (for batch limits and metrics) and the
 //! newest timestamp are needed. Unknown fields are skipped as protobuf
 //! requires; malformed input is an error (the receiver would refuse it too).
 //!
 //! [`split_series`] spreads a request's series over the lanes of a
 //! partition (`egress.max_in_flight`), by a hash of each series' labels.
+//!
+//! May depend on: nothing in the crate.
 
 /// What one record holds.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
