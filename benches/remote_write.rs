@@ -1,7 +1,9 @@
 //! Remote-write receive path benchmark: decompress + protobuf decode +
 //! validate a realistic request of 2,000 series (10–15 labels, 1 sample
 //! each), reported in samples/s. Also prints the payload's size per sample
-//! for each encoding.
+//! for each encoding. The 2.0 cases compare the zero-copy reader
+//! (`fast::parse_v2`) with prost's decode and `into_v1`, also with
+//! metadata on every series, as Prometheus 3 sends it.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -12,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use streamroute::remote_write::proto::{v1, v2};
 use streamroute::remote_write::{
-    compress, decode_request, decompress, validate_v1, Encoding, Label, Limits, Protocol,
+    compress, decode_request, decompress, fast, validate_v1, Encoding, Label, Limits, Protocol,
     TimeSeries, WriteRequest,
 };
 
@@ -121,8 +123,9 @@ fn payload() -> WriteRequest {
     }
 }
 
-/// The same request as remote write 2.0, with a de-duplicated symbol table.
-fn to_v2(req: &WriteRequest) -> v2::Request {
+/// The same request as remote write 2.0, with a de-duplicated symbol table,
+/// and with `metadata` a type and help text on every series.
+fn to_v2(req: &WriteRequest, metadata: bool) -> v2::Request {
     let mut symbols = vec![String::new()];
     let mut index: HashMap<String, u32> = HashMap::from([(String::new(), 0)]);
     let mut sym = |s: &str| -> u32 {
@@ -152,6 +155,11 @@ fn to_v2(req: &WriteRequest) -> v2::Request {
                     start_timestamp: 0,
                 })
                 .collect(),
+            metadata: metadata.then(|| v2::Metadata {
+                r#type: 1,
+                help_ref: sym("Help text of this family."),
+                unit_ref: 0,
+            }),
             ..Default::default()
         })
         .collect();
@@ -171,7 +179,9 @@ fn bench(c: &mut Criterion) {
     let raw = req.encode_to_vec();
     let snappy = compress(&raw, Encoding::Snappy).expect("snappy");
     let zstd = compress(&raw, Encoding::Zstd).expect("zstd");
-    let raw_v2 = to_v2(&req).encode_to_vec();
+    let raw_v2 = to_v2(&req, false).encode_to_vec();
+    let snappy_v2_metadata =
+        compress(&to_v2(&req, true).encode_to_vec(), Encoding::Snappy).expect("snappy");
     let snappy_v2 = compress(&raw_v2, Encoding::Snappy).expect("snappy");
     let zstd_v2 = compress(&raw_v2, Encoding::Zstd).expect("zstd");
     let per = |n: usize| n as f64 / samples as f64;
@@ -215,6 +225,12 @@ fn bench(c: &mut Criterion) {
             Encoding::Snappy,
             Protocol::V2,
         ),
+        (
+            "v2_metadata_snappy_decode_validate",
+            &snappy_v2_metadata,
+            Encoding::Snappy,
+            Protocol::V2,
+        ),
     ];
     for (name, body, enc, protocol) in cases {
         group.bench_function(name, |b| {
@@ -222,6 +238,20 @@ fn bench(c: &mut Criterion) {
                 let decoded =
                     decode_request(black_box(body), enc, protocol, MAX_DECODED).expect("decode");
                 validate_v1(&decoded.request, &limits).expect("valid")
+            })
+        });
+    }
+    // The same 2.0 bodies through the zero-copy reader.
+    for (name, body) in [
+        ("v2_snappy_fast_read", &snappy_v2),
+        ("v2_metadata_snappy_fast_read", &snappy_v2_metadata),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let raw =
+                    decompress(black_box(body), Encoding::Snappy, MAX_DECODED).expect("decompress");
+                let read = fast::parse_v2(&raw, &limits).expect("valid");
+                read.stats()
             })
         });
     }
