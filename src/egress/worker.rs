@@ -24,10 +24,10 @@
 //! This file holds the loop (collect, deliver, store); the rest of the
 //! worker is split by concern: `position.rs` (start, store, markers,
 //! stalls), `read.rs` (a record into the batch), `deliver.rs` (requests,
-//! dead letters), `lanes.rs` (several in flight), `windowed.rs` (the windows). The request itself is pure
-//! state in `egress/batch.rs`, what gets logged and counted in
-//! `egress/events.rs`. Depends on those, `send`, `state` and
-//! `kafka::producer`.
+//! dead letters), `lanes.rs` (several in flight), `windowed.rs` (the
+//! windows). The request itself is pure state in `egress/batch.rs`, what
+//! gets logged and counted in `egress/events.rs`. Depends on those, `send`,
+//! `state` and `kafka::producer`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
