@@ -243,6 +243,27 @@ mod tests {
         assert_eq!(labels_hash(&exact), xxh64(&concat, 0));
     }
 
+    /// Every layout size around the stack buffer's, with a last label of
+    /// a short value (0 or 1 byte): the buffer and the streaming path must
+    /// agree with xxh64 of the concatenation, and never write past the buffer.
+    #[test]
+    fn labels_hash_at_every_size_around_the_buffer() {
+        for total in STACK_BUF - 8..=STACK_BUF + 8 {
+            for last in [0usize, 1] {
+                // "a" 0xff x..x 0xff "b" 0xff y.. 0xff
+                let long = total - 6 - last;
+                let labels = ls(&[("a", &"x".repeat(long)), ("b", &"y".repeat(last))]);
+                let mut concat = b"a\xff".to_vec();
+                concat.extend(vec![b'x'; long]);
+                concat.extend_from_slice(b"\xffb\xff");
+                concat.extend(vec![b'y'; last]);
+                concat.push(0xff);
+                assert_eq!(concat.len(), total);
+                assert_eq!(labels_hash(&labels), xxh64(&concat, 0), "{total} bytes");
+            }
+        }
+    }
+
     #[test]
     fn task_label_is_excluded_from_its_own_hash() {
         let cfg = TaskIdConfig::new(64);
