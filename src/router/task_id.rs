@@ -264,6 +264,32 @@ mod tests {
         }
     }
 
+    /// The same with many short labels of empty values before the last, so
+    /// the buffer fills label by label up to the boundary.
+    #[test]
+    fn labels_hash_of_many_short_labels_at_every_size_around_the_buffer() {
+        for total in STACK_BUF - 8..=STACK_BUF + 8 {
+            for last in [0usize, 1] {
+                // ("a", x*r), ("p0000", "")..., ("z", y*last): 3 + r, 7 each, 3 + last.
+                let rest = total - 3 - last;
+                let r = (rest - 3) % 7;
+                let n = (rest - 3 - r) / 7;
+                let mut labels = vec![("a".to_string(), "x".repeat(r))];
+                labels.extend((0..n).map(|i| (format!("p{i:04}"), String::new())));
+                labels.push(("z".to_string(), "y".repeat(last)));
+                let mut concat = Vec::new();
+                for (name, value) in &labels {
+                    concat.extend_from_slice(name.as_bytes());
+                    concat.push(0xff);
+                    concat.extend_from_slice(value.as_bytes());
+                    concat.push(0xff);
+                }
+                assert_eq!(concat.len(), total);
+                assert_eq!(labels_hash(&labels), xxh64(&concat, 0), "{total} bytes");
+            }
+        }
+    }
+
     #[test]
     fn task_label_is_excluded_from_its_own_hash() {
         let cfg = TaskIdConfig::new(64);
