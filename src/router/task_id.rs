@@ -291,6 +291,23 @@ mod tests {
     }
 
     #[test]
+    fn task_labels_without_leaves_those_labels_out_of_the_hash() {
+        let cfg = TaskIdConfig {
+            task_labels_without: vec!["instance".into(), "pod".into()],
+            ..TaskIdConfig::new(1_000_003)
+        };
+        let labels = ls(&[
+            ("__name__", "up"),
+            ("instance", "a:1"),
+            ("job", "api"),
+            ("pod", "p-1"),
+        ]);
+        // xxh64 of the layout of the labels that are left (labels.Hash).
+        let expected = xxh64(b"__name__\xffup\xffjob\xffapi\xff", 0) % 1_000_003;
+        assert_eq!(u64::from(task_id(&labels, &cfg)), expected);
+    }
+
+    #[test]
     fn task_label_is_excluded_from_its_own_hash() {
         let cfg = TaskIdConfig::new(64);
         let plain = ls(&[("__name__", "up"), ("job", "api"), ("instance", "a:1")]);
