@@ -484,3 +484,83 @@ proptest::proptest! {
         proptest::prop_assert_eq!(same_on_both_paths(&raw, &routes, &[4, 2]), valid);
     }
 }
+
+/// `partition_labels = ["job"]`: the partition is the jump hash of the
+/// Prometheus hash of `job` alone (`job\xff<value>\xff`), whatever the
+/// other labels, on both reader paths.
+#[test]
+fn partition_labels_hash_only_the_named_labels() {
+    use xxhash_rust::xxh64::xxh64;
+    let r = Route::compile(
+        &RouteConfig {
+            partition_labels: vec!["job".into()],
+            ..RouteConfig::new("r", "t", 64)
+        },
+        NameValidation::default(),
+    )
+    .unwrap();
+    for job in ["a", "b", "api", "node-exporter"] {
+        let layout = [b"job".as_slice(), &[0xff], job.as_bytes(), &[0xff]].concat();
+        let want = jump_hash(xxh64(&layout, 0), 4);
+        let mut partitions = std::collections::BTreeSet::new();
+        for i in 0..16 {
+            let mut labels = vec![
+                ("__name__".to_string(), "up".to_string()),
+                ("i".to_string(), i.to_string()),
+                ("job".to_string(), job.to_string()),
+            ];
+            partitions.insert(r.apply(&mut labels, 4).unwrap().1);
+        }
+        assert_eq!(partitions, [want].into(), "job={job}");
+    }
+}
+
+/// A `stream_aggr_file` whose rules for `w` group by `job` and by
+/// everything but `job` leaves no routing label: each such series is a
+/// conflict, counted on both reader paths; other series are not.
+#[test]
+fn aggregation_conflicts_are_counted_on_both_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("aggr.yml");
+    std::fs::write(
+        &file,
+        "- match: 'w'\n  interval: 1m\n  without: [__name__, job]\n  outputs: [total]\n\
+         - match: '{job=~\".+\", __name__=\"w\"}'\n  interval: 1m\n  by: [job]\n  outputs: [total]\n",
+    )
+    .unwrap();
+    let route = Route::compile(
+        &RouteConfig {
+            stream_aggr_file: Some(file),
+            ..RouteConfig::new("r", "t", 64)
+        },
+        NameValidation::default(),
+    )
+    .unwrap();
+    assert!(route.aggregation().is_some(), "the file's rules are kept");
+    let named = |name: &str, job: &str| TimeSeries {
+        labels: vec![Label::new("__name__", name), Label::new("job", job)],
+        samples: vec![Sample {
+            value: 1.0,
+            timestamp: 1,
+        }],
+        ..Default::default()
+    };
+    let request = WriteRequest {
+        timeseries: vec![
+            named("w", "a"),
+            named("w", "b"),
+            named("up", "a"),
+            named("w", "c"),
+        ],
+        metadata: vec![],
+    };
+    let raw = request.encode_to_vec();
+    let routes = [route];
+    let mut slow = [RouteStats::default()];
+    route_request(request, &routes, &[2], &mut slow, |_, _, _, _| {});
+    let mut quick = [RouteStats::default()];
+    let fast_req = fast::parse(&raw, &Limits::default()).unwrap();
+    route_fast(&fast_req, &routes, &[2], &mut quick, |_, _, _, _| {});
+    assert_eq!(slow[0].aggregation_conflicts, 3);
+    assert_eq!(quick[0].aggregation_conflicts, 3);
+}
