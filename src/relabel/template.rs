@@ -326,6 +326,13 @@ mod tests {
         assert_eq!(exp("^(a)$", "a", ""), "");
     }
 
+    /// Go's `Regexp.Expand` reads `$12` as group 12, not group 1 then "2".
+    #[test]
+    fn group_numbers_of_two_digits() {
+        let twelve = "(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)(k)(l)";
+        assert_eq!(exp(twelve, "abcdefghijkl", "$12-${11}-$10"), "l-k-j");
+    }
+
     #[test]
     fn replace_all_anchored_replaces_whole_string() {
         let re = Regex::new("^(?s:__meta_(my.*))$").unwrap();
@@ -345,5 +352,14 @@ mod tests {
         assert_eq!(replace_all(&re, "", "-"), "-");
         let re = Regex::new("é*").unwrap();
         assert_eq!(replace_all(&re, "aéb", "X"), "XaXbX");
+        // Empty matches step a whole character, never into one.
+        let re = Regex::new("x*").unwrap();
+        assert_eq!(replace_all(&re, "éb", "-"), "-é-b-");
+        // Matches do not overlap: the search resumes at the end of the last.
+        let re = Regex::new("ab|bcd").unwrap();
+        assert_eq!(replace_all(&re, "abcd", "X"), "Xcd");
+        // ... also after a match of several multi-byte characters.
+        let re = Regex::new("a|éé|éx").unwrap();
+        assert_eq!(replace_all(&re, "aaaaaaéééx", "X"), "XXXXXXXX");
     }
 }
