@@ -425,6 +425,17 @@ fn float_histograms_are_checked_as_prometheus_validates_them() {
             zero_count: Some(ZeroCount::ZeroCountInt(7)),
             ..custom_histogram()
         },
+        // checkHistogramSpans refuses `span.Offset < 0` after the first
+        // span: an offset of 0 (adjacent spans) is valid.
+        Histogram {
+            positive_spans: vec![span(0, 2), span(0, 2)],
+            negative_spans: vec![span(-2, 2), span(0, 2)],
+            ..float_histogram()
+        },
+        Histogram {
+            positive_spans: vec![span(0, 2), span(0, 2)],
+            ..custom_histogram()
+        },
     ];
     for h in ok {
         assert_eq!(problem(h.clone()), None, "{h:?}");
