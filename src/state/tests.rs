@@ -144,3 +144,21 @@ async fn a_position_and_its_windows_are_written_together() {
         .expect("scan")
         .is_empty());
 }
+
+/// Tree keys name their topic and partition; `split_partition_key` reads
+/// back what `partition_key` wrote, and refuses what it did not.
+#[test]
+fn partition_keys_split_back_into_topic_and_partition() {
+    for (topic, partition) in [
+        ("streamroute.tasks.default", 0),
+        ("t", 7),
+        ("a.b-c_d", i32::MAX),
+    ] {
+        assert_eq!(
+            split_partition_key(&partition_key(topic, partition)),
+            Some((topic.to_string(), partition))
+        );
+    }
+    assert_eq!(split_partition_key(b"t"), None, "shorter than a partition");
+    assert_eq!(split_partition_key(b"t\x01\0\0\0\0"), None, "no separator");
+}

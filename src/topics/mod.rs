@@ -328,6 +328,20 @@ pub fn plan(specs: &[TopicSpec], observed: impl Fn(&str) -> Option<ObservedTopic
 mod tests {
     use super::*;
 
+    /// Kafka's `Topic.validate`: "." and ".." are refused by name, other
+    /// names made of dots are legal.
+    #[test]
+    fn dot_names_are_refused_as_kafka_refuses_them() {
+        for name in [".", ".."] {
+            assert!(
+                matches!(check_topic_name(name), Err(TopicNameError::Dots(n)) if n == name),
+                "{name}"
+            );
+        }
+        assert!(check_topic_name("...").is_ok());
+        assert!(check_topic_name(".a").is_ok());
+    }
+
     fn spec(partitions: u32) -> TopicSpec {
         parse_spec(&format!(
             "name = \"t\"\npartitions = {partitions}\nreplication_factor = 1\n[config]\n\"retention.ms\" = \"1000\"\n"
