@@ -162,3 +162,25 @@ fn partition_keys_split_back_into_topic_and_partition() {
     assert_eq!(split_partition_key(b"t"), None, "shorter than a partition");
     assert_eq!(split_partition_key(b"t\x01\0\0\0\0"), None, "no separator");
 }
+
+/// `apply` writes its batch to the named tree only: inserts and removes
+/// are there afterwards, the other tree is untouched.
+#[test]
+fn apply_writes_the_batch_to_its_tree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = State::open(dir.path(), Duration::ZERO).expect("open");
+    let prefix = partition_key("t", 0);
+    let k = |n: u8| [prefix.as_slice(), &[n]].concat();
+    let mut batch = sled::Batch::default();
+    batch.insert(k(1), b"one".to_vec());
+    batch.insert(k(2), b"two".to_vec());
+    state.apply(Tree::Gaps, batch).expect("apply");
+    let mut batch = sled::Batch::default();
+    batch.remove(k(1));
+    state.apply(Tree::Gaps, batch).expect("apply");
+    assert_eq!(
+        state.scan(Tree::Gaps, &prefix).expect("scan"),
+        vec![(k(2), b"two".to_vec())]
+    );
+    assert_eq!(state.scan(Tree::Windows, &prefix).expect("scan"), vec![]);
+}
