@@ -178,3 +178,57 @@ impl State {
         metrics::counter!(crate::egress::metrics::STATE_ERRORS, "op" => op).increment(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only sled's unfinished snapshots go; finished ones and other
+    /// files stay. A missing folder has none; a file is no folder.
+    #[test]
+    fn interrupted_snapshots_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in [
+            "snap.00A1.generating",
+            "snap.00B2.generating",
+            "snap.00A1",
+            "conf",
+            "x.generating",
+        ] {
+            std::fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        assert_eq!(remove_interrupted_snapshots(dir.path()).expect("remove"), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["conf", "snap.00A1", "x.generating"]);
+        assert_eq!(
+            remove_interrupted_snapshots(&dir.path().join("missing")).expect("missing"),
+            0
+        );
+        assert!(remove_interrupted_snapshots(&dir.path().join("conf")).is_err());
+    }
+
+    /// The hint an operator reads when the database does not open.
+    #[test]
+    fn open_errors_get_the_hint_for_their_cause() {
+        let io = |e: std::io::Error| open_hint(&sled::Error::Io(e));
+        let full = "free space on its disk; egress retries by itself";
+        assert_eq!(io(std::io::Error::from_raw_os_error(28)), full);
+        assert_eq!(
+            io(std::io::Error::other(
+                "write failed: No space left on device"
+            )),
+            full
+        );
+        assert!(
+            io(std::io::Error::other("could not acquire lock on \"db\""))
+                .starts_with("another process")
+        );
+        let corrupt = sled::Error::Corruption { at: None, bt: () };
+        assert!(open_hint(&corrupt).starts_with("its files are corrupt"));
+        assert!(io(std::io::Error::from_raw_os_error(13)).starts_with("retrying"));
+    }
+}
