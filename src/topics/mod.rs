@@ -340,6 +340,48 @@ mod tests {
         }
         assert!(check_topic_name("...").is_ok());
         assert!(check_topic_name(".a").is_ok());
+        // Kafka's limit is 249 characters.
+        assert!(check_topic_name(&"a".repeat(249)).is_ok());
+        assert!(matches!(
+            check_topic_name(&"a".repeat(250)),
+            Err(TopicNameError::TooLong(250))
+        ));
+    }
+
+    /// `*.toml` files only, in file-name order; a name defined twice is an
+    /// error naming both files.
+    #[test]
+    fn load_dir_reads_the_toml_files_in_order_and_refuses_a_name_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |file: &str, name: &str| {
+            std::fs::write(
+                dir.path().join(file),
+                format!("name = \"{name}\"\npartitions = 2\nreplication_factor = 1\n"),
+            )
+            .expect("write")
+        };
+        write("b.toml", "second");
+        write("a.toml", "first");
+        write("c.toml.bak", "ignored");
+        write("README", "ignored");
+        let names: Vec<String> = load_dir(dir.path())
+            .expect("load")
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["first", "second"]);
+        write("c.toml", "first");
+        match load_dir(dir.path()) {
+            Err(TopicsError::Duplicate {
+                name,
+                first,
+                second,
+            }) => {
+                assert_eq!(name, "first");
+                assert!(first.ends_with("a.toml") && second.ends_with("c.toml"));
+            }
+            other => panic!("want a duplicate, got {other:?}"),
+        }
     }
 
     fn spec(partitions: u32) -> TopicSpec {
