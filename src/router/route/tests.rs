@@ -28,6 +28,18 @@ fn route(rules: &str, task_count: u32) -> Route {
     .unwrap()
 }
 
+/// A route of 64 tasks with the `stream_aggr_file` at `file`.
+fn aggregation_route(file: &std::path::Path) -> Route {
+    Route::compile(
+        &RouteConfig {
+            stream_aggr_file: Some(file.to_path_buf()),
+            ..RouteConfig::new("default", "streamroute.tasks.default", 64)
+        },
+        NameValidation::default(),
+    )
+    .unwrap()
+}
+
 fn series(job: &str) -> TimeSeries {
     TimeSeries {
         labels: vec![Label::new("__name__", "up"), Label::new("job", job)],
@@ -278,23 +290,8 @@ fn fast_path_matches_prost_on_generator_payloads_with_histograms_and_exemplars()
         "- match: '{__name__=~\"http_.*\"}'\n  interval: 1m\n  outputs: [total]\n  by: [job]\n",
     )
     .unwrap();
-    let aggr = Route::compile(
-        &RouteConfig {
-            stream_aggr_file: Some(file),
-            ..RouteConfig::new("default", "streamroute.tasks.default", 64)
-        },
-        NameValidation::default(),
-    )
-    .unwrap();
-    assert!(same_on_both_paths(&raw, &[aggr], &[3]));
-    let aggr = Route::compile(
-        &RouteConfig {
-            stream_aggr_file: Some(dir.path().join("aggr.yml")),
-            ..RouteConfig::new("default", "streamroute.tasks.default", 64)
-        },
-        NameValidation::default(),
-    )
-    .unwrap();
+    assert!(same_on_both_paths(&raw, &[aggregation_route(&file)], &[3]));
+    let aggr = aggregation_route(&file);
     let mut tasks: std::collections::BTreeMap<(String, String), std::collections::BTreeSet<u32>> =
         Default::default();
     route_request(
@@ -528,14 +525,7 @@ fn aggregation_conflicts_are_counted_on_both_paths() {
          - match: '{job=~\".+\", __name__=\"w\"}'\n  interval: 1m\n  by: [job]\n  outputs: [total]\n",
     )
     .unwrap();
-    let route = Route::compile(
-        &RouteConfig {
-            stream_aggr_file: Some(file),
-            ..RouteConfig::new("r", "t", 64)
-        },
-        NameValidation::default(),
-    )
-    .unwrap();
+    let route = aggregation_route(&file);
     assert!(route.aggregation().is_some(), "the file's rules are kept");
     let named = |name: &str, job: &str| TimeSeries {
         labels: vec![Label::new("__name__", name), Label::new("job", job)],
