@@ -225,3 +225,21 @@ fn reasons_are_short_snake_case() {
     reasons.dedup();
     assert_eq!(reasons.len(), n, "reasons must be distinct");
 }
+
+#[test]
+fn reader_counts_requests_per_role_and_reader() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        Reader::Fast.count("router");
+        Reader::Fast.count("router");
+        Reader::Prost.count("gateway");
+    });
+    let text = handle.render();
+    for line in [
+        r#"streamroute_remote_write_requests_read_total{role="router",reader="fast"} 2"#,
+        r#"streamroute_remote_write_requests_read_total{role="gateway",reader="prost"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in {text}");
+    }
+}

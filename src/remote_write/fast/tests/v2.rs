@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 
 use super::{arb_request, Writer};
 use crate::remote_write::fast::parse_v2;
-use crate::remote_write::fast::wire::{FIXED64, VARINT};
+use crate::remote_write::fast::wire::{FIXED32, FIXED64, LEN, VARINT};
 use crate::remote_write::proto::v1::{Label, TimeSeries, WriteRequest};
 use crate::remote_write::proto::v2;
 use crate::remote_write::{validate_v1, DecodeError, Limits};
@@ -353,4 +353,61 @@ proptest! {
             (a, b) => prop_assert!(false, "fast {:?} vs prost {:?}", a.map(|x| x.stats), b.map(|x| x.1)),
         }
     }
+}
+
+/// A known field written with a wire type its schema does not have: prost
+/// refuses the body ("invalid wire type"), so the reader must decline it
+/// rather than skip the field as unknown.
+#[test]
+fn known_fields_with_another_wire_type_are_declined() {
+    // One value per wire type: varint, fixed64, length-delimited, fixed32.
+    let values: [(u8, &[u8]); 4] = [
+        (VARINT, &[5]),
+        (FIXED64, &[0; 8]),
+        (LEN, &[0]),
+        (FIXED32, &[0; 4]),
+    ];
+    // The wire types each field takes (`types.proto` of remote write 2.0).
+    let request = [(4, vec![LEN]), (5, vec![LEN])];
+    let series = [
+        (1, vec![VARINT, LEN]), // labels_refs, unpacked or packed
+        (2, vec![LEN]),
+        (3, vec![LEN]),
+        (4, vec![LEN]),
+        (5, vec![LEN]),
+    ];
+    let sample = [(1, vec![FIXED64]), (2, vec![VARINT]), (3, vec![VARINT])];
+    let field = |number: u8, wire: u8, value: &[u8]| [&[number << 3 | wire][..], value].concat();
+    let message =
+        |number: u8, body: &[u8]| [&[number << 3 | LEN, body.len() as u8][..], body].concat();
+    // symbols "", "__name__", "up"; one series up{} with one sample.
+    let symbols = [message(4, b""), message(4, b"__name__"), message(4, b"up")].concat();
+    let body = |series_extra: &[u8], sample_extra: &[u8], request_extra: &[u8]| {
+        let sample = [&[0x10, 5][..], sample_extra].concat();
+        let series = [&[0x08, 1, 0x08, 2][..], &message(2, &sample), series_extra].concat();
+        [&symbols[..], &message(5, &series), request_extra].concat()
+    };
+    assert!(agrees_v2(&body(b"", b"", b"")), "the base body is valid");
+    let mut declined = 0;
+    for (fields, place) in [(&request[..], 2), (&series[..], 0), (&sample[..], 1)] {
+        for (number, allowed) in fields {
+            for (wire, value) in values.iter().filter(|(w, _)| !allowed.contains(w)) {
+                let extra = field(*number, *wire, value);
+                let mut parts: [&[u8]; 3] = [b"", b"", b""];
+                parts[place] = &extra;
+                let raw = body(parts[0], parts[1], parts[2]);
+                assert!(
+                    v2::Request::decode(raw.as_slice()).is_err(),
+                    "prost reads {raw:x?}"
+                );
+                assert!(
+                    parse_v2(&raw, &Limits::default()).is_none(),
+                    "read {raw:x?}"
+                );
+                declined += 1;
+            }
+        }
+    }
+    // 2 request fields × 3 + 4 series fields × 3 + series field 1 × 2 + 3 sample fields × 3.
+    assert_eq!(declined, 6 + 12 + 2 + 9);
 }
