@@ -22,6 +22,7 @@
 pub mod bounds;
 pub mod codec;
 mod decode;
+pub mod entry;
 mod error;
 pub mod fast;
 pub mod proto;

@@ -16,7 +16,7 @@ use super::task_id::{
 use crate::relabel::{LabelPair, RelabelError, Rules};
 use crate::remote_write::fast::FastRequest;
 use crate::remote_write::proto::v1::{Label, TimeSeries, WriteRequest};
-use crate::remote_write::{Encoding, NameValidation};
+use crate::remote_write::{entry, Encoding, NameValidation};
 
 /// Why a route does not compile.
 #[derive(Debug, thiserror::Error)]
@@ -257,12 +257,7 @@ impl FastEntry<'_, '_> {
     /// Appends the series to `out` as WriteRequest field 1: the same bytes
     /// [`append_series`] writes for the prost-decoded series.
     pub fn append_to(&self, out: &mut Output) {
-        let len = labels_len(self.labels) + self.rest.len();
-        out.encoded.reserve(1 + 10 + len);
-        out.encoded.push(KEY_FIELD_1);
-        put_varint(&mut out.encoded, len);
-        encode_labels(self.labels, &mut out.encoded);
-        out.encoded.extend_from_slice(self.rest);
+        entry::put_entry(self.label_refs(), self.rest, &mut out.encoded);
         out.series += 1;
         out.samples += self.samples;
         out.histograms += self.histograms;
@@ -270,8 +265,11 @@ impl FastEntry<'_, '_> {
 
     /// Encoded size as a WriteRequest entry, like [`entry_len`].
     pub fn entry_len(&self) -> usize {
-        let len = labels_len(self.labels) + self.rest.len();
-        1 + prost::encoding::encoded_len_varint(len as u64) + len
+        entry::entry_len(self.label_refs(), self.rest.len())
+    }
+
+    fn label_refs(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
+        self.labels.iter().map(|(n, v)| (&**n, &**v))
     }
 }
 
@@ -330,7 +328,7 @@ pub fn route_fast<'a>(
 
 /// Appends `series` to `out` as WriteRequest field 1.
 pub fn append_series(out: &mut Output, series: &TimeSeries) {
-    encode_entry(series, &mut out.encoded);
+    entry::put_series(series, &mut out.encoded);
     out.series += 1;
     out.samples += series.samples.len();
     out.histograms += series.histograms.len();
@@ -338,85 +336,7 @@ pub fn append_series(out: &mut Output, series: &TimeSeries) {
 
 /// Encoded size of `series` as a WriteRequest entry (for batch limits).
 pub fn entry_len(series: &TimeSeries) -> usize {
-    let len = series_len(series);
-    1 + prost::encoding::encoded_len_varint(len as u64) + len
-}
-
-// Protobuf keys (field number << 3 | wire type 2, length-delimited).
-/// `WriteRequest.timeseries`, `TimeSeries.labels` and `Label.name`: field 1.
-const KEY_FIELD_1: u8 = 1 << 3 | 2;
-/// `Label.value`: field 2.
-const KEY_FIELD_2: u8 = 2 << 3 | 2;
-
-/// Writes what `prost::encoding::message::encode(1, series, buf)` writes,
-/// byte for byte, but encodes the labels (most of every entry) by hand:
-/// prost's generic path computes each label's length twice and writes
-/// varints one `BufMut` call per byte. Samples, exemplars and histograms
-/// still go through prost.
-fn encode_entry(series: &TimeSeries, buf: &mut Vec<u8>) {
-    let len = series_len(series);
-    buf.reserve(1 + 10 + len);
-    buf.push(KEY_FIELD_1);
-    put_varint(buf, len);
-    encode_labels(&series.labels, buf);
-    prost::encoding::message::encode_repeated(2, &series.samples, buf);
-    prost::encoding::message::encode_repeated(3, &series.exemplars, buf);
-    prost::encoding::message::encode_repeated(4, &series.histograms, buf);
-}
-
-/// Writes `labels` as `TimeSeries.labels` entries, as prost does.
-fn encode_labels<L: LabelPair>(labels: &[L], buf: &mut Vec<u8>) {
-    for label in labels {
-        buf.push(KEY_FIELD_1);
-        put_varint(buf, label_len(label));
-        // proto3 leaves empty strings out, as prost does.
-        for (key, text) in [(KEY_FIELD_1, label.name()), (KEY_FIELD_2, label.value())] {
-            if !text.is_empty() {
-                buf.push(key);
-                put_varint(buf, text.len());
-                buf.extend_from_slice(text.as_bytes());
-            }
-        }
-    }
-}
-
-/// `series.encoded_len()`, with the labels summed by hand (see [`encode_entry`]).
-fn series_len(series: &TimeSeries) -> usize {
-    labels_len(&series.labels)
-        + prost::encoding::message::encoded_len_repeated(2, &series.samples)
-        + prost::encoding::message::encoded_len_repeated(3, &series.exemplars)
-        + prost::encoding::message::encoded_len_repeated(4, &series.histograms)
-}
-
-/// Encoded size of `labels` as `TimeSeries.labels` entries.
-fn labels_len<L: LabelPair>(labels: &[L]) -> usize {
-    labels
-        .iter()
-        .map(|label| {
-            let len = label_len(label);
-            1 + prost::encoding::encoded_len_varint(len as u64) + len
-        })
-        .sum()
-}
-
-/// `label.encoded_len()`.
-fn label_len<L: LabelPair>(label: &L) -> usize {
-    let field = |text: &str| match text.len() {
-        0 => 0,
-        n => 1 + prost::encoding::encoded_len_varint(n as u64) + n,
-    };
-    field(label.name()) + field(label.value())
-}
-
-/// Appends `value` as a protobuf varint.
-fn put_varint(buf: &mut Vec<u8>, value: usize) {
-    let mut value = value as u64;
-    while value >= 0x80 {
-        // Low 7 bits, with the continuation bit set.
-        buf.push((value as u8 & 0x7f) | 0x80);
-        value >>= 7;
-    }
-    buf.push(value as u8);
+    entry::series_entry_len(series)
 }
 
 #[cfg(test)]
