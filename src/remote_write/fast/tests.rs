@@ -160,6 +160,46 @@ fn declines_what_prost_or_validation_refuses() {
     assert!(parse(&ok, &small).is_none());
 }
 
+/// A dropped request leaves its label and series vectors to the next one on
+/// its thread, unless together they hold more than `MAX_KEPT_BYTES`.
+#[test]
+fn vectors_are_kept_for_the_next_request_unless_outsized() {
+    let label = std::mem::size_of::<(&str, &str)>();
+    let series = std::mem::size_of::<FastSeries<'_>>();
+    // capacities (labels, series) -> kept
+    let cases = [
+        ((1000, 100), true),
+        ((MAX_KEPT_BYTES / label, 0), true),
+        ((MAX_KEPT_BYTES / label + 1, 0), false),
+        ((0, MAX_KEPT_BYTES / series + 1), false),
+        (
+            (
+                MAX_KEPT_BYTES / label / 2 + 1,
+                MAX_KEPT_BYTES / series / 2 + 1,
+            ),
+            false,
+        ),
+    ];
+    // A thread of its own, so that other tests' requests do not share its pool.
+    std::thread::spawn(move || {
+        for ((labels, series), kept) in cases {
+            let mut req = FastRequest::new();
+            req.labels = Vec::with_capacity(labels);
+            req.series = Vec::with_capacity(series);
+            let want = (req.labels.capacity(), req.series.capacity());
+            drop(req);
+            let next = FastRequest::new();
+            let got = (next.labels.capacity(), next.series.capacity());
+            assert_eq!(got == want, kept, "{want:?} gave {got:?}");
+            // Start the next case with an empty pool.
+            drop(next);
+            SPARE.with(|s| s.borrow_mut().take());
+        }
+    })
+    .join()
+    .unwrap();
+}
+
 // ------------------------------------------------------------ the encoder
 
 /// Writes protobuf in a random one of its valid forms.

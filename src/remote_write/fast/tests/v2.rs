@@ -411,3 +411,61 @@ fn known_fields_with_another_wire_type_are_declined() {
     // 2 request fields × 3 + 4 series fields × 3 + series field 1 × 2 + 3 sample fields × 3.
     assert_eq!(declined, 6 + 12 + 2 + 9);
 }
+
+/// One invalid histogram, of either kind, is enough for the prost path to
+/// refuse a request (Prometheus' `Histogram.Validate` and
+/// `FloatHistogram.Validate`), so the reader declines it too.
+#[test]
+fn an_invalid_histogram_of_either_kind_is_declined() {
+    use v2::{histogram, BucketSpan, Histogram};
+    let span = BucketSpan {
+        offset: 0,
+        length: 1,
+    };
+    // count 5, but the zero bucket (1) and the one bucket (3) hold 4.
+    let int = Histogram {
+        count: Some(histogram::Count::CountInt(5)),
+        zero_count: Some(histogram::ZeroCount::ZeroCountInt(1)),
+        positive_spans: vec![span.clone()],
+        positive_deltas: vec![3],
+        sum: 1.0,
+        timestamp: 1,
+        ..Default::default()
+    };
+    // Custom buckets must have a zero threshold of 0.
+    let float = Histogram {
+        count: Some(histogram::Count::CountFloat(2.0)),
+        schema: -53,
+        zero_threshold: 0.5,
+        positive_spans: vec![span],
+        positive_counts: vec![2.0],
+        custom_values: vec![1.0],
+        sum: 1.0,
+        timestamp: 1,
+        ..Default::default()
+    };
+    let request = |histograms: Vec<Histogram>| {
+        v2::Request {
+            symbols: ["", "__name__", "h"].map(String::from).to_vec(),
+            timeseries: vec![v2::TimeSeries {
+                labels_refs: vec![1, 2],
+                histograms,
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    };
+    let valid = Histogram {
+        count: Some(histogram::Count::CountInt(4)),
+        ..int.clone()
+    };
+    assert!(
+        agrees_v2(&request(vec![valid.clone()])),
+        "the valid one is read"
+    );
+    for bad in [int, float] {
+        let raw = request(vec![valid.clone(), bad]);
+        assert!(prost_path(&raw, &Limits::default()).is_none());
+        assert!(parse_v2(&raw, &Limits::default()).is_none(), "{raw:x?}");
+    }
+}
