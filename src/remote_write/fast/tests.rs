@@ -160,6 +160,71 @@ fn declines_what_prost_or_validation_refuses() {
     assert!(parse(&ok, &small).is_none());
 }
 
+/// Each label and histogram check of `validate_v1` on its own: a request
+/// that breaks one of them is refused by the prost path, and declined here.
+#[test]
+fn declines_each_invalid_label_and_histogram() {
+    let series = |labels: Vec<Label>, histograms: Vec<Histogram>| {
+        WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels,
+                histograms,
+                ..Default::default()
+            }],
+            metadata: vec![],
+        }
+        .encode_to_vec()
+    };
+    let with = |name: &str, value: &str| {
+        let mut labels = up();
+        labels.push(Label::new(name, value));
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+        series(labels, vec![])
+    };
+    let limits = Limits {
+        max_label_name_len: 8,
+        max_label_value_len: 8,
+        ..Limits::default()
+    };
+    assert!(parse(&with("zone", "eu"), &limits).is_some());
+    let span = crate::remote_write::proto::v1::BucketSpan {
+        offset: 0,
+        length: 1,
+    };
+    // Count 5, but the one bucket holds 3.
+    let int = Histogram {
+        count: Some(histogram::Count::CountInt(5)),
+        positive_spans: vec![span.clone()],
+        positive_deltas: vec![3],
+        sum: 1.0,
+        timestamp: 1,
+        ..Default::default()
+    };
+    // Custom buckets must have a zero threshold of 0.
+    let float = Histogram {
+        count: Some(histogram::Count::CountFloat(2.0)),
+        schema: -53,
+        zero_threshold: 0.5,
+        positive_spans: vec![span],
+        positive_counts: vec![2.0],
+        custom_values: vec![1.0],
+        sum: 1.0,
+        timestamp: 1,
+        ..Default::default()
+    };
+    for raw in [
+        with("", "x"),                 // an empty name
+        with("a_longer_name", "x"),    // a name over 8 bytes
+        with("zone", "a longer value"), // a value over 8 bytes
+        series(up(), vec![int]),       // counts that do not add up
+        series(up(), vec![float]),     // an invalid float histogram
+    ] {
+        let decoded = WriteRequest::decode(raw.as_slice()).unwrap();
+        assert!(validate_v1(&decoded, &limits).is_err(), "{decoded:?}");
+        assert!(parse(&raw, &limits).is_none(), "{decoded:?}");
+    }
+}
+
 /// A dropped request leaves its label and series vectors to the next one on
 /// its thread, unless together they hold more than `MAX_KEPT_BYTES`.
 #[test]
