@@ -53,7 +53,8 @@ pub struct Pending {
     /// Its headers as they are once decoded (`content-encoding: identity`).
     pub headers: OwnedHeaders,
     pub tenant: Option<String>,
-    /// The record decoded, when the windows are on.
+    /// The record decoded by prost, when the windows are on and the
+    /// zero-copy reader declines the value (it reads all others).
     pub decoded: Option<WriteRequest>,
 }
 

@@ -318,7 +318,7 @@ impl PartitionWorker {
             key: p.key,
             headers: p.headers,
         };
-        self.windowed_add(w, batch, p.decoded, record);
+        self.windowed_add(w, batch, (&p.value, p.decoded), record);
     }
 }
 

@@ -58,6 +58,13 @@ pub fn entry_len<'l>(labels: impl Iterator<Item = (&'l str, &'l str)>, rest_len:
     entry_len_of(labels_len(labels) + rest_len)
 }
 
+/// `labels` as `TimeSeries.labels` entries, on their own.
+pub fn labels<'l>(labels: impl Iterator<Item = (&'l str, &'l str)> + Clone) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(labels_len(labels.clone()));
+    put_labels(labels, &mut buf);
+    buf
+}
+
 /// Size of an entry whose `TimeSeries` body is `len` bytes.
 fn entry_len_of(len: usize) -> usize {
     1 + prost::encoding::encoded_len_varint(len as u64) + len

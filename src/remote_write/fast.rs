@@ -97,6 +97,27 @@ impl FastRequest<'_> {
         }
     }
 
+    /// The float samples of `series` as (value, timestamp), read from
+    /// [`Self::rest`].
+    pub fn samples<'s>(
+        &'s self,
+        series: &'s FastSeries<'_>,
+    ) -> impl Iterator<Item = (f64, i64)> + 's {
+        entries(self.rest(series))
+            .filter(|(field, _, _)| *field == 2)
+            .filter_map(|(_, _, body)| parse_sample(body).map(|(value, ts, _)| (value, ts)))
+    }
+
+    /// Appends the exemplars and histograms of `series` to `out`: its
+    /// [`Self::rest`] without the samples.
+    pub fn put_without_samples(&self, series: &FastSeries<'_>, out: &mut Vec<u8>) {
+        for (field, entry, _) in entries(self.rest(series)) {
+            if field != 2 {
+                out.extend_from_slice(entry);
+            }
+        }
+    }
+
     /// What [`super::validate_v1`] returns for this request.
     pub fn stats(&self) -> Stats {
         let mut stats = Stats {
@@ -300,6 +321,18 @@ fn reencode(body: &[u8], out: &mut Vec<u8>) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// The fields of a series' rest (length-delimited, as prost writes fields
+/// 2 to 4): (field, the whole entry with its key, its body).
+fn entries(rest: &[u8]) -> impl Iterator<Item = (u64, &[u8], &[u8])> {
+    let mut r = Reader(rest);
+    std::iter::from_fn(move || {
+        let before = r.0;
+        let (field, _) = r.key()?;
+        let body = r.len_delimited()?;
+        Some((field, &before[..before.len() - r.0.len()], body))
+    })
 }
 
 /// The checks of [`super::validate_v1`], without building errors: an

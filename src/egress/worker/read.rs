@@ -11,10 +11,11 @@ use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use super::PartitionWorker;
 use crate::egress::batch::{Batch, Pending, Record};
 use crate::egress::events::MalformedTaskRecord;
+use crate::egress::windows::codec;
 use crate::egress::EgressError;
 use crate::kafka::record::{TaskHeaders, TaskValueError};
 use crate::remote_write::scan::{count, Counts};
-use crate::remote_write::WriteRequest;
+use crate::remote_write::{fast, WriteRequest};
 use crate::state::next_offset_after;
 
 impl PartitionWorker {
@@ -69,8 +70,11 @@ impl PartitionWorker {
         let value = headers.value(raw)?;
         let counts = count(&value).map_err(Malformed::Structure)?;
         let decoded = match self.windows {
-            // The windows need the samples; count() accepted the
-            // structure, prost also checks the strings.
+            // The windows need the samples: the zero-copy reader takes
+            // them out when the record is added (`codec::ingest_fast`).
+            Some(_) if fast::parse(&value, &codec::READ_LIMITS).is_some() => None,
+            // One it declines (metadata, say) is decoded by prost here;
+            // count() accepted the structure, prost also checks the strings.
             Some(_) => Some(
                 <WriteRequest as prost::Message>::decode(value.as_ref())
                     .map_err(|_| Malformed::Protobuf)?,

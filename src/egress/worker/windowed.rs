@@ -27,7 +27,7 @@ use crate::egress::windows::{codec, Emit, Settings, Windows};
 use crate::egress::EgressError;
 use crate::kafka::producer::SendError;
 use crate::kafka::record::dead_letter::{late_headers, Source};
-use crate::remote_write::WriteRequest;
+use crate::remote_write::{fast, WriteRequest};
 use crate::state::{partition_key, Position, Tree};
 
 /// How often quiet series are expired and old gaps trimmed.
@@ -166,7 +166,7 @@ impl PartitionWorker {
         &self,
         w: &Mutex<PartitionWindows>,
         batch: &mut Batch,
-        decoded: Option<WriteRequest>,
+        (value, decoded): (&[u8], Option<WriteRequest>),
         record: Record,
     ) {
         let mut w = lock(w);
@@ -177,6 +177,9 @@ impl PartitionWorker {
         if w.read_through.map_or(true, |r| offset > r) {
             if let Some(req) = decoded {
                 passthrough = codec::ingest(&mut w.windows, offset, req, &mut emit);
+            } else if let Some(req) = fast::parse(value, &codec::READ_LIMITS) {
+                // Always, when prost did not decode it (see `read.rs`).
+                passthrough = codec::ingest_fast(&mut w.windows, offset, &req, &mut emit);
             }
             w.windows.release(&mut emit);
             w.read_through = Some(offset);

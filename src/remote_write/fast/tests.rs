@@ -194,7 +194,7 @@ fn declines_each_invalid_label_and_histogram() {
     // Count 5, but the one bucket holds 3.
     let int = Histogram {
         count: Some(histogram::Count::CountInt(5)),
-        positive_spans: vec![span.clone()],
+        positive_spans: vec![span],
         positive_deltas: vec![3],
         sum: 1.0,
         timestamp: 1,
@@ -213,11 +213,11 @@ fn declines_each_invalid_label_and_histogram() {
         ..Default::default()
     };
     for raw in [
-        with("", "x"),                 // an empty name
-        with("a_longer_name", "x"),    // a name over 8 bytes
+        with("", "x"),                  // an empty name
+        with("a_longer_name", "x"),     // a name over 8 bytes
         with("zone", "a longer value"), // a value over 8 bytes
-        series(up(), vec![int]),       // counts that do not add up
-        series(up(), vec![float]),     // an invalid float histogram
+        series(up(), vec![int]),        // counts that do not add up
+        series(up(), vec![float]),      // an invalid float histogram
     ] {
         let decoded = WriteRequest::decode(raw.as_slice()).unwrap();
         assert!(validate_v1(&decoded, &limits).is_err(), "{decoded:?}");

@@ -426,7 +426,7 @@ fn an_invalid_histogram_of_either_kind_is_declined() {
     let int = Histogram {
         count: Some(histogram::Count::CountInt(5)),
         zero_count: Some(histogram::ZeroCount::ZeroCountInt(1)),
-        positive_spans: vec![span.clone()],
+        positive_spans: vec![span],
         positive_deltas: vec![3],
         sum: 1.0,
         timestamp: 1,
