@@ -51,10 +51,16 @@ fn canonical_series_are_borrowed() {
     let req = WriteRequest {
         timeseries: vec![TimeSeries {
             labels: up(),
-            samples: vec![Sample {
-                value: 1.0,
-                timestamp: 5,
-            }],
+            samples: vec![
+                Sample {
+                    value: 1.0,
+                    timestamp: 5,
+                },
+                Sample {
+                    value: 2.0,
+                    timestamp: 1_700_000_000_000,
+                },
+            ],
             ..Default::default()
         }],
         metadata: vec![],
@@ -62,6 +68,7 @@ fn canonical_series_are_borrowed() {
     let raw = req.encode_to_vec();
     let fast = parse(&raw, &Limits::default()).unwrap();
     assert!(matches!(fast.series[0].rest, Rest::Raw(_)));
+    assert_eq!(fast.series[0].samples, 2);
     assert!(fast.arena.is_empty());
     assert!(agrees_with_prost(&raw));
 }
@@ -213,6 +220,7 @@ fn declines_each_invalid_label_and_histogram() {
         ..Default::default()
     };
     for raw in [
+        with("job", "b"),               // a name twice
         with("", "x"),                  // an empty name
         with("a_longer_name", "x"),     // a name over 8 bytes
         with("zone", "a longer value"), // a value over 8 bytes
