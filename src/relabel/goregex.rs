@@ -501,6 +501,15 @@ mod tests {
         assert!(go(r"\Qa.b\E").is_match("a.b"));
         assert!(!go(r"\Qa.b\E").is_match("axb"));
         assert!(go(r"\Q(x)").is_match("(x)"));
+        // The pattern goes on after `\E` (Go's regexp: the values below).
+        for (text, want) in [
+            ("a.bcc", true),
+            ("a.b", false),
+            ("axbc", false),
+            (r"a.b\Ec", false),
+        ] {
+            assert_eq!(go(r"\Qa.b\Ec+").is_match(text), want, "{text}");
+        }
         assert!(go(r"\101\0").is_match("A\0"));
         assert!(go(r"\x41\x{1F600}").is_match("A😀"));
         assert!(go(r"\p{^Greek}").is_match("a"));
