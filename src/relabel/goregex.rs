@@ -496,6 +496,31 @@ mod tests {
         assert!(translate("a{99999999999}").is_err());
     }
 
+    /// Edge cases of escapes, flags, repeats and classes, each with what
+    /// Go's regexp answers (go run here: a match, or a compile error).
+    #[test]
+    fn edge_cases_as_go_answers_them() {
+        assert!(go(r"\Aab\z").is_match("ab"));
+        assert!(go(r"\D+").is_match("٣ "));
+        assert!(!go(r"\D").is_match("5"));
+        assert!(go(r"[]a]+").is_match("]a]"));
+        assert!(go("(?i-m)x").is_match("X"));
+        for (pattern, yes, no) in [
+            ("a{0,1}b", &["b", "ab"][..], "aab"),
+            ("a{0}b", &["b"][..], "ab"),
+            ("a{2,}b", &["aab", "aaab"][..], "ab"),
+        ] {
+            for text in yes {
+                assert!(go(pattern).is_match(text), "{pattern} {text}");
+            }
+            assert!(!go(pattern).is_match(no), "{pattern} {no}");
+        }
+        for bad in [r"(?i-m-s)x", r"\8", r"\18", r"\19", "[a"] {
+            assert!(translate(bad).is_err(), "{bad}");
+        }
+        assert!(matches!(translate("[a"), Err(SyntaxError::MissingBracket)));
+    }
+
     #[test]
     fn go_only_escapes() {
         assert!(go(r"\Qa.b\E").is_match("a.b"));
