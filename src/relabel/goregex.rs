@@ -211,7 +211,9 @@ impl Translator<'_> {
             self.pos += 2;
             digits
         };
-        if digits.is_empty() || digits.len() > 8 {
+        // Go takes any number of digits (leading zeros too) up to
+        // U+10FFFF; a value past u32 fails to parse here, past it in Go.
+        if digits.is_empty() {
             return Err(invalid());
         }
         u32::from_str_radix(&digits, 16)
@@ -519,6 +521,21 @@ mod tests {
             assert!(translate(bad).is_err(), "{bad}");
         }
         assert!(matches!(translate("[a"), Err(SyntaxError::MissingBracket)));
+        assert!(go(r"\x{000000041}").is_match("A"));
+        assert!(go(r"\x{0000000000041}").is_match("A"));
+        assert!(go(r"\x{10FFFF}").is_match("\u{10FFFF}"));
+        assert!(go("[a-a]").is_match("a"));
+        for bad in [
+            r"\x{+41}",
+            r"\x{}",
+            r"\x{110000}",
+            r"\x{100000000}",
+            r"\x4",
+            r"\x{41",
+            "[b-a]",
+        ] {
+            assert!(translate(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
