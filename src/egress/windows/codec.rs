@@ -1,7 +1,9 @@
 //! Records in and requests out: a task-topic record (a plain protobuf
-//! `WriteRequest`) is decoded, its float samples go through the windows,
-//! and what they let out is written as a `WriteRequest` again. Histograms,
-//! exemplars and metadata are not windowed: they pass through at once.
+//! `WriteRequest`) is read by the zero-copy reader ([`ingest_fast`]; prost
+//! decodes one it declines, [`ingest`]), its float samples go through the
+//! windows, and what they let out is written as a `WriteRequest` again.
+//! Histograms, exemplars and metadata are not windowed: they pass through
+//! at once.
 
 use std::sync::Arc;
 
@@ -70,7 +72,8 @@ pub const READ_LIMITS: Limits = Limits {
     name_validation: NameValidation::Utf8,
 };
 
-/// [`ingest`] for a record read by [`fast::parse`]: the same windows and
+/// [`ingest`] for a record read by
+/// [`crate::remote_write::fast::parse`]: the same windows and
 /// passthrough bytes, without a `String` per label. (The reader declines
 /// metadata, so there is none here.)
 pub fn ingest_fast(w: &mut Windows, offset: i64, req: &FastRequest<'_>, out: &mut Emit) -> Vec<u8> {
