@@ -11,7 +11,7 @@
 use regex::{Regex, RegexBuilder};
 
 use super::config::{Action, RelabelConfig, DEFAULT_REGEX, DEFAULT_REPLACEMENT, DEFAULT_SEPARATOR};
-use super::engine::Rule;
+use super::engine::{Literals, Rule};
 use super::goregex::{self, SyntaxError};
 use super::template::is_valid_target_template;
 use crate::remote_write::NameValidation;
@@ -114,8 +114,11 @@ impl Rule {
             source_labels: cfg.source_labels.clone().unwrap_or_default(),
             separator: cfg.separator.clone(),
             regex,
-            words: plain_words(pattern),
+            literals: literals(pattern),
             default_regex: cfg.regex.is_none(),
+            copies_source: pattern == DEFAULT_REGEX
+                && cfg.replacement == DEFAULT_REPLACEMENT
+                && !cfg.target_label.contains('$'),
             target_is_template: cfg.target_label.contains('$'),
             needs_captures: cfg.target_label.contains('$') || cfg.replacement.contains('$'),
             modulus: cfg.modulus,
@@ -149,13 +152,30 @@ pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, RegexError> {
         })
 }
 
-/// The alternatives of `pattern` if it is only ASCII letters, digits and
-/// `_` joined by `|`: anchored, such a regex matches exactly those strings.
-fn plain_words(pattern: &str) -> Option<Vec<String>> {
-    let plain = pattern
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'|');
-    plain.then(|| pattern.split('|').map(str::to_owned).collect())
+/// The alternatives of `pattern` when each is a plain word (ASCII letters,
+/// digits and `_`), optionally followed by `.*`, like `container`,
+/// `tmp|debug` or `go_.*|process_.*`. Anchored as `^(?s:…)$`, such a regex
+/// matches exactly the words and the strings that start with a prefix
+/// (`.` matches any character under `s`), so comparing strings gives the
+/// regex's answer without running it on every label.
+fn literals(pattern: &str) -> Option<Literals> {
+    let mut literals = Literals::default();
+    for alternative in pattern.split('|') {
+        let (word, prefix) = match alternative.strip_suffix(".*") {
+            Some(word) => (word, true),
+            None => (alternative, false),
+        };
+        if !word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return None;
+        }
+        let list = if prefix {
+            &mut literals.prefixes
+        } else {
+            &mut literals.words
+        };
+        list.push(word.to_owned());
+    }
+    Some(literals)
 }
 
 /// Prometheus' `Config.Validate()`, in its order and with its messages.

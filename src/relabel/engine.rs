@@ -23,7 +23,7 @@ use super::case::{go_to_lower, go_to_upper};
 use super::config::{parse_configs, Action, RelabelConfig};
 use super::template::{expand, replace_all};
 use super::RelabelError;
-use crate::remote_write::NameValidation;
+use crate::remote_write::{cmp_names, NameValidation};
 
 pub(crate) use super::compile::compile_regex;
 pub use super::compile::{RegexError, RuleError};
@@ -35,12 +35,15 @@ pub struct Rule {
     pub(super) source_labels: Vec<String>,
     pub(super) separator: String,
     pub(super) regex: Regex,
-    /// Set when the regex is only words joined by `|` (like `container` or
-    /// `tmp|debug`): it then matches exactly those strings, and comparing
-    /// them is much cheaper than running the regex on every label name.
-    pub(super) words: Option<Vec<String>>,
+    /// Set when the regex is only words and `word.*` prefixes joined by
+    /// `|` (like `container` or `go_.*|process_.*`): comparing strings is
+    /// much cheaper than running the regex on every label name.
+    pub(super) literals: Option<Literals>,
     /// The config left `regex` unset, so `regex` is Prometheus' default.
     pub(super) default_regex: bool,
+    /// A `replace` whose regex is `(.*)` and replacement `$1` with a fixed
+    /// target: the value is the joined source labels as they are.
+    pub(super) copies_source: bool,
     /// `target_label` contains `$`, so it is a template to expand.
     pub(super) target_is_template: bool,
     /// `target_label` or `replacement` contains `$`: `replace` needs the
@@ -51,6 +54,15 @@ pub struct Rule {
     pub(super) replacement: String,
     /// Which expanded `replace` targets are valid label names.
     pub(super) names: NameValidation,
+}
+
+/// The strings a literal-only regex matches (see [`Rule::literals`]).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Literals {
+    /// Matched exactly.
+    pub(super) words: Vec<String>,
+    /// Matched by every string that starts with one of them.
+    pub(super) prefixes: Vec<String>,
 }
 
 /// An ordered list of compiled relabel rules.
@@ -116,13 +128,18 @@ impl Rules {
     /// labels are moved, never copied. (`process` itself stays non-generic
     /// so that callers passing an untyped `Vec::new()` still compile.)
     pub fn process_any<L: LabelPair>(&self, labels: &mut Vec<L>) -> bool {
-        if labels.windows(2).any(|w| w[0].name() > w[1].name()) {
-            labels.sort_by(|a, b| a.name().cmp(b.name()));
+        if labels
+            .windows(2)
+            .any(|w| cmp_names(w[0].name(), w[1].name()).is_gt())
+        {
+            labels.sort_by(|a, b| cmp_names(a.name(), b.name()));
         }
         let mut builder = Builder::new(std::mem::take(labels));
         let mut joined = String::new();
         for rule in &self.rules {
             if !rule.apply(&mut builder, &mut joined) {
+                // Hand the emptied vector back: the caller reuses it.
+                *labels = builder.into_cleared();
                 return false;
             }
         }
@@ -188,8 +205,11 @@ impl Rule {
 
     /// Whether the (anchored) regex matches all of `s`.
     fn matches(&self, s: &str) -> bool {
-        match &self.words {
-            Some(words) => words.iter().any(|w| w == s),
+        match &self.literals {
+            Some(literals) => {
+                literals.words.iter().any(|w| w == s)
+                    || literals.prefixes.iter().any(|p| s.starts_with(p.as_str()))
+            }
             None => self.regex.is_match(s),
         }
     }
@@ -198,6 +218,11 @@ impl Rule {
         // Prometheus' fast path; same result as the general path below.
         if val.is_empty() && self.default_regex && !self.needs_captures {
             b.set(&self.target_label, self.replacement.clone());
+            return;
+        }
+        // `(.*)` always matches and `$1` is all of `val`.
+        if self.copies_source {
+            b.set(&self.target_label, val.to_owned());
             return;
         }
         // Without `$` references both templates expand to themselves, so

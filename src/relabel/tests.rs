@@ -1036,8 +1036,9 @@ fn action_names_are_case_insensitive() {
 
 // ---- Fast paths must agree with the general ones ----
 
-/// Patterns made only of words and `|` are matched by string comparison;
-/// wrapping them in a group forces the regex engine, which must agree.
+/// Patterns made only of words, `word.*` prefixes and `|` are matched by
+/// string comparison; wrapping them in a group forces the regex engine,
+/// which must agree.
 #[test]
 fn plain_word_patterns_match_like_the_regex() {
     let input = [
@@ -1047,7 +1048,11 @@ fn plain_word_patterns_match_like_the_regex() {
         ("c_1", "x"),
         ("job", "a"),
     ];
-    for pattern in ["a", "a|b", "a|", "c_1|ab", "abc", ""] {
+    let patterns = [
+        "a", "a|b", "a|", "c_1|ab", "abc", "", "a.*", "b.*|c_.*", "ab|c.*", ".*", "a.*|", "a.*.*",
+        "a.+", "a..*",
+    ];
+    for pattern in patterns {
         for action in ["labeldrop", "labelkeep"] {
             let plain = format!("- action: {action}\n  regex: '{pattern}'\n");
             let grouped = format!("- action: {action}\n  regex: '(?:{pattern})'\n");
@@ -1058,7 +1063,7 @@ fn plain_word_patterns_match_like_the_regex() {
             );
         }
         for action in ["keep", "drop"] {
-            for value in ["a", "b", "", "ab", "a|b"] {
+            for value in ["a", "b", "", "ab", "a|b", "a\nb", "aé", "éa", "c_", "ca"] {
                 let input = [("job", value)];
                 let plain =
                     format!("- action: {action}\n  source_labels: [job]\n  regex: '{pattern}'\n");
@@ -1072,6 +1077,30 @@ fn plain_word_patterns_match_like_the_regex() {
                 );
             }
         }
+    }
+}
+
+/// `replace` with the default regex and replacement copies the joined
+/// source labels as they are, as the regex engine does with a group around
+/// `(.*)`: any value, also with newlines, and "" deletes the target.
+#[test]
+fn replace_copying_the_source_matches_the_regex() {
+    for value in ["h:1", "", "a\nb", "é"] {
+        let input = [("a", value), ("b", "x"), ("host", "old")];
+        for (regex, replacement) in [("", ""), ("  regex: '(.*)'\n", "  replacement: '$1'\n")] {
+            let fast = format!(
+                "- source_labels: [a, b]\n  separator: '/'\n  target_label: host\n{regex}{replacement}"
+            );
+            let general = "- source_labels: [a, b]\n  separator: '/'\n  target_label: host\n  regex: '(?:(.*))'\n";
+            assert_eq!(run(&fast, &input), run(general, &input), "{value:?} {fast}");
+        }
+        let only_a = "- source_labels: [a]\n  target_label: host\n";
+        let expected = if value.is_empty() {
+            ls(&[("b", "x")])
+        } else {
+            ls(&[("a", value), ("b", "x"), ("host", value)])
+        };
+        assert_eq!(run(only_a, &input), Some(expected), "{value:?}");
     }
 }
 

@@ -350,7 +350,7 @@ fn valid(req: &FastRequest<'_>, limits: &Limits) -> bool {
                 })
                 && labels.iter().any(|(name, value)| *name == METRIC_NAME && !value.is_empty())
                 // Strictly ascending bytes: sorted and unique.
-                && labels.windows(2).all(|w| w[0].0.as_bytes() < w[1].0.as_bytes())
+                && labels.windows(2).all(|w| super::cmp_names(w[0].0, w[1].0).is_lt())
         })
 }
 

@@ -37,6 +37,18 @@ pub use proto::v1::{Label, TimeSeries, WriteRequest};
 pub use reuse::decompress_reusing;
 pub use validate::{is_valid_label_name, validate_v1, Limits, NameValidation, Stats};
 
+/// Orders label names by their bytes, as Prometheus sorts them. Names
+/// mostly differ in their first byte, which is compared inline: the full
+/// comparison is a call into `memcmp`, and sorting and searching labels
+/// runs for every series.
+#[inline]
+pub fn cmp_names(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
 /// Rendered label sets in error messages stop after about this many bytes.
 const MAX_RENDERED_LABELS: usize = 200;
 

@@ -243,3 +243,20 @@ fn reader_counts_requests_per_role_and_reader() {
         assert!(text.lines().any(|l| l == line), "{line} not in {text}");
     }
 }
+
+/// Label names sort by their bytes (Go compares strings bytewise).
+#[test]
+fn cmp_names_orders_like_bytes() {
+    let names = [
+        "", "a", "ab", "b", "B", "_", "__name__", "é", "éa", "e", "a\u{0}", "zz",
+    ];
+    for a in names {
+        for b in names {
+            assert_eq!(
+                cmp_names(a, b),
+                a.as_bytes().cmp(b.as_bytes()),
+                "{a:?} {b:?}"
+            );
+        }
+    }
+}

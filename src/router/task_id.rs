@@ -17,6 +17,7 @@ use serde::Deserialize;
 use xxhash_rust::xxh64::{xxh64, Xxh64};
 
 use crate::relabel::LabelPair;
+use crate::remote_write::cmp_names;
 
 /// Default name of the injected task label.
 pub const DEFAULT_TASK_LABEL: &str = "stream_task_id";
@@ -139,7 +140,7 @@ pub fn inject_task_label(labels: &mut Vec<(String, String)>, name: &str, task_id
 /// [`inject_task_label`] for any [`LabelPair`], e.g. remote-write labels.
 pub fn inject_task_label_any<L: LabelPair>(labels: &mut Vec<L>, name: &str, task_id: u32) {
     let label = L::from_parts(name.to_owned(), task_id.to_string());
-    match labels.binary_search_by(|l| l.name().cmp(name)) {
+    match labels.binary_search_by(|l| cmp_names(l.name(), name)) {
         Ok(i) => labels[i] = label,
         Err(i) => labels.insert(i, label),
     }

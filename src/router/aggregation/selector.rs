@@ -163,7 +163,7 @@ impl Selector {
 
 /// The value of label `name` in `labels` (sorted by name), `""` when absent.
 pub fn value_of<'a, L: LabelPair>(labels: &'a [L], name: &str) -> &'a str {
-    match labels.binary_search_by(|l| l.name().cmp(name)) {
+    match labels.binary_search_by(|l| crate::remote_write::cmp_names(l.name(), name)) {
         Ok(i) => labels[i].value(),
         Err(_) => "",
     }
