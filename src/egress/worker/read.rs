@@ -1,8 +1,9 @@
 //! A task record into a pending request entry: headers through the UTF-8
 //! guard (`kafka::record::task`), the value decoded by its
 //! `content-encoding`, counted, and checked for the windows when they are
-//! on (read by the zero-copy reader, or else decoded by prost). A record that fails any of it is dead-lettered alone, as it was
-//! read, and the partition moves past it.
+//! on (read by the zero-copy reader, or else decoded by prost). A record
+//! that fails any of it is dead-lettered alone, as it was read, and the
+//! partition moves past it.
 //!
 //! Depends on the worker, `batch`, `scan` and the task record format.
 
