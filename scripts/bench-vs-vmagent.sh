@@ -18,7 +18,7 @@
 #   scripts/bench-vs-vmagent.sh [rounds] [rate] [seconds]
 #   BENCH_ALLOCATORS=1 scripts/bench-vs-vmagent.sh   also streamroute with the system malloc, mimalloc, jemalloc
 #   BENCH_PERF=perf.data scripts/bench-vs-vmagent.sh  and a perf profile of streamroute
-#   BENCH_FORMS=prost, BENCH_SKIP_OLD=1 (no vmagent 1.79 turns), BENCH_KAFKA_VARIANTS: see below
+#   BENCH_FORMS=prost, BENCH_SKIP_OLD=1 (no vmagent 1.79 turns), BENCH_KAFKA_VARIANTS, BENCH_BINARIES: see below
 #
 # Defaults: 1 round, 40,000 samples/s, 15 s per contender and form. Uses the
 # local broker (scripts/kafka-local.sh), fresh topics; KAFKA_BOOTSTRAP is
@@ -128,6 +128,11 @@ SR_CONTENDERS=("streamroute=$BIN")
 IFS=';' read -r -a variants <<<"${BENCH_KAFKA_VARIANTS:-}"
 for v in "${variants[@]}"; do
   [ -n "$v" ] && SR_CONTENDERS+=("${v%%:*}=$BIN=${v#*:}")
+done
+# BENCH_BINARIES="name=/path/to/streamroute ...": other builds of
+# streamroute beside this one (the code before a change, say).
+for b in ${BENCH_BINARIES:-}; do
+  SR_CONTENDERS+=("$b")
 done
 if [ "${BENCH_ALLOCATORS:-0}" = 1 ]; then
   cargo build --release --quiet --example alloc_system --example alloc_mimalloc --example alloc_jemalloc

@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use tracing::{error, warn};
 
-use super::stats::StatsContext;
+use super::polled::PolledProducer;
 use super::KafkaConfig;
 
 /// Why a record was not stored.
@@ -66,7 +65,7 @@ pub struct DurableProducer {
     config: ClientConfig,
     /// Names the producer in the statistics metrics (the role).
     role: String,
-    inner: RwLock<Arc<FutureProducer<StatsContext>>>,
+    inner: RwLock<Arc<PolledProducer>>,
     timeout: Duration,
     /// Since when every send failed (none since the last success), if so.
     failing_since: Mutex<Option<Instant>>,
@@ -114,7 +113,7 @@ impl DurableProducer {
         }
         // Producer queue and broker round-trip metrics (kafka/stats.rs).
         super::stats::enable(&mut config);
-        let producer = config.create_with_context(StatsContext::new(role))?;
+        let producer = PolledProducer::new(&config, role)?;
         Ok(DurableProducer {
             config,
             role: role.to_string(),
@@ -125,7 +124,7 @@ impl DurableProducer {
         })
     }
 
-    fn current(&self) -> Arc<FutureProducer<StatsContext>> {
+    fn current(&self) -> Arc<PolledProducer> {
         match self.inner.read() {
             Ok(p) => p.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -135,7 +134,7 @@ impl DurableProducer {
     /// Replaces a producer librdkafka declared fatally failed, or one
     /// whose sends have all failed for [`STUCK_AFTER`] (`retryable`: this
     /// failure was one the brokers, not the record, caused).
-    fn replace_if_broken(&self, failed: &Arc<FutureProducer<StatsContext>>, retryable: bool) {
+    fn replace_if_broken(&self, failed: &Arc<PolledProducer>, retryable: bool) {
         if let Some((code, reason)) = failed.client().fatal_error() {
             error!(?code, %reason, "kafka producer failed fatally; creating a new one");
         } else if retryable && self.stuck() {
@@ -146,10 +145,7 @@ impl DurableProducer {
         } else {
             return;
         }
-        match self
-            .config
-            .create_with_context::<_, FutureProducer<StatsContext>>(StatsContext::new(&self.role))
-        {
+        match PolledProducer::new(&self.config, &self.role) {
             Ok(fresh) => {
                 let mut slot = match self.inner.write() {
                     Ok(slot) => slot,
@@ -190,20 +186,16 @@ impl DurableProducer {
         headers: OwnedHeaders,
     ) -> Result<(), SendError> {
         let producer = self.current();
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-            .payload(value)
-            .headers(headers);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
         // send() waits for queue space up to the timeout, then fails: never unbounded.
-        let result = producer.send(record, self.timeout).await;
+        let result = producer
+            .send(topic, key, value, headers, self.timeout)
+            .await;
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 *lock(&self.failing_since) = None;
                 Ok(())
             }
-            Err((e, _)) => {
+            Err(e) => {
                 let error = classify(e);
                 self.replace_if_broken(&producer, matches!(error, SendError::Retryable(_)));
                 Err(error)

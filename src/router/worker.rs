@@ -248,7 +248,9 @@ impl Worker {
                 return Err(KafkaError::Canceled);
             }
             self.progress.beat("polling the ingress topic");
-            let (message, revoked) = self.consumer.poll(left.min(Duration::from_millis(100)))?;
+            // Rounded up: librdkafka would spin for the fraction.
+            let wait = crate::kafka::whole_millis(left).min(Duration::from_millis(100));
+            let (message, revoked) = self.consumer.poll(wait)?;
             if revoked && !txn.is_empty() {
                 // Partitions may have moved: what this transaction read may
                 // now belong to another router. Start over.
