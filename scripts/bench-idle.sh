@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What an idle `streamroute run` (gateway, router and egress, four ingress
 # and four task partitions, as scripts/bench-vs-vmagent.sh runs it) costs:
-# CPU per thread name over a quiet window, and the total as % of a core.
+# CPU per thread name over a quiet window, the total as % of a core, and
+# the local broker's CPU meanwhile (and alone, before).
 # Nothing is sent; what it spends is polling and timers, a fixed cost that
 # every sample pays a share of at low rates.
 #
@@ -67,18 +68,24 @@ ticks() {
   done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
 }
 hz=$(getconf CLK_TCK)
+BROKER_PID=$(cat "$RUN_DIR/kafka-$KAFKA_PORT.pid")
+broker_ticks() { awk '{print $14 + $15}' "/proc/$BROKER_PID/stat"; }
+# The broker's own idle cost first, with no streamroute beside it.
+b0=$(broker_ticks); sleep "$SECS"; b1=$(broker_ticks)
+awk -v d=$((b1 - b0)) -v s="$SECS" -v hz="$hz" 'BEGIN {printf "the broker alone, %d s: %.2f%% of a core\n", s, 100 * d / hz / s}'
 for bin in "${BINS[@]}"; do
   "$bin" -c "$WORK/idle.toml" run >"$WORK/run.log" 2>&1 &
   pid=$!
   # Start-up (joining the group, assigning partitions) is not idle time.
   sleep 8
   kill -0 "$pid" 2>/dev/null || die "$bin exited, see $WORK/run.log"
-  ticks "$pid" >"$WORK/before"
+  ticks "$pid" >"$WORK/before"; b0=$(broker_ticks)
   sleep "$SECS"
-  ticks "$pid" >"$WORK/after"
+  ticks "$pid" >"$WORK/after"; b1=$(broker_ticks)
   kill "$pid"; wait "$pid" 2>/dev/null || true
   echo "$bin, idle for $SECS s:"
   join -a 2 -e 0 -o 0,1.2,2.2 "$WORK/before" "$WORK/after" |
     awk -v s="$SECS" -v hz="$hz" '{d = $3 - $2; total += d; if (d > 0) printf "  %-18s %5.2f%% of a core\n", $1, 100 * d / hz / s}
       END {printf "  %-18s %5.2f%% of a core\n", "total", 100 * total / hz / s}'
+  awk -v d=$((b1 - b0)) -v s="$SECS" -v hz="$hz" 'BEGIN {printf "  %-18s %5.2f%% of a core\n", "the broker", 100 * d / hz / s}'
 done
