@@ -46,10 +46,19 @@ fn modern_bin(env: &str, name: &str) -> PathBuf {
 pub struct Daemon {
     child: Child,
     name: String,
-    /// Its HTTP port on 127.0.0.1.
+    /// Its HTTP port on 127.0.0.1 (read it after [`Daemon::wait_healthy`],
+    /// which may move it).
     pub port: u16,
     log: PathBuf,
+    /// How it was started, to start it again on another port.
+    bin: PathBuf,
+    dir: PathBuf,
+    args: Vec<String>,
 }
+
+/// How many times a daemon whose free port was taken by another process
+/// before it bound it is started again on a new one.
+const PORT_RETRIES: usize = 5;
 
 impl Daemon {
     /// Starts `bin` with `args` plus `-httpListenAddr` on a free port, its
@@ -71,20 +80,40 @@ impl Daemon {
             name: name.to_string(),
             port,
             log,
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+            args: args.to_vec(),
         }
     }
 
-    /// Waits until `/health` answers 200.
+    /// Waits until `/health` answers 200 from this daemon. Tests run in
+    /// parallel, so another process may bind the free port first: the
+    /// daemon then exits at once, and it is started again on a new port.
     pub async fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut retries = 0;
         loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                if retries < PORT_RETRIES && self.log().contains("address already in use") {
+                    retries += 1;
+                    let (bin, name, dir, args) = (
+                        self.bin.clone(),
+                        self.name.clone(),
+                        self.dir.clone(),
+                        self.args.clone(),
+                    );
+                    *self = Daemon::spawn(&bin, &name, &dir, &args);
+                    continue;
+                }
+                panic!("{} exited with {status}:\n{}", self.name, self.log());
+            }
             if let Ok(r) = http_get(&format!("{}/health", self.url())).await {
-                if r.status == 200 {
+                // A daemon that cannot bind exits within milliseconds:
+                // still running a moment later, the answer was its own.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if r.status == 200 && matches!(self.child.try_wait(), Ok(None)) {
                     return;
                 }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited with {status}:\n{}", self.name, self.log());
             }
             assert!(
                 Instant::now() < deadline,
