@@ -44,7 +44,7 @@ mod wire;
 
 pub use v2::parse_v2;
 
-use wire::{decode_checked, parse_label, parse_sample, put_sample, Reader, LEN};
+use wire::{decode_checked, leading_labels, parse_label, parse_sample, put_sample, Reader, LEN};
 
 /// A request read by [`parse`]: borrowed labels and non-label bytes in
 /// prost's encoding.
@@ -226,7 +226,9 @@ fn parse_series<'a>(
     };
     // The highest non-label field seen so far (0: none yet).
     let mut last_field = 0;
-    let mut r = Reader(body);
+    // Labels as prost writes them are read in one go; the loop reads the
+    // rest, in whatever form.
+    let mut r = Reader(&body[leading_labels(body, labels)..]);
     while !r.is_empty() {
         let at = body.len() - r.0.len();
         let key_start = r.0.len();

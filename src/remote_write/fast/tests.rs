@@ -113,6 +113,78 @@ fn explicit_zeros_interleaving_and_unknown_fields_are_read() {
     }
 }
 
+/// The one-check run of labels (`wire::leading_labels`) at its edges: a
+/// length of 127 and 128, empty names and values, labels in other forms
+/// before and after it, and invalid UTF-8 inside it.
+#[test]
+fn the_leading_label_run_reads_like_prost_at_its_edges() {
+    let entry = |body: &[u8]| [&[0x0a, body.len() as u8][..], body].concat();
+    let field = |key: u8, text: &[u8]| [&[key, text.len() as u8][..], text].concat();
+    let label =
+        |name: &[u8], value: &[u8]| entry(&[field(0x0a, name), field(0x12, value)].concat());
+    let series = |labels: &[Vec<u8>]| {
+        let mut body = labels.concat();
+        body.extend_from_slice(&[0x12, 2, 0x10, 5]);
+        let mut raw = vec![0x0a];
+        prost::encoding::encode_varint(body.len() as u64, &mut raw);
+        raw.extend_from_slice(&body);
+        raw
+    };
+    let name = label(b"__name__", b"up");
+    let long = |n: usize| label(b"a", "x".repeat(n).as_bytes());
+    // A value of 128 bytes has a two-byte length: the run ends before it.
+    let long_128 = |name: &[u8]| {
+        let value = "x".repeat(128);
+        let mut body = field(0x0a, name);
+        body.extend_from_slice(&[0x12, 0x80, 0x01]);
+        body.extend_from_slice(value.as_bytes());
+        let mut out = vec![0x0a];
+        prost::encoding::encode_varint(body.len() as u64, &mut out);
+        out.extend_from_slice(&body);
+        out
+    };
+    let accepted = [
+        series(&[name.clone()]),
+        series(&[name.clone(), long(121)]), // a label entry of 127 bytes
+        series(&[name.clone(), long(122)]), // 128: a two-byte length
+        series(&[name.clone(), long_128(b"b")]),
+        // An entry of 1,280 bytes: its length's second byte is 0x0a.
+        series(&[name.clone(), long_128(b"b"), {
+            let value = "y".repeat(1274);
+            [
+                &[0x0a, 0x80, 0x0a, 0x0a, 1, b'c', 0x12, 0xfa, 0x09][..],
+                value.as_bytes(),
+            ]
+            .concat()
+        }]),
+        series(&[long_128(b"A"), name.clone()]), // "A" sorts before "__name__"
+        series(&[name.clone(), entry(&field(0x0a, b"job"))]), // empty value left out
+        series(&[name.clone(), label(b"job", b"")]), // empty value written
+        series(&[name.clone(), label(b"job", "ü".as_bytes())]),
+        series(&[
+            name.clone(),
+            entry(&[field(0x12, b"b"), field(0x0a, b"a")].concat()),
+        ]),
+    ];
+    for raw in accepted {
+        assert!(agrees_with_prost(&raw), "{raw:x?}");
+    }
+    let a_at = label(b"a", b"1");
+    // Where the fast reader declines, prost refuses too (`agrees_with_prost`
+    // asserts it), or validation does.
+    let declined = [
+        series(&[entry(&[]), name.clone()]), // an empty label: empty name
+        series(&[entry(&field(0x12, b"v")), name.clone()]), // a value without a name
+        series(&[name.clone(), label(b"a", &[0xff])]),
+        series(&[name.clone(), label(b"b", &[0xc3]), a_at.clone()]), // a cut-off character
+        series(&[name.clone(), label(&[0xc3], b"1")]),
+        series(&[a_at.clone(), name.clone()]), // not sorted
+    ];
+    for raw in declined {
+        assert!(!agrees_with_prost(&raw), "{raw:x?}");
+    }
+}
+
 #[test]
 fn declines_what_prost_or_validation_refuses() {
     let limits = Limits::default();

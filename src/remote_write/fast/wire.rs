@@ -5,6 +5,8 @@
 //!
 //! May depend on: prost only.
 
+use std::ops::Range;
+
 use prost::Message;
 
 /// Wire types.
@@ -57,6 +59,68 @@ pub(super) fn parse_label(body: &[u8]) -> Option<(&str, &str)> {
         }
     }
     Some((name, value))
+}
+
+/// The run of labels a series body starts with when written as prost
+/// writes them, read with one UTF-8 check for the whole run instead of two
+/// per label: pushes them to `labels` and returns where the run ends
+/// (0 when the run is not valid UTF-8, for [`parse_label`] to judge label
+/// by label).
+///
+/// A label of the run is a `TimeSeries.labels` entry `0x0a len` whose body
+/// is `0x0a n name`, then `0x12 m value` unless the value is empty (an
+/// empty label is `0x0a 0x00`), every length below 128. The run stops
+/// before the first entry in any other form. Every byte around the strings
+/// is then ASCII, so the run is valid UTF-8 exactly when each string is,
+/// and each string starts and ends on a character boundary.
+pub(super) fn leading_labels<'a>(body: &'a [u8], labels: &mut Vec<(&'a str, &'a str)>) -> usize {
+    let mut end = 0;
+    while let Some((_, _, next)) = short_label(body, end) {
+        end = next;
+    }
+    let Ok(run) = std::str::from_utf8(&body[..end]) else {
+        return 0;
+    };
+    let mut at = 0;
+    while let Some((name, value, next)) = short_label(body, at) {
+        if next > end {
+            break;
+        }
+        // On boundaries by construction; `get` checks it anyway.
+        labels.push((
+            run.get(name).unwrap_or_default(),
+            run.get(value).unwrap_or_default(),
+        ));
+        at = next;
+    }
+    end
+}
+
+/// The label entry of [`leading_labels`]' form at `at`: where its name and
+/// value are and where the next entry starts.
+fn short_label(body: &[u8], at: usize) -> Option<(Range<usize>, Range<usize>, usize)> {
+    const ENTRY: u8 = 1 << 3 | LEN;
+    const VALUE: u8 = 2 << 3 | LEN;
+    let &[ENTRY, len, ref label @ ..] = body.get(at..)? else {
+        return None;
+    };
+    let label = label.get(..usize::from(len)).filter(|_| len < 0x80)?;
+    let start = at + 2;
+    let next = start + label.len();
+    match *label {
+        [] => Some((start..start, start..start, next)),
+        [ENTRY, name_len, ref rest @ ..] if name_len < 0x80 => {
+            let name = start + 2..start + 2 + usize::from(name_len);
+            match rest.get(usize::from(name_len)..)? {
+                [] => Some((name, next..next, next)),
+                [VALUE, value_len, value @ ..] if usize::from(*value_len) == value.len() => {
+                    Some((name.clone(), name.end + 2..next, next))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// A `Sample` decoded as prost would, and whether it is written exactly as
