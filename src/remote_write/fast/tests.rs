@@ -144,7 +144,7 @@ fn the_leading_label_run_reads_like_prost_at_its_edges() {
         out
     };
     let accepted = [
-        series(&[name.clone()]),
+        series(std::slice::from_ref(&name)),
         series(&[name.clone(), long(121)]), // a label entry of 127 bytes
         series(&[name.clone(), long(122)]), // 128: a two-byte length
         series(&[name.clone(), long_128(b"b")]),
