@@ -56,26 +56,100 @@ impl LabelPair for Label {
     }
 }
 
-/// Prometheus `labels.Builder` over owned labels.
-pub(crate) struct Builder<L> {
-    base: Vec<L>,
-    add: Vec<(String, String)>,
+/// Buffers relabeling reuses from series to series, so that a caller that
+/// relabels many series ([`super::Rules::process_with`]) allocates nothing
+/// per series once they are warm: the labels rules set and spare strings
+/// for them, the joined source values and each rule's capture positions.
+#[derive(Default)]
+pub struct Scratch {
+    pub(crate) set: SetLabels,
+    pub(crate) joined: String,
+    /// Capture positions, one slot per rule index, made on first use...
+    pub(crate) captures: Vec<Option<regex::CaptureLocations>>,
+    /// ...for the regexes of the rule list with this id.
+    pub(crate) rules: u64,
 }
 
-impl<L: LabelPair> Builder<L> {
-    /// Starts from `base`, which must be sorted by name.
-    pub(crate) fn new(mut base: Vec<L>) -> Self {
+impl Scratch {
+    /// An empty string, reusing a spare one's buffer when there is one.
+    pub fn string(&mut self) -> String {
+        self.set.string()
+    }
+
+    /// Takes `s` back as a spare once its label has been written.
+    pub fn give(&mut self, s: String) {
+        self.set.give(s)
+    }
+}
+
+/// The labels set since a [`Builder`] started (unique names, non-empty
+/// values, in insertion order) and emptied strings to set more with.
+#[derive(Default)]
+pub(crate) struct SetLabels {
+    add: Vec<(String, String)>,
+    spare: Vec<String>,
+}
+
+impl SetLabels {
+    /// Spare strings kept: a few per series is all relabeling sets.
+    const MAX_SPARE: usize = 64;
+
+    fn string(&mut self) -> String {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    fn give(&mut self, s: String) {
+        give(&mut self.spare, s);
+    }
+
+    /// Empties `add`, keeping its strings as spares and its capacity.
+    fn clear(&mut self) {
+        for (name, value) in self.add.drain(..) {
+            give(&mut self.spare, name);
+            give(&mut self.spare, value);
+        }
+    }
+}
+
+fn give(spare: &mut Vec<String>, mut s: String) {
+    if spare.len() < SetLabels::MAX_SPARE && s.capacity() > 0 {
+        s.clear();
+        spare.push(s);
+    }
+}
+
+/// Prometheus `labels.Builder` over owned labels.
+pub(crate) struct Builder<'s, L> {
+    base: Vec<L>,
+    /// `add` of the module docs, with the spare strings.
+    set: &'s mut SetLabels,
+}
+
+impl<'s, L: LabelPair> Builder<'s, L> {
+    /// Starts from `base`, which must be sorted by name; `set` must hold no
+    /// labels (as [`Builder::finish`] and [`Builder::into_cleared`] leave it).
+    pub(crate) fn new(mut base: Vec<L>, set: &'s mut SetLabels) -> Self {
+        debug_assert!(set.add.is_empty());
         // Empty means absent in Prometheus.
         base.retain(|label| !label.value().is_empty());
-        Builder {
-            base,
-            add: Vec::new(),
-        }
+        Builder { base, set }
+    }
+
+    /// An empty string, from the spare ones when there is one.
+    pub(crate) fn string(&mut self) -> String {
+        self.set.string()
+    }
+
+    /// A string holding `text`, from the spare ones.
+    pub(crate) fn string_of(&mut self, text: &str) -> String {
+        let mut s = self.set.string();
+        s.push_str(text);
+        s
     }
 
     /// The current value of `name`, or "" if absent.
     pub(crate) fn get(&self, name: &str) -> &str {
-        if let Some((_, value)) = self.add.iter().find(|(n, _)| n == name) {
+        if let Some((_, value)) = self.set.add.iter().find(|(n, _)| n == name) {
             return value;
         }
         match self.base_index(name) {
@@ -87,23 +161,30 @@ impl<L: LabelPair> Builder<L> {
     /// Sets `name` to `value`; an empty value deletes the label.
     pub(crate) fn set(&mut self, name: &str, value: String) {
         if value.is_empty() {
+            self.set.give(value);
             self.del(name);
             return;
         }
-        if let Some(slot) = self.add.iter_mut().find(|(n, _)| n == name) {
-            slot.1 = value;
+        if let Some(i) = self.set.add.iter().position(|(n, _)| n == name) {
+            let old = std::mem::replace(&mut self.set.add[i].1, value);
+            self.set.give(old);
             return;
         }
         // An overwritten base label moves to `add`, as in Prometheus' Range.
         if let Some(i) = self.base_index(name) {
             self.base.remove(i);
         }
-        self.add.push((name.to_owned(), value));
+        let name = self.string_of(name);
+        self.set.add.push((name, value));
     }
 
     /// Deletes `name`.
     pub(crate) fn del(&mut self, name: &str) {
-        self.add.retain(|(n, _)| n != name);
+        if let Some(i) = self.set.add.iter().position(|(n, _)| n == name) {
+            let (n, v) = self.set.add.remove(i);
+            self.set.give(n);
+            self.set.give(v);
+        }
         if let Some(i) = self.base_index(name) {
             self.base.remove(i);
         }
@@ -114,7 +195,15 @@ impl<L: LabelPair> Builder<L> {
     /// [`Builder::range`] and deleting them one by one, without the copies.
     pub(crate) fn retain_names(&mut self, mut keep: impl FnMut(&str) -> bool) {
         self.base.retain(|label| keep(label.name()));
-        self.add.retain(|(name, _)| keep(name));
+        let SetLabels { add, spare } = &mut *self.set;
+        add.retain_mut(|(name, value)| {
+            let kept = keep(name);
+            if !kept {
+                give(spare, std::mem::take(name));
+                give(spare, std::mem::take(value));
+            }
+            kept
+        });
     }
 
     /// The current labels in Prometheus' `Builder.Range` order. Callers
@@ -123,19 +212,20 @@ impl<L: LabelPair> Builder<L> {
     pub(crate) fn range(&self) -> impl Iterator<Item = (&str, &str)> {
         let untouched = self.base.iter().map(|label| (label.name(), label.value()));
         untouched.chain(
-            self.add
+            self.set
+                .add
                 .iter()
                 .map(|(name, value)| (name.as_str(), value.as_str())),
         )
     }
 
     /// The final label set, sorted by name.
-    pub(crate) fn into_labels(self) -> Vec<L> {
-        let Builder { mut base, add } = self;
+    pub(crate) fn finish(self) -> Vec<L> {
+        let Builder { mut base, set } = self;
         // Rules add few labels, so inserting each in place costs fewer
         // comparisons than appending them all and sorting.
-        base.reserve(add.len());
-        for (name, value) in add {
+        base.reserve(set.add.len());
+        for (name, value) in set.add.drain(..) {
             let i = base.partition_point(|label| cmp_names(label.name(), &name).is_lt());
             base.insert(i, L::from_parts(name, value));
         }
@@ -144,8 +234,9 @@ impl<L: LabelPair> Builder<L> {
 
     /// The builder's vector, emptied, for reuse by the caller.
     pub(crate) fn into_cleared(self) -> Vec<L> {
-        let mut base = self.base;
+        let Builder { mut base, set } = self;
         base.clear();
+        set.clear();
         base
     }
 
@@ -171,7 +262,8 @@ mod tests {
 
     #[test]
     fn get_set_del() {
-        let mut b = Builder::new(pairs(&[("a", "1"), ("b", "2")]));
+        let mut set = SetLabels::default();
+        let mut b = Builder::new(pairs(&[("a", "1"), ("b", "2")]), &mut set);
         assert_eq!(b.get("a"), "1");
         assert_eq!(b.get("zz"), "");
         b.set("a", "x".into());
@@ -182,20 +274,22 @@ mod tests {
         assert_eq!(b.get("b"), "again");
         b.set("c", String::new());
         assert_eq!(b.get("c"), "");
-        assert_eq!(b.into_labels(), pairs(&[("a", "x"), ("b", "again")]));
+        assert_eq!(b.finish(), pairs(&[("a", "x"), ("b", "again")]));
     }
 
     #[test]
     fn empty_base_values_are_absent() {
-        let b = Builder::new(pairs(&[("a", ""), ("b", "2")]));
+        let mut set = SetLabels::default();
+        let b = Builder::new(pairs(&[("a", ""), ("b", "2")]), &mut set);
         assert_eq!(b.get("a"), "");
         assert_eq!(b.range().collect::<Vec<_>>(), vec![("b", "2")]);
-        assert_eq!(b.into_labels(), pairs(&[("b", "2")]));
+        assert_eq!(b.finish(), pairs(&[("b", "2")]));
     }
 
     #[test]
     fn range_order_is_base_then_added_in_insertion_order() {
-        let mut b = Builder::new(pairs(&[("a", "1"), ("b", "2"), ("c", "3")]));
+        let mut set = SetLabels::default();
+        let mut b = Builder::new(pairs(&[("a", "1"), ("b", "2"), ("c", "3")]), &mut set);
         b.set("z", "26".into());
         b.set("a", "x".into());
         b.del("c");
@@ -207,7 +301,32 @@ mod tests {
 
     #[test]
     fn unmodified_builder_returns_base() {
+        let mut set = SetLabels::default();
         let base = pairs(&[("a", "1")]);
-        assert_eq!(Builder::new(base.clone()).into_labels(), base);
+        assert_eq!(Builder::new(base.clone(), &mut set).finish(), base);
+    }
+
+    /// Strings of labels that were set and then deleted, overwritten or
+    /// dropped go back to the spares; a finished set is empty again.
+    #[test]
+    fn strings_are_handed_back_and_reused() {
+        let mut set = SetLabels::default();
+        let mut b = Builder::new(pairs(&[("a", "1")]), &mut set);
+        let x = b.string_of("x");
+        b.set("z", x);
+        let y = b.string_of("y");
+        b.set("z", y); // the old value "x" is a spare now
+        assert_eq!(b.set.spare.len(), 1);
+        b.retain_names(|name| name != "z");
+        assert_eq!(b.set.spare.len(), 3);
+        assert_eq!(b.string(), "");
+        assert_eq!(b.finish(), pairs(&[("a", "1")]));
+        assert!(set.add.is_empty());
+        let mut b = Builder::new(pairs(&[("a", "1")]), &mut set);
+        let v = b.string_of("2");
+        b.set("b", v);
+        assert!(b.into_cleared().is_empty());
+        assert!(set.add.is_empty());
+        assert_eq!(set.spare.len(), 2);
     }
 }

@@ -16,9 +16,12 @@
 //! series left with no labels is dropped too. Output is sorted by name.
 
 use md5::{Digest, Md5};
-use regex::Regex;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::builder::{Builder, LabelPair};
+use regex::{CaptureLocations, Regex};
+
+use super::builder::{Builder, LabelPair, Scratch};
 use super::case::{go_to_lower, go_to_upper};
 use super::config::{parse_configs, Action, RelabelConfig};
 use super::template::{expand, replace_all};
@@ -69,6 +72,10 @@ pub(super) struct Literals {
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
     rules: Vec<Rule>,
+    /// Tells compiled rule lists apart, so that a [`Scratch`] used with
+    /// another list drops the capture positions made for this one's
+    /// regexes. Clones share it (and their regexes).
+    id: u64,
 }
 
 impl Rules {
@@ -91,7 +98,9 @@ impl Rules {
                     .map_err(|error| RelabelError::InvalidRule { index, error })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Rules { rules })
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Ok(Rules { rules, id })
     }
 
     /// Parses a YAML list of rules and compiles it.
@@ -128,22 +137,40 @@ impl Rules {
     /// labels are moved, never copied. (`process` itself stays non-generic
     /// so that callers passing an untyped `Vec::new()` still compile.)
     pub fn process_any<L: LabelPair>(&self, labels: &mut Vec<L>) -> bool {
+        self.process_with(labels, &mut Scratch::default())
+    }
+
+    /// [`Rules::process_any`] with buffers kept from the series before
+    /// (one [`Scratch`] per thread, reused for every series): the strings of
+    /// the labels the rules set come from `scratch`, and once the caller has
+    /// written the series it can hand them back ([`Scratch::give`]).
+    pub fn process_with<L: LabelPair>(&self, labels: &mut Vec<L>, scratch: &mut Scratch) -> bool {
         if labels
             .windows(2)
             .any(|w| cmp_names(w[0].name(), w[1].name()).is_gt())
         {
             labels.sort_by(|a, b| cmp_names(a.name(), b.name()));
         }
-        let mut builder = Builder::new(std::mem::take(labels));
-        let mut joined = String::new();
-        for rule in &self.rules {
-            if !rule.apply(&mut builder, &mut joined) {
+        let Scratch {
+            set,
+            joined,
+            captures,
+            rules,
+        } = scratch;
+        if *rules != self.id {
+            captures.clear();
+            *rules = self.id;
+        }
+        captures.resize_with(self.rules.len(), || None);
+        let mut builder = Builder::new(std::mem::take(labels), set);
+        for (rule, captures) in self.rules.iter().zip(captures.iter_mut()) {
+            if !rule.apply(&mut builder, joined, captures) {
                 // Hand the emptied vector back: the caller reuses it.
                 *labels = builder.into_cleared();
                 return false;
             }
         }
-        *labels = builder.into_labels();
+        *labels = builder.finish();
         !labels.is_empty()
     }
 }
@@ -155,8 +182,14 @@ impl Rule {
     }
 
     /// Applies the rule; false means the series is dropped. `joined` is a
-    /// scratch buffer reused across rules.
-    fn apply<L: LabelPair>(&self, b: &mut Builder<L>, joined: &mut String) -> bool {
+    /// scratch buffer reused across rules, `captures` this rule's capture
+    /// positions, kept from series to series.
+    fn apply<L: LabelPair>(
+        &self,
+        b: &mut Builder<L>,
+        joined: &mut String,
+        captures: &mut Option<CaptureLocations>,
+    ) -> bool {
         joined.clear();
         for (i, name) in self.source_labels.iter().enumerate() {
             if i > 0 {
@@ -171,12 +204,15 @@ impl Rule {
             Action::Keep => return self.matches(val),
             Action::DropEqual => return b.get(&self.target_label) != val,
             Action::KeepEqual => return b.get(&self.target_label) == val,
-            Action::Replace => self.replace(b, val),
+            Action::Replace => self.replace(b, val, captures),
             Action::Lowercase => b.set(&self.target_label, go_to_lower(val)),
             Action::Uppercase => b.set(&self.target_label, go_to_upper(val)),
             Action::HashMod => {
                 if let Some(m) = hashmod(val, self.modulus) {
-                    b.set(&self.target_label, m.to_string());
+                    let mut value = b.string();
+                    // Writing to a String cannot fail.
+                    let _ = write!(value, "{m}");
+                    b.set(&self.target_label, value);
                 }
             }
             Action::LabelMap => {
@@ -214,15 +250,22 @@ impl Rule {
         }
     }
 
-    fn replace<L: LabelPair>(&self, b: &mut Builder<L>, val: &str) {
+    fn replace<L: LabelPair>(
+        &self,
+        b: &mut Builder<L>,
+        val: &str,
+        captures: &mut Option<CaptureLocations>,
+    ) {
         // Prometheus' fast path; same result as the general path below.
         if val.is_empty() && self.default_regex && !self.needs_captures {
-            b.set(&self.target_label, self.replacement.clone());
+            let value = b.string_of(&self.replacement);
+            b.set(&self.target_label, value);
             return;
         }
         // `(.*)` always matches and `$1` is all of `val`.
         if self.copies_source {
-            b.set(&self.target_label, val.to_owned());
+            let value = b.string_of(val);
+            b.set(&self.target_label, value);
             return;
         }
         // Without `$` references both templates expand to themselves, so
@@ -230,18 +273,21 @@ impl Rule {
         // (A `$`-free target was validated as a label name at compile time.)
         if !self.needs_captures {
             if self.matches(val) {
-                b.set(&self.target_label, self.replacement.clone());
+                let value = b.string_of(&self.replacement);
+                b.set(&self.target_label, value);
             }
             return;
         }
+        let caps = captures.get_or_insert_with(|| self.regex.capture_locations());
         // No match: no replacement.
-        let Some(caps) = self.regex.captures(val) else {
+        if self.regex.captures_read(caps, val).is_none() {
             return;
-        };
+        }
+        let group = |i: usize| caps.get(i).and_then(|(start, end)| val.get(start..end));
         let expanded_target;
         let target = if self.target_is_template {
             let mut target = String::new();
-            expand(&mut target, &self.target_label, &self.regex, &caps);
+            expand(&mut target, &self.target_label, &self.regex, group);
             expanded_target = target;
             expanded_target.as_str()
         } else {
@@ -251,8 +297,8 @@ impl Rule {
         if !self.names.is_valid(target) {
             return;
         }
-        let mut value = String::new();
-        expand(&mut value, &self.replacement, &self.regex, &caps);
+        let mut value = b.string();
+        expand(&mut value, &self.replacement, &self.regex, group);
         // An empty value deletes the target.
         b.set(target, value);
     }

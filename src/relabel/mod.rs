@@ -30,7 +30,7 @@ mod proptests;
 
 use std::path::PathBuf;
 
-pub use builder::LabelPair;
+pub use builder::{LabelPair, Scratch};
 pub use config::{load_configs, parse_configs, Action, RelabelConfig};
 pub use engine::{RegexError, Rule, RuleError, Rules};
 pub use goregex::SyntaxError;

@@ -254,6 +254,28 @@ proptest! {
         }
     }
 
+    /// Many label sets through every rule set, one [`Scratch`] for all of
+    /// them (spare strings, capture positions and the list of set labels
+    /// kept from series to series and rule set to rule set, the strings of
+    /// each result handed back): the same results as fresh buffers give.
+    #[test]
+    fn reused_buffers_change_no_result(inputs in prop::collection::vec(label_set(), 1..8)) {
+        let mut scratch = Scratch::default();
+        for input in &inputs {
+            for (i, rules) in compiled().iter().enumerate() {
+                let mut fresh = input.clone();
+                let kept = rules.process(&mut fresh);
+                let mut reused = input.clone();
+                prop_assert_eq!(rules.process_with(&mut reused, &mut scratch), kept, "rule set {}", i);
+                prop_assert_eq!(&reused, &fresh, "rule set {}", i);
+                for (name, value) in reused {
+                    scratch.give(name);
+                    scratch.give(value);
+                }
+            }
+        }
+    }
+
     /// Arbitrary text as a rule file: an error or rules, never a panic.
     #[test]
     fn arbitrary_yaml_never_panics(yaml in ".{0,200}") {

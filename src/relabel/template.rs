@@ -10,7 +10,7 @@
 
 use std::sync::LazyLock;
 
-use regex::{Captures, Regex};
+use regex::Regex;
 
 /// Whether `name` is a valid label name under Prometheus' legacy validation
 /// (`^[a-zA-Z_][a-zA-Z0-9_]*$`).
@@ -66,9 +66,14 @@ fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
-/// Appends `template` to `dst`, expanding `$` references against `caps`
-/// (Go's `Regexp.ExpandString`).
-pub(crate) fn expand(dst: &mut String, template: &str, re: &Regex, caps: &Captures<'_>) {
+/// Appends `template` to `dst`, expanding `$` references to the text of
+/// capture group `group(i)` of `re`'s match (Go's `Regexp.ExpandString`).
+pub(crate) fn expand<'t>(
+    dst: &mut String,
+    template: &str,
+    re: &Regex,
+    group: impl Fn(usize) -> Option<&'t str>,
+) {
     let mut rest = template;
     while let Some(pos) = rest.find('$') {
         dst.push_str(&rest[..pos]);
@@ -84,16 +89,16 @@ pub(crate) fn expand(dst: &mut String, template: &str, re: &Regex, caps: &Captur
             continue;
         };
         rest = reference.rest;
-        let group = match reference.number {
-            Some(n) => caps.get(n),
+        let text = match reference.number {
+            Some(n) => group(n),
             None => re
                 .capture_names()
                 .enumerate()
                 .filter(|(_, name)| *name == Some(reference.name))
-                .find_map(|(i, _)| caps.get(i)),
+                .find_map(|(i, _)| group(i)),
         };
-        if let Some(m) = group {
-            dst.push_str(m.as_str());
+        if let Some(text) = text {
+            dst.push_str(text);
         }
     }
     dst.push_str(rest);
@@ -180,7 +185,7 @@ pub(crate) fn replace_all(re: &Regex, src: &str, template: &str) -> String {
         };
         out.push_str(src.get(last_end..m.start()).unwrap_or_default());
         if m.end() > last_end || m.start() == 0 {
-            expand(&mut out, template, re, &caps);
+            expand(&mut out, template, re, |i| caps.get(i).map(|m| m.as_str()));
         }
         last_end = m.end();
         // Advance past this match, always by at least one character.
@@ -210,7 +215,7 @@ mod tests {
         let re = Regex::new(pattern).unwrap();
         let caps = re.captures(input).unwrap();
         let mut out = String::new();
-        expand(&mut out, template, &re, &caps);
+        expand(&mut out, template, &re, |i| caps.get(i).map(|m| m.as_str()));
         out
     }
 

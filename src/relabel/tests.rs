@@ -1172,3 +1172,28 @@ fn remote_write_labels_relabel_like_pairs() {
         ])
     );
 }
+
+/// One [`Scratch`] through two rule lists whose first rules capture
+/// different groups: each list gets capture positions made for its own
+/// regex, so the results are those of fresh buffers.
+#[test]
+fn a_scratch_shared_by_two_rule_lists_keeps_their_captures_apart() {
+    let one = Rules::from_yaml(
+        "- {source_labels: [a], regex: '(.)(.*)', target_label: t, replacement: '$2'}",
+    )
+    .unwrap();
+    let other = Rules::from_yaml(
+        "- {source_labels: [a], regex: '(.)(.)(.)(.)(.)', target_label: t, replacement: '$5$4'}",
+    )
+    .unwrap();
+    let input = ls(&[("__name__", "m"), ("a", "vwxyz")]);
+    let mut scratch = Scratch::default();
+    for rules in [&one, &other, &one, &other] {
+        let mut fresh = input.clone();
+        rules.process(&mut fresh);
+        assert_ne!(fresh, input, "the rule sets t");
+        let mut reused = input.clone();
+        rules.process_with(&mut reused, &mut scratch);
+        assert_eq!(reused, fresh);
+    }
+}

@@ -7,13 +7,14 @@
 //! one partition per route that keeps it; each route relabels its own copy.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use super::aggregation::{Aggregation, AggregationError, Routed};
 use super::config::{RouteConfig, UnknownEncoding};
 use super::task_id::{
-    inject_task_label_any, jump_hash, labels_hash_iter, partition_for_task, task_id, TaskIdConfig,
+    inject_label, jump_hash, labels_hash_iter, partition_for_task, task_id, TaskIdConfig,
 };
-use crate::relabel::{LabelPair, RelabelError, Rules};
+use crate::relabel::{LabelPair, RelabelError, Rules, Scratch};
 use crate::remote_write::fast::FastRequest;
 use crate::remote_write::proto::v1::{Label, TimeSeries, WriteRequest};
 use crate::remote_write::{entry, Encoding, NameValidation};
@@ -84,14 +85,31 @@ impl Route {
         labels: &mut Vec<L>,
         partitions: u32,
     ) -> Option<(u32, u32, Routed)> {
-        if !self.rules.process_any(labels) {
+        self.apply_with(labels, partitions, &mut Scratch::default())
+    }
+
+    /// [`Route::apply_routed`] with buffers kept from series to series (see
+    /// [`Rules::process_with`]): the strings of the labels it sets, the
+    /// task label's too, come from `scratch`.
+    pub fn apply_with<L: LabelPair>(
+        &self,
+        labels: &mut Vec<L>,
+        partitions: u32,
+        scratch: &mut Scratch,
+    ) -> Option<(u32, u32, Routed)> {
+        if !self.rules.process_with(labels, scratch) {
             return None;
         }
         let (task, routed) = match &self.aggregation {
             Some(aggregation) => aggregation.task_id(labels, &self.task),
             None => (task_id(labels, &self.task), Routed::Unmatched),
         };
-        inject_task_label_any(labels, &self.task.label_name, task);
+        let mut name = scratch.string();
+        name.push_str(&self.task.label_name);
+        let mut value = scratch.string();
+        // Writing to a String cannot fail.
+        let _ = write!(value, "{task}");
+        inject_label(labels, L::from_parts(name, value));
         let partition = if self.partition_labels.is_empty() {
             partition_for_task(task, partitions)
         } else {
@@ -174,6 +192,8 @@ pub fn route_request_named(
     mut emit: impl FnMut(usize, u32, u32, &TimeSeries, &str),
 ) {
     let mut scratch: Vec<Label> = Vec::new();
+    // One per route, as in `route_fast`.
+    let mut buffers: Vec<Scratch> = routes.iter().map(|_| Scratch::default()).collect();
     let mut original = String::new();
     for mut series in request.timeseries {
         let samples = (series.samples.len() + series.histograms.len()) as u64;
@@ -193,7 +213,7 @@ pub fn route_request_named(
             }
             stats[i].series_in += 1;
             stats[i].samples_in += samples;
-            match route.apply_routed(&mut series.labels, partitions[i]) {
+            match route.apply_with(&mut series.labels, partitions[i], &mut buffers[i]) {
                 Some((task, partition, routed)) => {
                     stats[i].aggregation_conflicts += u64::from(routed == Routed::Conflict);
                     emit(i, partition, task, &series, &original)
@@ -286,6 +306,8 @@ pub fn route_fast<'a>(
     mut emit: impl FnMut(usize, u32, u32, &FastEntry<'_, 'a>),
 ) {
     let mut labels: Vec<CowLabel<'a>> = Vec::new();
+    // One per route: its capture positions are made for its regexes.
+    let mut scratch: Vec<Scratch> = routes.iter().map(|_| Scratch::default()).collect();
     for series in &request.series {
         let samples = (series.samples + series.histograms) as u64;
         let original = request
@@ -296,7 +318,7 @@ pub fn route_fast<'a>(
             .iter()
             .find(|(n, _)| *n == "__name__")
             .map_or("", |(_, v)| *v);
-        for (i, route) in routes.iter().enumerate() {
+        for (i, (route, scratch)) in routes.iter().zip(&mut scratch).enumerate() {
             labels.clear();
             labels.extend(
                 original
@@ -305,7 +327,7 @@ pub fn route_fast<'a>(
             );
             stats[i].series_in += 1;
             stats[i].samples_in += samples;
-            match route.apply_routed(&mut labels, partitions[i]) {
+            match route.apply_with(&mut labels, partitions[i], scratch) {
                 Some((task, partition, routed)) => {
                     stats[i].aggregation_conflicts += u64::from(routed == Routed::Conflict);
                     let entry = FastEntry {
@@ -320,6 +342,15 @@ pub fn route_fast<'a>(
                 None => {
                     stats[i].series_dropped += 1;
                     stats[i].samples_dropped += samples;
+                }
+            }
+            // The series is written: the strings of the labels set for it
+            // are spares for the next one.
+            for (name, value) in labels.drain(..) {
+                for text in [name, value] {
+                    if let Cow::Owned(text) = text {
+                        scratch.give(text);
+                    }
                 }
             }
         }

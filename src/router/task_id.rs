@@ -139,8 +139,13 @@ pub fn inject_task_label(labels: &mut Vec<(String, String)>, name: &str, task_id
 
 /// [`inject_task_label`] for any [`LabelPair`], e.g. remote-write labels.
 pub fn inject_task_label_any<L: LabelPair>(labels: &mut Vec<L>, name: &str, task_id: u32) {
-    let label = L::from_parts(name.to_owned(), task_id.to_string());
-    match labels.binary_search_by(|l| cmp_names(l.name(), name)) {
+    inject_label(labels, L::from_parts(name.to_owned(), task_id.to_string()));
+}
+
+/// Puts `label` into `labels` (sorted by name), in place of the label of
+/// the same name if there is one.
+pub fn inject_label<L: LabelPair>(labels: &mut Vec<L>, label: L) {
+    match labels.binary_search_by(|l| cmp_names(l.name(), label.name())) {
         Ok(i) => labels[i] = label,
         Err(i) => labels.insert(i, label),
     }
