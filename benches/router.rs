@@ -81,25 +81,7 @@ const RULES: &str = "\
 ";
 
 /// The five rules of scripts/bench-vs-vmagent.sh.
-const FIVE_RULES: &str = r#"
-- action: drop
-  source_labels: [__name__]
-  regex: "go_.*|process_.*"
-- action: replace
-  source_labels: [instance]
-  regex: "([^:]+):.*"
-  target_label: host
-  replacement: "$1"
-- action: labeldrop
-  regex: "tmp_.*"
-- action: replace
-  target_label: env
-  replacement: prod
-- action: replace
-  source_labels: [namespace, pod]
-  separator: "/"
-  target_label: workload
-"#;
+const FIVE_RULES: &str = include_str!("five_rules.yml");
 
 /// `request` with every sample's value and timestamp written even when
 /// zero: valid protobuf prost itself would not write.

@@ -18,25 +18,7 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 /// The five rules of scripts/bench-vs-vmagent.sh: a drop, a `replace` with
 /// capture groups, a `labeldrop`, a static label, a two-source `replace`.
-const FIVE_RULES: &str = r#"
-- action: drop
-  source_labels: [__name__]
-  regex: "go_.*|process_.*"
-- action: replace
-  source_labels: [instance]
-  regex: "([^:]+):.*"
-  target_label: host
-  replacement: "$1"
-- action: labeldrop
-  regex: "tmp_.*"
-- action: replace
-  target_label: env
-  replacement: prod
-- action: replace
-  source_labels: [namespace, pod]
-  separator: "/"
-  target_label: workload
-"#;
+const FIVE_RULES: &str = include_str!("../benches/five_rules.yml");
 
 const SERIES: usize = 2_000;
 
