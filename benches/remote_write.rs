@@ -14,8 +14,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use streamroute::remote_write::proto::{v1, v2};
 use streamroute::remote_write::{
-    compress, decode_request, decompress, fast, validate_v1, Encoding, Label, Limits, Protocol,
-    TimeSeries, WriteRequest,
+    check_bounded, compress, decode_request, decompress, fast, validate_v1, Encoding, Label,
+    Limits, Protocol, TimeSeries, WriteRequest,
 };
 
 const SERIES: usize = 2_000;
@@ -255,6 +255,21 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // The gateway's check of a 1.0 body (zero-copy reader, default budget).
+    group.bench_function("v1_snappy_gateway_check", |b| {
+        b.iter(|| {
+            check_bounded(
+                black_box(&snappy),
+                Encoding::Snappy,
+                Protocol::V1,
+                MAX_DECODED,
+                &limits,
+                256 << 20,
+            )
+            .expect("valid")
+            .stats
+        })
+    });
     // Breakdown of the v1 snappy path.
     group.bench_function("v1_snappy_decompress_only", |b| {
         b.iter(|| {

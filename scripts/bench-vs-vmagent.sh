@@ -204,7 +204,7 @@ echo "load before: $(uptime)"
 # BENCH_PERF=FILE: a perf profile (call graphs) of the first streamroute
 # contender over the whole run; it is busy only during its own turns.
 if [ -n "${BENCH_PERF:-}" ]; then
-  perf record -F 499 -g -o "$BENCH_PERF" -p "$(echo "${SR_READY[0]}" | cut -d' ' -f3)" >/dev/null 2>&1 &
+  perf record -F 499 ${BENCH_PERF_CALLGRAPH:--g} -o "$BENCH_PERF" -p "$(echo "${SR_READY[0]}" | cut -d' ' -f3)" >/dev/null 2>&1 &
   PERF_PID=$!
 fi
 rc=0

@@ -77,7 +77,11 @@ pub fn decode_bounded(
 }
 
 /// What [`decode_bounded`] checks, without building the request: the
-/// decoded size and the [`Stats`] of a valid body. Requests are read by
+/// decoded size and the [`Stats`] of a valid body. The heap budget
+/// `max_heap` holds as in [`decode_bounded`]: [`bounds::check`] walks the
+/// body first unless it is a 1.0 body of at most `max_heap /`
+/// [`fast::MAX_HEAP_PER_DECODED_BYTE`] bytes (every ordinary Prometheus
+/// payload), which the zero-copy reader cannot make take more. Requests are read by
 /// [`fast::parse`] (1.0) or [`fast::parse_v2`] (2.0), which borrow labels
 /// from the decompressed bytes; 1.0 metadata and every request they
 /// decline (invalid ones included) take prost's path, so each error is the one
@@ -91,7 +95,15 @@ pub fn check_bounded(
     max_heap: usize,
 ) -> Result<Checked, RequestError> {
     let raw = decompress_reusing(body, encoding, max_decoded)?;
-    bounds::check(&raw, protocol, limits, max_heap)?;
+    // A 1.0 body small enough that the zero-copy reader cannot hold more
+    // than `max_heap` whatever it contains is read without walking it
+    // first; prost's path below walks it (and reports the error) if the
+    // reader declines it.
+    let walk_first = protocol == Protocol::V2
+        || raw.len().saturating_mul(fast::MAX_HEAP_PER_DECODED_BYTE) > max_heap;
+    if walk_first {
+        bounds::check(&raw, protocol, limits, max_heap)?;
+    }
     let fast = match protocol {
         Protocol::V1 => fast::parse(&raw, limits),
         Protocol::V2 => fast::parse_v2(&raw, limits),
@@ -102,6 +114,9 @@ pub fn check_bounded(
             stats: request.stats(),
             reader: Reader::Fast,
         });
+    }
+    if !walk_first {
+        bounds::check(&raw, protocol, limits, max_heap)?;
     }
     let request = match protocol {
         Protocol::V1 => WriteRequest::decode(&*raw).map_err(DecodeError::BadProtobuf)?,

@@ -46,6 +46,21 @@ pub use v2::parse_v2;
 
 use wire::{decode_checked, leading_labels, parse_label, parse_sample, put_sample, Reader, LEN};
 
+/// At most this many bytes of heap are held by [`parse`] per decoded byte,
+/// whatever the bytes are: the largest thing it keeps per input byte is a
+/// [`FastSeries`] (64 bytes) for an empty series, two bytes on the wire; a
+/// vector holds up to twice its length, and three times for a moment while
+/// it grows. Everything else it keeps (a label, 32 bytes, for two bytes
+/// `0a 00`; re-encoded samples, never longer than their input) and the
+/// exemplars and histograms prost decodes one at a time take less. Callers
+/// that must bound the reader's memory (the gateway) walk larger bodies
+/// with `bounds::check` first. Checked by `integration/allocations.rs`.
+pub const MAX_HEAP_PER_DECODED_BYTE: usize = 128;
+
+const _: () =
+    assert!(3 * std::mem::size_of::<FastSeries<'static>>() / 2 <= MAX_HEAP_PER_DECODED_BYTE);
+const _: () = assert!(3 * std::mem::size_of::<(&str, &str)>() / 2 <= MAX_HEAP_PER_DECODED_BYTE);
+
 /// A request read by [`parse`]: borrowed labels and non-label bytes in
 /// prost's encoding.
 #[derive(Debug)]

@@ -260,3 +260,47 @@ fn cmp_names_orders_like_bytes() {
         }
     }
 }
+
+/// `check_bounded` reads small 1.0 bodies without walking them first
+/// (`fast::MAX_HEAP_PER_DECODED_BYTE`); what it reports is still what
+/// `decode_bounded` reports, whether or not the body was walked first.
+#[test]
+fn check_bounded_reports_what_decode_bounded_reports() {
+    let limits = Limits {
+        max_series_per_request: 1_000,
+        ..Limits::default()
+    };
+    let empty_series = [0x0a, 0x00].repeat(2_000);
+    let valid = v1_request().encode_to_vec();
+    let cases = [
+        // Not walked first (4,000 bytes × 128 is below the budget).
+        (&empty_series, 1 << 30),
+        (&valid, 1 << 30),
+        // Walked first, and over the budget.
+        (&empty_series, 8 << 10),
+        (&valid, 100),
+    ];
+    for (body, max_heap) in cases {
+        let checked = check_bounded(
+            body,
+            Encoding::Identity,
+            Protocol::V1,
+            1 << 20,
+            &limits,
+            max_heap,
+        );
+        let decoded = decode_bounded(
+            body,
+            Encoding::Identity,
+            Protocol::V1,
+            1 << 20,
+            &limits,
+            max_heap,
+        );
+        match (checked, decoded) {
+            (Ok(checked), Ok((_, stats))) => assert_eq!(checked.stats, stats),
+            (Err(c), Err(d)) => assert_eq!(c.to_string(), d.to_string(), "budget {max_heap}"),
+            (c, d) => panic!("budget {max_heap}: {c:?} against {:?}", d.map(|(_, s)| s)),
+        }
+    }
+}
