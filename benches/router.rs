@@ -51,17 +51,9 @@ fn route_with(rules: &str, stream_aggr_file: Option<std::path::PathBuf>) -> Rout
     let relabel_configs: Vec<RelabelConfig> = serde_yaml::from_str(rules).expect("rules");
     Route::compile(
         &RouteConfig {
-            name: "bench".into(),
-            topic: "t".into(),
-            task_count: 64,
-            task_labels: vec![],
-            task_labels_without: vec![],
-            stream_aggr_file,
-            task_label_name: "stream_task_id".into(),
-            partition_labels: vec![],
             relabel_configs,
-            relabel_file: None,
-            record_encoding: "identity".into(),
+            stream_aggr_file,
+            ..RouteConfig::new("bench", "t", 64)
         },
         streamroute::remote_write::NameValidation::default(),
     )

@@ -26,17 +26,8 @@ fn route(name: &str) -> Route {
     let relabel_configs: Vec<RelabelConfig> = serde_yaml::from_str(FIVE_RULES).expect("rules");
     Route::compile(
         &RouteConfig {
-            name: name.into(),
-            topic: name.into(),
-            task_count: 64,
-            task_labels: vec![],
-            task_labels_without: vec![],
-            stream_aggr_file: None,
-            task_label_name: "stream_task_id".into(),
-            partition_labels: vec![],
             relabel_configs,
-            relabel_file: None,
-            record_encoding: "identity".into(),
+            ..RouteConfig::new(name, name, 64)
         },
         streamroute::remote_write::NameValidation::default(),
     )

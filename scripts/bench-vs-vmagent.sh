@@ -57,26 +57,9 @@ id="$(date +%s)$RANDOM"
 WORK="$RUN_DIR/bench-vs-vmagent.$id"
 mkdir -p "$WORK/topics"
 
-# The five rules, in the YAML both vmagent and streamroute read.
-cat > "$WORK/rules.yml" <<'YAML'
-- action: drop
-  source_labels: [__name__]
-  regex: "go_.*|process_.*"
-- action: replace
-  source_labels: [instance]
-  regex: "([^:]+):.*"
-  target_label: host
-  replacement: "$1"
-- action: labeldrop
-  regex: "tmp_.*"
-- action: replace
-  target_label: env
-  replacement: prod
-- action: replace
-  source_labels: [namespace, pod]
-  separator: "/"
-  target_label: workload
-YAML
+# The five rules, in the YAML both vmagent and streamroute read (the same
+# file the router bench and integration/allocations.rs read).
+cp "$ROOT/benches/five_rules.yml" "$WORK/rules.yml"
 
 write_topic() {
   printf 'name = "%s"\npartitions = %d\nreplication_factor = 1\n[config]\n"compression.type" = "producer"\n"max.message.bytes" = "34603008"\n' \

@@ -82,17 +82,11 @@ fn compile(spec: &RouteSpec) -> Route {
     let relabel_configs: Vec<RelabelConfig> = serde_yaml::from_str(RULES[spec.rules]).unwrap();
     Route::compile(
         &RouteConfig {
-            name: "r".into(),
-            topic: "t".into(),
-            task_count: spec.task_count,
             task_labels: spec.task_labels.clone(),
             task_label_name: spec.label_name.clone(),
             partition_labels: spec.partition_labels.clone(),
             relabel_configs,
-            relabel_file: None,
-            record_encoding: "identity".into(),
-            task_labels_without: vec![],
-            stream_aggr_file: None,
+            ..RouteConfig::new("r", "t", spec.task_count)
         },
         crate::remote_write::NameValidation::default(),
     )

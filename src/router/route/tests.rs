@@ -11,17 +11,8 @@ fn route(rules: &str, task_count: u32) -> Route {
     let relabel_configs: Vec<RelabelConfig> = serde_yaml::from_str(rules).unwrap();
     Route::compile(
         &RouteConfig {
-            name: "r".into(),
-            topic: "t".into(),
-            task_count,
-            task_labels: vec![],
-            task_labels_without: vec![],
-            stream_aggr_file: None,
-            task_label_name: "stream_task_id".into(),
-            partition_labels: vec![],
             relabel_configs,
-            relabel_file: None,
-            record_encoding: "identity".into(),
+            ..RouteConfig::new("r", "t", task_count)
         },
         NameValidation::default(),
     )
