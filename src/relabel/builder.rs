@@ -63,7 +63,7 @@ impl LabelPair for Label {
 #[derive(Default)]
 pub struct Scratch {
     pub(crate) set: SetLabels,
-    pub(crate) joined: String,
+    pub(crate) text: RuleText,
     /// Capture positions, one slot per rule index, made on first use...
     pub(crate) captures: Vec<Option<regex::CaptureLocations>>,
     /// ...for the regexes of the rule list with this id.
@@ -80,6 +80,18 @@ impl Scratch {
     pub fn give(&mut self, s: String) {
         self.set.give(s)
     }
+}
+
+/// Text one rule builds before it sets anything, kept from rule to rule.
+#[derive(Default)]
+pub(crate) struct RuleText {
+    /// The joined source label values.
+    pub(crate) joined: String,
+    /// A `replace`'s expanded target name; `labelmap`'s mapped labels, each
+    /// its new name then its value...
+    pub(crate) mapped: String,
+    /// ...which end where these say: (name end, value end) per label.
+    pub(crate) ends: Vec<(usize, usize)>,
 }
 
 /// The labels set since a [`Builder`] started (unique names, non-empty

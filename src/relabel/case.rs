@@ -9,14 +9,21 @@
 //! single char; the few chars whose full mapping has several chars are
 //! handled here.
 
-/// Go's `strings.ToLower`.
-pub(crate) fn go_to_lower(s: &str) -> String {
-    s.chars().map(simple_lower).collect()
+/// Go's `strings.ToLower` of `s`, appended to `dst`.
+pub(crate) fn push_lower(dst: &mut String, s: &str) {
+    dst.extend(s.chars().map(simple_lower));
 }
 
-/// Go's `strings.ToUpper`.
-pub(crate) fn go_to_upper(s: &str) -> String {
-    s.chars().map(simple_upper).collect()
+/// Go's `strings.ToLower`.
+pub(crate) fn go_to_lower(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    push_lower(&mut out, s);
+    out
+}
+
+/// Go's `strings.ToUpper` of `s`, appended to `dst`.
+pub(crate) fn push_upper(dst: &mut String, s: &str) {
+    dst.extend(s.chars().map(simple_upper));
 }
 
 fn simple_lower(c: char) -> char {
@@ -68,6 +75,12 @@ fn single(mut chars: impl Iterator<Item = char>) -> Option<char> {
 #[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
+
+    fn go_to_upper(s: &str) -> String {
+        let mut out = String::new();
+        push_upper(&mut out, s);
+        out
+    }
 
     #[test]
     fn ascii() {

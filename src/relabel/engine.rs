@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use regex::{CaptureLocations, Regex};
 
-use super::builder::{Builder, LabelPair, Scratch};
-use super::case::{go_to_lower, go_to_upper};
+use super::builder::{Builder, LabelPair, RuleText, Scratch};
+use super::case::{push_lower, push_upper};
 use super::config::{parse_configs, Action, RelabelConfig};
-use super::template::{expand, replace_all};
+use super::template::{expand, push_replace_all};
 use super::RelabelError;
 use crate::remote_write::{cmp_names, NameValidation};
 
@@ -153,7 +153,7 @@ impl Rules {
         }
         let Scratch {
             set,
-            joined,
+            text,
             captures,
             rules,
         } = scratch;
@@ -164,7 +164,7 @@ impl Rules {
         captures.resize_with(self.rules.len(), || None);
         let mut builder = Builder::new(std::mem::take(labels), set);
         for (rule, captures) in self.rules.iter().zip(captures.iter_mut()) {
-            if !rule.apply(&mut builder, joined, captures) {
+            if !rule.apply(&mut builder, text, captures) {
                 // Hand the emptied vector back: the caller reuses it.
                 *labels = builder.into_cleared();
                 return false;
@@ -181,15 +181,20 @@ impl Rule {
         self.action
     }
 
-    /// Applies the rule; false means the series is dropped. `joined` is a
-    /// scratch buffer reused across rules, `captures` this rule's capture
+    /// Applies the rule; false means the series is dropped. `text` holds
+    /// scratch buffers reused across rules, `captures` this rule's capture
     /// positions, kept from series to series.
     fn apply<L: LabelPair>(
         &self,
         b: &mut Builder<L>,
-        joined: &mut String,
+        text: &mut RuleText,
         captures: &mut Option<CaptureLocations>,
     ) -> bool {
+        let RuleText {
+            joined,
+            mapped,
+            ends,
+        } = text;
         joined.clear();
         for (i, name) in self.source_labels.iter().enumerate() {
             if i > 0 {
@@ -204,9 +209,17 @@ impl Rule {
             Action::Keep => return self.matches(val),
             Action::DropEqual => return b.get(&self.target_label) != val,
             Action::KeepEqual => return b.get(&self.target_label) == val,
-            Action::Replace => self.replace(b, val, captures),
-            Action::Lowercase => b.set(&self.target_label, go_to_lower(val)),
-            Action::Uppercase => b.set(&self.target_label, go_to_upper(val)),
+            Action::Replace => self.replace(b, val, mapped, captures),
+            Action::Lowercase => {
+                let mut value = b.string();
+                push_lower(&mut value, val);
+                b.set(&self.target_label, value);
+            }
+            Action::Uppercase => {
+                let mut value = b.string();
+                push_upper(&mut value, val);
+                b.set(&self.target_label, value);
+            }
             Action::HashMod => {
                 if let Some(m) = hashmod(val, self.modulus) {
                     let mut value = b.string();
@@ -216,19 +229,24 @@ impl Rule {
                 }
             }
             Action::LabelMap => {
-                // Compute every mapping first: Range iterates a snapshot.
-                let mapped: Vec<(String, String)> = b
-                    .range()
-                    .filter(|(name, _)| self.regex.is_match(name))
-                    .map(|(name, value)| {
-                        (
-                            replace_all(&self.regex, name, &self.replacement),
-                            value.to_owned(),
-                        )
-                    })
-                    .collect();
-                for (name, value) in mapped {
-                    b.set(&name, value);
+                // Map every label first (Range iterates a snapshot), into
+                // `mapped`, then set them.
+                let locs = captures.get_or_insert_with(|| self.regex.capture_locations());
+                mapped.clear();
+                ends.clear();
+                for (name, value) in b.range() {
+                    if self.regex.is_match(name) {
+                        push_replace_all(mapped, &self.regex, name, &self.replacement, locs);
+                        let name_end = mapped.len();
+                        mapped.push_str(value);
+                        ends.push((name_end, mapped.len()));
+                    }
+                }
+                let mut start = 0;
+                for &(name_end, value_end) in ends.iter() {
+                    let value = b.string_of(&mapped[name_end..value_end]);
+                    b.set(&mapped[start..name_end], value);
+                    start = value_end;
                 }
             }
             Action::LabelDrop | Action::LabelKeep => {
@@ -250,10 +268,12 @@ impl Rule {
         }
     }
 
+    /// `replace`; `target` is a buffer for an expanded target name.
     fn replace<L: LabelPair>(
         &self,
         b: &mut Builder<L>,
         val: &str,
+        target: &mut String,
         captures: &mut Option<CaptureLocations>,
     ) {
         // Prometheus' fast path; same result as the general path below.
@@ -284,12 +304,10 @@ impl Rule {
             return;
         }
         let group = |i: usize| caps.get(i).and_then(|(start, end)| val.get(start..end));
-        let expanded_target;
         let target = if self.target_is_template {
-            let mut target = String::new();
-            expand(&mut target, &self.target_label, &self.regex, group);
-            expanded_target = target;
-            expanded_target.as_str()
+            target.clear();
+            expand(target, &self.target_label, &self.regex, group);
+            target.as_str()
         } else {
             self.target_label.as_str()
         };

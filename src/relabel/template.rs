@@ -5,12 +5,12 @@
 //!   delimits it, `$$` is a literal `$`, a malformed `$` is kept as text, and a
 //!   missing or non-participating group expands to nothing. A name made only
 //!   of ASCII digits without a leading zero is a group number.
-//! * [`replace_all`] is Go's `Regexp.ReplaceAllString` (used by `labelmap`).
+//! * [`push_replace_all`] is Go's `Regexp.ReplaceAllString` (used by `labelmap`).
 //! * Label names use Prometheus' legacy validation `^[a-zA-Z_][a-zA-Z0-9_]*$`.
 
 use std::sync::LazyLock;
 
-use regex::Regex;
+use regex::{CaptureLocations, Regex};
 
 /// Whether `name` is a valid label name under Prometheus' legacy validation
 /// (`^[a-zA-Z_][a-zA-Z0-9_]*$`).
@@ -169,23 +169,30 @@ fn is_go_name_char(c: char) -> bool {
     }
 }
 
-/// Go's `Regexp.ReplaceAllString(src, template)`: every non-overlapping match
-/// is replaced by the expanded template; an empty match right after a
-/// previous match is not replaced.
-pub(crate) fn replace_all(re: &Regex, src: &str, template: &str) -> String {
-    let mut out = String::with_capacity(src.len() + template.len());
+/// Go's `Regexp.ReplaceAllString(src, template)`, appended to `dst`: every
+/// non-overlapping match is replaced by the expanded template; an empty
+/// match right after a previous match is not replaced. `locs` holds the
+/// capture positions (made by `re.capture_locations()`, kept by the caller
+/// from call to call, so that nothing is allocated here).
+pub(crate) fn push_replace_all(
+    dst: &mut String,
+    re: &Regex,
+    src: &str,
+    template: &str,
+    locs: &mut CaptureLocations,
+) {
     let mut last_end = 0;
     let mut search = 0;
     while search <= src.len() {
-        let Some(caps) = re.captures_at(src, search) else {
+        let Some(m) = re.captures_read_at(locs, src, search) else {
             break;
         };
-        let Some(m) = caps.get(0) else {
-            break;
-        };
-        out.push_str(src.get(last_end..m.start()).unwrap_or_default());
+        dst.push_str(src.get(last_end..m.start()).unwrap_or_default());
         if m.end() > last_end || m.start() == 0 {
-            expand(&mut out, template, re, |i| caps.get(i).map(|m| m.as_str()));
+            let locs = &*locs;
+            expand(dst, template, re, |i| {
+                locs.get(i).and_then(|(start, end)| src.get(start..end))
+            });
         }
         last_end = m.end();
         // Advance past this match, always by at least one character.
@@ -202,14 +209,19 @@ pub(crate) fn replace_all(re: &Regex, src: &str, template: &str) -> String {
             search = m.end();
         }
     }
-    out.push_str(src.get(last_end..).unwrap_or_default());
-    out
+    dst.push_str(src.get(last_end..).unwrap_or_default());
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
+
+    fn replace_all(re: &Regex, src: &str, template: &str) -> String {
+        let mut out = String::new();
+        push_replace_all(&mut out, re, src, template, &mut re.capture_locations());
+        out
+    }
 
     fn exp(pattern: &str, input: &str, template: &str) -> String {
         let re = Regex::new(pattern).unwrap();
