@@ -124,6 +124,20 @@ fn decompress_snappy(
     max_decoded: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
+    let n = decompress_snappy_over(body, max_decoded, out)?;
+    out.truncate(n);
+    Ok(())
+}
+
+/// Decompresses a snappy `body` into the start of `out`, grown (never
+/// shrunk) to the decoded length, and returns that length: the bytes of
+/// `out` past it are left as they were, so a buffer reused at its length
+/// is not zeroed again.
+pub(crate) fn decompress_snappy_over(
+    body: &[u8],
+    max_decoded: usize,
+    out: &mut Vec<u8>,
+) -> Result<usize, DecodeError> {
     // The header holds the decoded length; check it before allocating that
     // many bytes.
     let claimed = match snap::raw::decompress_len(body) {
@@ -139,12 +153,14 @@ fn decompress_snappy(
         });
     }
     // Checked above: at most max_decoded bytes.
-    out.resize(claimed as usize, 0);
-    let n = snap::raw::Decoder::new()
-        .decompress(body, out)
-        .map_err(DecodeError::BadSnappy)?;
-    out.truncate(n);
-    Ok(())
+    let claimed = claimed as usize;
+    if out.len() < claimed {
+        out.resize(claimed, 0);
+    }
+    let into = out.get_mut(..claimed).unwrap_or_default();
+    snap::raw::Decoder::new()
+        .decompress(body, into)
+        .map_err(DecodeError::BadSnappy)
 }
 
 fn decompress_zstd(body: &[u8], max_decoded: usize, out: &mut Vec<u8>) -> Result<(), DecodeError> {
