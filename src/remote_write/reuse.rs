@@ -49,16 +49,7 @@ impl Deref for Raw {
 
 impl Drop for Raw {
     fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        if buf.capacity() == 0 || buf.capacity() > MAX_KEPT_BYTES {
-            return;
-        }
-        RAW.with(|pool| {
-            let mut pool = pool.borrow_mut();
-            if pool.len() < KEPT {
-                pool.push(buf);
-            }
-        });
+        keep(&RAW, std::mem::take(&mut self.buf));
     }
 }
 
@@ -90,11 +81,16 @@ pub(crate) fn take_bytes() -> Vec<u8> {
 
 /// Returns a buffer to the pool (or frees it).
 pub(crate) fn give_bytes(mut buf: Vec<u8>) {
+    buf.clear();
+    keep(&BYTES, buf);
+}
+
+/// Puts `buf` in `pool` unless it is empty, outsized or the pool is full.
+fn keep(pool: &'static std::thread::LocalKey<RefCell<Vec<Vec<u8>>>>, buf: Vec<u8>) {
     if buf.capacity() == 0 || buf.capacity() > MAX_KEPT_BYTES {
         return;
     }
-    buf.clear();
-    BYTES.with(|pool| {
+    pool.with(|pool| {
         let mut pool = pool.borrow_mut();
         if pool.len() < KEPT {
             pool.push(buf);
