@@ -71,7 +71,7 @@ fn entry_len_of(len: usize) -> usize {
 }
 
 /// Writes `labels` as `TimeSeries.labels` entries, as prost does.
-fn put_labels<'l>(labels: impl Iterator<Item = (&'l str, &'l str)>, buf: &mut Vec<u8>) {
+pub fn put_labels<'l>(labels: impl Iterator<Item = (&'l str, &'l str)>, buf: &mut Vec<u8>) {
     for (name, value) in labels {
         buf.push(KEY_FIELD_1);
         put_varint(buf, label_len(name, value));

@@ -16,6 +16,7 @@
 
 pub mod dead_letter;
 pub mod ingress;
+pub mod series;
 pub mod task;
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
