@@ -23,7 +23,8 @@
 //!
 //! This file holds the loop (collect, deliver, store); the rest of the
 //! worker is split by concern: `position.rs` (start, store, markers,
-//! stalls), `read.rs` (a record into the batch), `deliver.rs` (requests,
+//! stalls), `read.rs` (a record into the batch), `series.rs` (`series_ids`
+//! records into plain ones), `deliver.rs` (requests,
 //! dead letters), `lanes.rs` (several in flight), `windowed.rs` (the
 //! windows). The request itself is pure state in `egress/batch.rs`, what
 //! gets logged and counted in `egress/events.rs`. Depends on those, `send`,
@@ -48,6 +49,7 @@ mod deliver;
 mod lanes;
 mod position;
 mod read;
+mod series;
 mod windowed;
 
 use deliver::Delivery;
@@ -83,6 +85,8 @@ pub struct PartitionWorker {
     stop: CancellationToken,
     /// The delay and gap windows, when `egress.windows.delay` > 0s.
     windows: Option<std::sync::Mutex<windowed::PartitionWindows>>,
+    /// The series definitions of `series_ids` records (`series.rs`).
+    series: tokio::sync::Mutex<series::Series>,
 }
 
 /// librdkafka settings of a partition's consumer: a group that is never
@@ -139,6 +143,7 @@ impl PartitionWorker {
             label: partition.to_string(),
             stop: CancellationToken::new(),
             windows: None,
+            series: Default::default(),
         };
         worker.windows = windowed::open(&worker.shared, partition)?;
         let start = worker.start_offset().await?;

@@ -28,6 +28,12 @@ pub fn put_series(series: &TimeSeries, buf: &mut Vec<u8>) {
     buf.push(KEY_FIELD_1);
     put_varint(buf, len);
     put_labels(series.labels.iter().map(|l| (&*l.name, &*l.value)), buf);
+    put_rest(series, buf);
+}
+
+/// Appends `series`' fields other than its labels (samples, exemplars,
+/// histograms), as prost encodes them.
+pub fn put_rest(series: &TimeSeries, buf: &mut Vec<u8>) {
     prost::encoding::message::encode_repeated(2, &series.samples, buf);
     prost::encoding::message::encode_repeated(3, &series.exemplars, buf);
     prost::encoding::message::encode_repeated(4, &series.histograms, buf);

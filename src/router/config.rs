@@ -44,6 +44,13 @@ pub struct RouterConfig {
     pub transaction_timeout: Duration,
     /// Largest decoded ingress payload accepted; larger ones are dead-lettered.
     pub max_decoded_bytes: usize,
+    /// Routes with `record_format = "series_ids"`: how often a series'
+    /// labels are written again (else its samples name it by number). A
+    /// reader starting anywhere reads twice this far back to learn the
+    /// numbers (egress does, once per router writer), so longer means less
+    /// storage but a longer look back on an egress restart.
+    #[serde(with = "humantime_serde")]
+    pub series_refresh: Duration,
     /// Limits every ingress payload is validated against (a payload over
     /// them is dead-lettered) and the label-name rule the relabel rules are
     /// checked under. Absent, the gateway's (`gateway.limits`), so what the
@@ -99,6 +106,39 @@ pub struct RouteConfig {
     /// remote-write body (vmagent's Kafka consumer). Egress reads all three.
     #[serde(default = "default_record_encoding")]
     pub record_encoding: String,
+    /// How series are written in the task records: `"write_request"` (the
+    /// default: plain remote-write requests, every sample with its labels,
+    /// what any consumer reads) or `"series_ids"` (a series' labels once per
+    /// `router.series_refresh`, its other samples by a number; about a
+    /// tenth of the broker storage. Egress reads both; other consumers need
+    /// the format in `kafka/record/series.rs`).
+    #[serde(default = "default_record_format")]
+    pub record_format: String,
+}
+
+/// How a route writes series into its task records (`record_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFormat {
+    WriteRequest,
+    SeriesIds,
+}
+
+impl RecordFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordFormat::WriteRequest => "write_request",
+            RecordFormat::SeriesIds => "series_ids",
+        }
+    }
+}
+
+/// A `record_format` that names no format the router writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not one of \"write_request\", \"series_ids\"")]
+pub struct UnknownFormat(pub String);
+
+fn default_record_format() -> String {
+    RecordFormat::WriteRequest.as_str().to_string()
 }
 
 fn default_record_encoding() -> String {
@@ -124,7 +164,16 @@ impl RouteConfig {
             relabel_configs: Vec::new(),
             relabel_file: None,
             record_encoding: default_record_encoding(),
+            record_format: default_record_format(),
         }
+    }
+
+    /// The parsed `record_format`.
+    pub fn record_format(&self) -> Result<RecordFormat, UnknownFormat> {
+        [RecordFormat::WriteRequest, RecordFormat::SeriesIds]
+            .into_iter()
+            .find(|f| f.as_str() == self.record_format)
+            .ok_or_else(|| UnknownFormat(self.record_format.clone()))
     }
 
     /// The parsed `record_encoding`.
@@ -150,6 +199,7 @@ impl Default for RouterConfig {
             batch_max_bytes: 4 << 20,
             transaction_timeout: Duration::from_secs(10),
             max_decoded_bytes: 64 << 20,
+            series_refresh: Duration::from_secs(300),
             // Filled in with gateway.limits by Config::load when absent.
             limits: None,
             // No route runs unless one is configured (a route nobody asked
@@ -239,6 +289,14 @@ impl RouterConfig {
             "batch_max_bytes",
             "must be at most 256 MiB (one Kafka record)",
         );
+        // A record is sent up to a commit interval after its series were
+        // put in it; the reader's look back (2 x series_refresh) covers
+        // that only while it is shorter than the refresh.
+        out.check(
+            self.series_refresh > self.commit_interval,
+            "series_refresh",
+            "must be longer than commit_interval",
+        );
         // No route is fine for the other roles; the router role refuses to
         // start without one (app.rs).
         let mut names = BTreeSet::new();
@@ -278,6 +336,9 @@ impl RouterConfig {
             );
             if let Err(e) = route.record_encoding() {
                 out.push(key("record_encoding"), e.to_string());
+            }
+            if let Err(e) = route.record_format() {
+                out.push(key("record_format"), e.to_string());
             }
             if let Err(e) = route.aggregation() {
                 out.push(key("stream_aggr_file"), e.to_string());
@@ -387,5 +448,26 @@ mod tests {
         for ok in ["identity", "snappy", "zstd"] {
             assert!(route(|r| r.record_encoding = ok.into()).is_empty(), "{ok}");
         }
+
+        let p = route(|r| r.record_format = "ids".into());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "routes[0].record_format");
+        assert!(p[0].reason.contains("series_ids"), "{p:?}");
+        for ok in ["write_request", "series_ids"] {
+            assert!(route(|r| r.record_format = ok.into()).is_empty(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn series_refresh_must_outlast_the_commit_interval() {
+        let mut config = RouterConfig {
+            series_refresh: Duration::from_millis(100),
+            ..RouterConfig::default()
+        };
+        let p = config.problems(NameValidation::default());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "series_refresh");
+        config.series_refresh = Duration::from_millis(101);
+        assert!(config.problems(NameValidation::default()).is_empty());
     }
 }

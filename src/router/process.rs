@@ -11,8 +11,11 @@
 //! `metadata`, `batches` and `txn`.
 
 use super::batches::BatchKey;
+use super::config::RecordFormat;
 use super::metadata::{append_metadata, Families};
-use super::route::{append_series, entry_len, route_fast, route_request_named, Route};
+use super::route::{
+    append_series, entry_len, put_series_with_id, route_fast, route_request_named, Route,
+};
 use super::txn::Txn;
 use crate::kafka::record::IngressMeta;
 use prost::Message;
@@ -50,6 +53,9 @@ pub struct Routing<'a> {
     pub limits: &'a Limits,
     /// `router.max_decoded_bytes`.
     pub max_decoded: usize,
+    /// The wall clock (Unix ms) when the record is routed: when the series
+    /// ids of `series_ids` routes are defined and refreshed.
+    pub now_ms: i64,
 }
 
 /// Routes the record `value` with its header `meta` into `txn`'s batches.
@@ -117,6 +123,7 @@ fn route_fast_request(
     let mut probe = name_probe("");
     let Txn {
         batches,
+        series,
         stats,
         task_samples,
         ..
@@ -133,9 +140,17 @@ fn route_fast_request(
                 probe.labels[0].value.push_str(name.map_or("", |l| &l.1));
                 families.saw(route, partition, entry.name, &probe);
             }
-            batches.add(key(route, partition, tenant), entry.entry_len(), |b| {
-                entry.append_to(b)
-            });
+            let key = key(route, partition, tenant);
+            match routing.routes[route].record_format {
+                RecordFormat::WriteRequest => batches.add(key, entry.entry_len(), |b| {
+                    entry.append_to(b)
+                }),
+                RecordFormat::SeriesIds => {
+                    batches.add(key.clone(), entry.entry_len(), |b| {
+                        entry.put_with_id(series, &key, routing.now_ms, b)
+                    })
+                }
+            }
             *task_samples.entry((route, task)).or_default() +=
                 (entry.samples + entry.histograms) as u64;
         },
@@ -191,6 +206,7 @@ fn route_slow_request(
     });
     let Txn {
         batches,
+        series: ids,
         stats,
         task_samples,
         ..
@@ -205,9 +221,15 @@ fn route_slow_request(
             if let Some(families) = families.as_mut() {
                 families.saw(route, partition, original, series);
             }
-            batches.add(key(route, partition, tenant), entry_len(series), |b| {
-                append_series(b, series)
-            });
+            let key = key(route, partition, tenant);
+            match routing.routes[route].record_format {
+                RecordFormat::WriteRequest => {
+                    batches.add(key, entry_len(series), |b| append_series(b, series))
+                }
+                RecordFormat::SeriesIds => batches.add(key.clone(), entry_len(series), |b| {
+                    put_series_with_id(b, series, ids, &key, routing.now_ms)
+                }),
+            }
             *task_samples.entry((route, task)).or_default() +=
                 (series.samples.len() + series.histograms.len()) as u64;
         },
@@ -223,6 +245,7 @@ mod tests {
     use crate::remote_write::proto::v1::{Label, MetricMetadata, Sample, TimeSeries};
     use crate::remote_write::{compress, Encoding, NameValidation};
     use crate::router::batches::BatchLimits;
+    use crate::kafka::record::series::SeriesWriter;
     use crate::router::config::RouteConfig;
 
     fn route(name: &str, task_count: u32, relabel: &str) -> Route {
@@ -269,6 +292,7 @@ mod tests {
                 max_samples,
                 max_bytes: 1 << 20,
             },
+            SeriesWriter::with_id(7, std::time::Duration::from_secs(60)),
         )
     }
 
@@ -307,6 +331,7 @@ mod tests {
             partitions: &[2, 1],
             limits: &limits,
             max_decoded: 1 << 20,
+            now_ms: 0,
         };
         let mut t = txn(2, 10_000);
         let body = snappy(&request(20));
@@ -337,6 +362,7 @@ mod tests {
             partitions: &[4],
             limits: &limits,
             max_decoded: 1 << 20,
+            now_ms: 0,
         };
         let plain = request(30);
         // Metadata sends the record down the prost path.
@@ -370,6 +396,7 @@ mod tests {
             partitions: &[1],
             limits: &limits,
             max_decoded: 1 << 20,
+            now_ms: 0,
         };
         let mut t = txn(1, 5);
         // 2 samples per series: the third series reaches 6 >= 5.
@@ -394,6 +421,7 @@ mod tests {
             partitions: &[1],
             limits: &limits,
             max_decoded: 1 << 20,
+            now_ms: 0,
         };
         let mut t = txn(1, 100);
         let reason = |value: Option<&[u8]>, t: &mut Txn| {
@@ -439,6 +467,7 @@ mod tests {
             partitions: &[3, 2],
             limits: &limits,
             max_decoded: 1 << 20,
+            now_ms: 0,
         };
         // Prometheus 3 style: metadata on every series; a histogram family
         // (suffixed series), a counter, and a gauge.

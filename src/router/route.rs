@@ -10,10 +10,12 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use super::aggregation::{Aggregation, AggregationError, Routed};
-use super::config::{RouteConfig, UnknownEncoding};
+use super::batches::BatchKey;
+use super::config::{RecordFormat, RouteConfig, UnknownEncoding, UnknownFormat};
 use super::task_id::{
     inject_label, jump_hash, labels_hash_iter, partition_for_task, task_id, TaskIdConfig,
 };
+use crate::kafka::record::series::SeriesWriter;
 use crate::relabel::{LabelPair, RelabelError, Rules, Scratch};
 use crate::remote_write::fast::FastRequest;
 use crate::remote_write::proto::v1::{Label, TimeSeries, WriteRequest};
@@ -31,6 +33,9 @@ pub enum RouteError {
     /// Its `record_encoding`.
     #[error(transparent)]
     Encoding(#[from] UnknownEncoding),
+    /// Its `record_format`.
+    #[error(transparent)]
+    Format(#[from] UnknownFormat),
 }
 
 /// A compiled route.
@@ -45,6 +50,8 @@ pub struct Route {
     aggregation: Option<Aggregation>,
     /// Encoding of the task records' values (`record_encoding`).
     pub record_encoding: Encoding,
+    /// How series are written in them (`record_format`).
+    pub record_format: RecordFormat,
 }
 
 impl Route {
@@ -58,6 +65,7 @@ impl Route {
             partition_labels: config.partition_labels.clone(),
             aggregation: config.aggregation()?,
             record_encoding: config.record_encoding()?,
+            record_format: config.record_format()?,
         })
     }
 
@@ -283,6 +291,21 @@ impl FastEntry<'_, '_> {
         out.histograms += self.histograms;
     }
 
+    /// Appends the series to `out` in the `series_ids` format: a
+    /// definition or a reference of `ids` for `key`'s records.
+    pub fn put_with_id(
+        &self,
+        ids: &mut SeriesWriter<BatchKey>,
+        key: &BatchKey,
+        now_ms: i64,
+        out: &mut Output,
+    ) {
+        ids.put(key, self.label_refs(), self.rest, now_ms, &mut out.encoded);
+        out.series += 1;
+        out.samples += self.samples;
+        out.histograms += self.histograms;
+    }
+
     /// Encoded size as a WriteRequest entry, like [`entry_len`].
     pub fn entry_len(&self) -> usize {
         entry::entry_len(self.label_refs(), self.rest.len())
@@ -360,6 +383,25 @@ pub fn route_fast<'a>(
 /// Appends `series` to `out` as WriteRequest field 1.
 pub fn append_series(out: &mut Output, series: &TimeSeries) {
     entry::put_series(series, &mut out.encoded);
+    out.series += 1;
+    out.samples += series.samples.len();
+    out.histograms += series.histograms.len();
+}
+
+/// [`append_series`] in the `series_ids` format (see
+/// [`FastEntry::put_with_id`]). The prost path only: its other fields are
+/// encoded into a buffer of their own first.
+pub fn put_series_with_id(
+    out: &mut Output,
+    series: &TimeSeries,
+    ids: &mut SeriesWriter<BatchKey>,
+    key: &BatchKey,
+    now_ms: i64,
+) {
+    let mut rest = Vec::new();
+    entry::put_rest(series, &mut rest);
+    let labels = series.labels.iter().map(|l| (&*l.name, &*l.value));
+    ids.put(key, labels, &rest, now_ms, &mut out.encoded);
     out.series += 1;
     out.samples += series.samples.len();
     out.histograms += series.histograms.len();

@@ -5,17 +5,23 @@
 //! what the transaction hands to `send_offsets_to_transaction`; `first` is
 //! where an abort rewinds each partition to.
 //!
-//! Depends on `batches`, `route` (output and stats types) only.
+//! Depends on `batches`, `route` (output and stats types) and the
+//! `series_ids` writer (`kafka::record::series`) only.
 
 use std::collections::HashMap;
 
 use super::batches::{BatchKey, BatchLimits, Batches};
 use super::route::{Output, RouteStats};
+use crate::kafka::record::series::SeriesWriter;
 
 /// The open transaction.
 #[derive(Debug)]
 pub struct Txn {
     pub batches: Batches,
+    /// The series ids of `series_ids` routes. A committed transaction hands
+    /// it to the next one; an aborted one takes it along (the next starts a
+    /// new writer), so no id ever refers into an aborted transaction.
+    pub series: SeriesWriter<BatchKey>,
     /// Per ingress partition: first offset read in this transaction.
     first: HashMap<i32, i64>,
     /// Per ingress partition: the next offset to read after this transaction.
@@ -35,10 +41,12 @@ pub struct Txn {
 }
 
 impl Txn {
-    /// An empty transaction over `routes` routes.
-    pub fn new(routes: usize, limits: BatchLimits) -> Txn {
+    /// An empty transaction over `routes` routes, writing series ids with
+    /// `series`.
+    pub fn new(routes: usize, limits: BatchLimits, series: SeriesWriter<BatchKey>) -> Txn {
         Txn {
             batches: Batches::new(limits),
+            series,
             first: HashMap::new(),
             next: HashMap::new(),
             timestamps: Vec::new(),
@@ -117,6 +125,7 @@ mod tests {
                 max_samples: 10,
                 max_bytes: 1000,
             },
+            SeriesWriter::with_id(1, std::time::Duration::from_secs(60)),
         )
     }
 

@@ -31,7 +31,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::batches::BatchLimits;
+use super::batches::{BatchKey, BatchLimits};
 use super::config::RouterConfig;
 use super::consumer::IngressConsumer;
 use super::drain::Ends;
@@ -42,6 +42,7 @@ use super::progress::Progress;
 use super::route::Route;
 use super::txn::Txn;
 use super::{RouterError, Rules};
+use crate::kafka::record::series::SeriesWriter;
 use crate::kafka::record::{copy_headers, IngressMeta};
 use crate::live::Live;
 use crate::remote_write::Limits;
@@ -64,6 +65,9 @@ pub(super) struct Worker {
     producer: TxnProducer,
     progress: Arc<Progress>,
     limits: Limits,
+    /// The series ids a committed transaction left for the next one (see
+    /// `Txn::series`); `None` after an abort.
+    series: Option<SeriesWriter<BatchKey>>,
 }
 
 impl Worker {
@@ -100,15 +104,19 @@ impl Worker {
             consumer,
             producer,
             progress,
+            series: None,
         })
     }
 
-    fn new_txn(&self) -> Txn {
+    /// A new transaction, with the series ids the last committed one left
+    /// (`series`), else (`None`: the first, or after an abort) a new writer.
+    fn new_txn(&self, series: Option<SeriesWriter<BatchKey>>) -> Txn {
         let limits = BatchLimits {
             max_samples: self.router.batch_max_samples,
             max_bytes: self.router.batch_max_bytes,
         };
-        Txn::new(self.routes.len(), limits)
+        let series = series.unwrap_or_else(|| SeriesWriter::new(self.router.series_refresh));
+        Txn::new(self.routes.len(), limits, series)
     }
 
     /// Runs transactions until shutdown. Returns an error only when the
@@ -159,9 +167,11 @@ impl Worker {
                 }
             }
             self.take_reloaded_rules();
-            let mut txn = self.new_txn();
+            let series = self.series.take();
+            let mut txn = self.new_txn(series);
             match self.transaction(&mut txn, hard_stop) {
                 Ok(()) => {
+                    self.series = Some(txn.series);
                     if failures > 0 {
                         info!(failures, "transactions commit again");
                     }
@@ -259,7 +269,8 @@ impl Worker {
                 TransactionAborted.emit();
                 let position = message.as_ref().map(|m| (m.partition(), m.offset()));
                 let skip = self.rewind(txn, position);
-                *txn = self.new_txn();
+                // A new writer: ids of the aborted records are gone.
+                *txn = self.new_txn(None);
                 self.producer.begin()?;
                 if skip {
                     continue;
@@ -310,6 +321,7 @@ impl Worker {
             partitions: &self.partitions,
             limits: &self.limits,
             max_decoded: self.router.max_decoded_bytes,
+            now_ms: now_ms(),
         };
         let routed = IngressMeta::from_headers(headers.as_ref())
             .map_err(|e| Unroutable::new("bad_headers", e))
@@ -351,6 +363,14 @@ impl Worker {
         self.consumer.rewind(&seeks);
         skip
     }
+}
+
+/// The wall clock in Unix milliseconds: the series ids' clock, which the
+/// task records' timestamps (set by librdkafka when sent) share.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn sleep_unless(shutdown: &CancellationToken, duration: Duration) {

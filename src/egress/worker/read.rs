@@ -1,19 +1,22 @@
 //! A task record into a pending request entry: headers through the UTF-8
 //! guard (`kafka::record::task`), the value decoded by its
-//! `content-encoding`, counted, and checked for the windows when they are
+//! `content-encoding` (and a `series_ids` one resolved, `series.rs`), counted, and checked for the windows when they are
 //! on (read by the zero-copy reader, or else decoded by prost). A record
 //! that fails any of it is dead-lettered alone, as it was read, and the
 //! partition moves past it.
 //!
 //! Depends on the worker, `batch`, `scan` and the task record format.
 
+use std::borrow::Cow;
+
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 
-use super::PartitionWorker;
+use super::{series, PartitionWorker};
 use crate::egress::batch::{Batch, Pending, Record};
 use crate::egress::events::MalformedTaskRecord;
 use crate::egress::windows::codec;
 use crate::egress::EgressError;
+use crate::kafka::record::series::SeriesError;
 use crate::kafka::record::{TaskHeaders, TaskValueError};
 use crate::remote_write::scan::{count, Counts};
 use crate::remote_write::{fast, WriteRequest};
@@ -42,7 +45,17 @@ impl PartitionWorker {
                     .await;
             }
         };
-        match self.decode(raw, &headers) {
+        let value = match self.plain_value(message, raw, &headers).await {
+            Ok(value) => value,
+            Err(Unresolved::Stopped) => return Ok(None),
+            Err(Unresolved::Broken(reason)) => {
+                let record = (headers.original, key);
+                self.malformed(message, record, &reason.to_string(), batch, lanes)
+                    .await?;
+                return Ok(None);
+            }
+        };
+        match self.decode(value) {
             Ok((value, counts, decoded)) => Ok(Some(Pending {
                 offset: message.offset(),
                 value,
@@ -60,15 +73,31 @@ impl PartitionWorker {
         }
     }
 
-    /// The value as plain protobuf, its counts, and for the windows the
-    /// request decoded. Decompressed first: counting and the windows see
-    /// plain protobuf.
+    /// The value as a plain protobuf WriteRequest: decompressed, and a
+    /// `series_ids` one resolved (`series.rs`).
+    async fn plain_value<'a>(
+        &self,
+        message: &BorrowedMessage<'_>,
+        raw: &'a [u8],
+        headers: &TaskHeaders,
+    ) -> Result<Cow<'a, [u8]>, Unresolved<Malformed>> {
+        let value = headers.value(raw).map_err(Malformed::from)?;
+        let Some(origin) = headers.series().map_err(Malformed::from)? else {
+            return Ok(value);
+        };
+        match self.resolve(message, origin, &value).await {
+            Ok(plain) => Ok(Cow::Owned(plain)),
+            Err(series::Unresolved::Stopped) => Err(Unresolved::Stopped),
+            Err(series::Unresolved::Broken(e)) => Err(Unresolved::Broken(Malformed::Series(e))),
+        }
+    }
+
+    /// The plain value, its counts, and for the windows the request
+    /// decoded: counting and the windows see plain protobuf.
     fn decode(
         &self,
-        raw: &[u8],
-        headers: &TaskHeaders,
+        value: Cow<'_, [u8]>,
     ) -> Result<(Vec<u8>, Counts, Option<WriteRequest>), Malformed> {
-        let value = headers.value(raw)?;
         let counts = count(&value).map_err(Malformed::Structure)?;
         let decoded = match self.windows {
             // The windows need the samples: the zero-copy reader takes
@@ -132,4 +161,19 @@ enum Malformed {
     Structure(&'static str),
     #[error("not a valid protobuf WriteRequest")]
     Protobuf,
+    #[error(transparent)]
+    Series(#[from] SeriesError),
+}
+
+/// Why a record has no plain value yet.
+enum Unresolved<E> {
+    Broken(E),
+    /// The worker stops first: the record is read again after the restart.
+    Stopped,
+}
+
+impl<E> From<E> for Unresolved<E> {
+    fn from(e: E) -> Self {
+        Unresolved::Broken(e)
+    }
 }

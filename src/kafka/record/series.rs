@@ -79,6 +79,21 @@ struct Known {
     used_ms: i64,
 }
 
+/// Who wrote a `series_ids` record: its writer and refresh interval, as
+/// its headers name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesOrigin {
+    pub writer: u64,
+    pub refresh_ms: i64,
+}
+
+impl SeriesOrigin {
+    /// The `series-writer` header's value: 16 hex digits.
+    pub fn writer_hex(&self) -> String {
+        format!("{:016x}", self.writer)
+    }
+}
+
 /// What [`SeriesWriter::put`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
@@ -104,14 +119,12 @@ impl<K: Hash + Eq + Clone> SeriesWriter<K> {
         }
     }
 
-    /// The `series-writer` header's value.
-    pub fn writer(&self) -> u64 {
-        self.writer
-    }
-
-    /// The refresh interval in milliseconds (`series-refresh-ms`).
-    pub fn refresh_ms(&self) -> i64 {
-        self.refresh_ms
+    /// What its records' headers name.
+    pub fn origin(&self) -> SeriesOrigin {
+        SeriesOrigin {
+            writer: self.writer,
+            refresh_ms: self.refresh_ms,
+        }
     }
 
     /// Appends the series `labels` with `rest` (its other `TimeSeries`

@@ -8,9 +8,13 @@
 //! - headers, in this order:
 //!   - `content-encoding`: `identity`, `snappy` or `zstd` (a record without
 //!     it, from routers before `record_encoding`, is identity)
-//!   - `protocol`: `prometheus.WriteRequest`
+//!   - `protocol`: `prometheus.WriteRequest`, or `streamroute.SeriesIds`
+//!     for a route with `record_format = "series_ids"` (the value's series
+//!     name their labels by number: `series.rs`)
 //!   - `tenant`: the ingress record's tenant, when it had one
 //!   - `route`: the route that wrote it
+//!   - `series-writer`, `series-refresh-ms`: `series_ids` records only
+//!     (`series.rs`)
 //! - key: none; the partition is the series' task.
 //!
 //! Depends on `remote_write`'s codecs, the ingress header names it shares
@@ -21,6 +25,7 @@ use std::borrow::Cow;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 use super::ingress::{protocol_name, HEADER_ENCODING, HEADER_PROTOCOL, HEADER_TENANT};
+use super::series::{self, SeriesOrigin};
 use super::{for_each_header, with_headers, HeaderError};
 use crate::remote_write::{compress, decompress, Encoding, Protocol};
 
@@ -41,18 +46,35 @@ pub struct TaskMeta<'a> {
     pub encoding: Encoding,
     /// The tenant of the ingress records in it (a batch never mixes them).
     pub tenant: Option<&'a str>,
+    /// The writer of a `series_ids` record (`None`: a plain WriteRequest).
+    pub series: Option<SeriesOrigin>,
 }
 
 impl TaskMeta<'_> {
     /// The record headers for this metadata.
     pub fn to_headers(&self) -> OwnedHeaders {
-        with_headers(
-            OwnedHeaders::new_with_capacity(4),
+        let protocol = match self.series {
+            None => protocol_name(Protocol::V1),
+            Some(_) => series::PROTOCOL,
+        };
+        let headers = with_headers(
+            OwnedHeaders::new_with_capacity(6),
             [
                 (HEADER_ENCODING, Some(self.encoding.as_str())),
-                (HEADER_PROTOCOL, Some(protocol_name(Protocol::V1))),
+                (HEADER_PROTOCOL, Some(protocol)),
                 (HEADER_TENANT, self.tenant),
                 (HEADER_ROUTE, Some(self.route)),
+            ],
+        );
+        let Some(origin) = self.series else {
+            return headers;
+        };
+        let (writer, refresh) = (origin.writer_hex(), origin.refresh_ms.to_string());
+        with_headers(
+            headers,
+            [
+                (series::HEADER_WRITER, Some(writer.as_str())),
+                (series::HEADER_REFRESH, Some(refresh.as_str())),
             ],
         )
     }
@@ -70,6 +92,11 @@ pub struct TaskHeaders {
     pub tenant: Option<String>,
     /// The raw `content-encoding` value, checked when the value is decoded.
     encoding: Option<Vec<u8>>,
+    /// Whether `protocol` says `series_ids`, and the raw `series-writer`
+    /// and `series-refresh-ms` values, checked by [`TaskHeaders::series`].
+    series_ids: bool,
+    writer: Option<Vec<u8>>,
+    refresh: Option<Vec<u8>>,
 }
 
 impl TaskHeaders {
@@ -81,18 +108,33 @@ impl TaskHeaders {
             decoded: OwnedHeaders::new(),
             tenant: None,
             encoding: None,
+            series_ids: false,
+            writer: None,
+            refresh: None,
         };
-        for_each_header(headers, |header| {
+        let plain = Some(protocol_name(Protocol::V1).as_bytes());
+        for_each_header(headers, |mut header| {
             if header.key == HEADER_TENANT {
                 read.tenant = header
                     .value
                     .map(|v| String::from_utf8_lossy(v).into_owned());
             }
             read.original = std::mem::take(&mut read.original).insert(header.clone());
-            if header.key == HEADER_ENCODING {
-                read.encoding = header.value.map(<[u8]>::to_vec);
-            } else {
-                read.decoded = std::mem::take(&mut read.decoded).insert(header);
+            // Decoded, a series_ids value is a plain WriteRequest: its
+            // headers say so and lose the writer's.
+            match header.key {
+                HEADER_ENCODING => read.encoding = header.value.map(<[u8]>::to_vec),
+                series::HEADER_WRITER => read.writer = header.value.map(<[u8]>::to_vec),
+                series::HEADER_REFRESH => read.refresh = header.value.map(<[u8]>::to_vec),
+                _ => {
+                    if header.key == HEADER_PROTOCOL
+                        && header.value == Some(series::PROTOCOL.as_bytes())
+                    {
+                        read.series_ids = true;
+                        header.value = plain;
+                    }
+                    read.decoded = std::mem::take(&mut read.decoded).insert(header);
+                }
             }
             Ok(())
         })?;
@@ -101,6 +143,29 @@ impl TaskHeaders {
             value: Some(Encoding::Identity.as_str()),
         });
         Ok(read)
+    }
+
+    /// The writer of a `series_ids` record (`None` for a plain one), or
+    /// why its headers do not name one.
+    pub fn series(&self) -> Result<Option<SeriesOrigin>, TaskValueError> {
+        if !self.series_ids {
+            return Ok(None);
+        }
+        let text = |raw: &Option<Vec<u8>>| {
+            raw.as_deref()
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_string)
+        };
+        let (writer, refresh) = (text(&self.writer), text(&self.refresh));
+        let origin = writer
+            .as_deref()
+            .and_then(|w| u64::from_str_radix(w, 16).ok())
+            .zip(refresh.as_deref().and_then(|r| r.parse::<i64>().ok()))
+            .filter(|(_, refresh_ms)| *refresh_ms > 0);
+        match origin {
+            Some((writer, refresh_ms)) => Ok(Some(SeriesOrigin { writer, refresh_ms })),
+            None => Err(TaskValueError::SeriesHeaders { writer, refresh }),
+        }
     }
 
     /// The record's value as plain protobuf, decoded as its
@@ -138,6 +203,11 @@ pub fn task_value<'a>(
 /// Why a task record's value cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum TaskValueError {
+    #[error("a {} record needs headers {}: 16 hex digits (got {writer:?}) and {}: a positive number (got {refresh:?})", series::PROTOCOL, series::HEADER_WRITER, series::HEADER_REFRESH)]
+    SeriesHeaders {
+        writer: Option<String>,
+        refresh: Option<String>,
+    },
     #[error("header {HEADER_ENCODING} {0:?} is not identity, snappy or zstd")]
     Encoding(String),
     #[error("{encoding} value does not decompress: {source}")]
@@ -188,6 +258,7 @@ mod tests {
             route: "r1",
             encoding: Encoding::Zstd,
             tenant: Some("team-a"),
+            series: None,
         };
         assert_eq!(
             pairs(&meta.to_headers()),
@@ -211,6 +282,7 @@ mod tests {
             route: "r1",
             encoding: Encoding::Snappy,
             tenant: Some("team-a"),
+            series: None,
         }
         .to_headers();
         let read = TaskHeaders::read(Some(&written)).unwrap();
@@ -225,9 +297,62 @@ mod tests {
                 ("content-encoding", "identity"),
             ])
         );
+        assert!(read.series().unwrap().is_none());
         let raw = b"\x0a\x13\x0a\x11\x0a\x08__name__\x12\x05up_up".repeat(20);
         let snappy = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
         assert_eq!(read.value(&snappy).unwrap(), &raw[..]);
+    }
+
+    #[test]
+    fn a_series_ids_record_names_its_writer_and_decodes_to_a_plain_one() {
+        let origin = SeriesOrigin {
+            writer: 0xfe01,
+            refresh_ms: 300_000,
+        };
+        let written = TaskMeta {
+            route: "r1",
+            encoding: Encoding::Identity,
+            tenant: None,
+            series: Some(origin),
+        }
+        .to_headers();
+        assert_eq!(
+            pairs(&written),
+            owned(&[
+                ("content-encoding", "identity"),
+                ("protocol", "streamroute.SeriesIds"),
+                ("route", "r1"),
+                ("series-writer", "000000000000fe01"),
+                ("series-refresh-ms", "300000"),
+            ])
+        );
+        let read = TaskHeaders::read(Some(&written)).unwrap();
+        assert_eq!(read.series().unwrap(), Some(origin));
+        assert_eq!(pairs(&read.original), pairs(&written));
+        assert_eq!(
+            pairs(&read.decoded),
+            owned(&[
+                ("protocol", "prometheus.WriteRequest"),
+                ("route", "r1"),
+                ("content-encoding", "identity"),
+            ])
+        );
+        // Without a usable writer header the record cannot be resolved.
+        for (writer, refresh) in [("xyz", "1000"), ("00000000000000ff", "0")] {
+            let broken = with_headers(
+                OwnedHeaders::new(),
+                [
+                    (HEADER_PROTOCOL, Some(series::PROTOCOL)),
+                    (series::HEADER_WRITER, Some(writer)),
+                    (series::HEADER_REFRESH, Some(refresh)),
+                ],
+            );
+            let err = TaskHeaders::read(Some(&broken))
+                .unwrap()
+                .series()
+                .unwrap_err();
+            assert!(err.to_string().contains(writer), "{err}");
+        }
     }
 
     #[test]

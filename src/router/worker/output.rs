@@ -12,6 +12,7 @@ use tracing::warn;
 use super::Worker;
 use crate::kafka::record::{encode_task_value, DeadLetter, Source, TaskMeta};
 use crate::router::batches::BatchKey;
+use crate::router::config::RecordFormat;
 use crate::router::events::{Buffered, IngressDeadLettered};
 use crate::router::process::Unroutable;
 use crate::router::route::Output;
@@ -51,6 +52,7 @@ impl Worker {
             route: &route.name,
             encoding,
             tenant: key.tenant.as_deref(),
+            series: (route.record_format == RecordFormat::SeriesIds).then(|| txn.series.origin()),
         };
         let record = BaseRecord::<(), [u8]>::to(&route.topic)
             .partition(key.partition as i32)
