@@ -35,6 +35,7 @@ mod reload;
 mod remote_write_rc4;
 mod router;
 mod scaleout;
+mod series_ids;
 mod spec;
 mod topics_apply;
 mod utf8_names;

@@ -142,14 +142,12 @@ fn route_fast_request(
             }
             let key = key(route, partition, tenant);
             match routing.routes[route].record_format {
-                RecordFormat::WriteRequest => batches.add(key, entry.entry_len(), |b| {
-                    entry.append_to(b)
-                }),
-                RecordFormat::SeriesIds => {
-                    batches.add(key.clone(), entry.entry_len(), |b| {
-                        entry.put_with_id(series, &key, routing.now_ms, b)
-                    })
+                RecordFormat::WriteRequest => {
+                    batches.add(key, entry.entry_len(), |b| entry.append_to(b))
                 }
+                RecordFormat::SeriesIds => batches.add(key.clone(), entry.entry_len(), |b| {
+                    entry.put_with_id(series, &key, routing.now_ms, b)
+                }),
             }
             *task_samples.entry((route, task)).or_default() +=
                 (entry.samples + entry.histograms) as u64;
@@ -242,10 +240,10 @@ mod tests {
     use prost::Message;
 
     use super::*;
+    use crate::kafka::record::series::SeriesWriter;
     use crate::remote_write::proto::v1::{Label, MetricMetadata, Sample, TimeSeries};
     use crate::remote_write::{compress, Encoding, NameValidation};
     use crate::router::batches::BatchLimits;
-    use crate::kafka::record::series::SeriesWriter;
     use crate::router::config::RouteConfig;
 
     fn route(name: &str, task_count: u32, relabel: &str) -> Route {
@@ -436,6 +434,61 @@ mod tests {
         let err = route_record(Some(&two_labels), &meta(None), &routing, &mut t).unwrap_err();
         assert_eq!(err.reason, "too_many_labels", "{err:?}");
         assert!(batches(&mut t).is_empty());
+    }
+
+    #[test]
+    fn a_series_ids_route_writes_what_resolves_to_the_plain_routes_bytes() {
+        use crate::kafka::record::series::{SeriesBook, SeriesRecord};
+        let ids = |name: &str| {
+            let mut config: RouteConfig = toml::from_str(&format!(
+                "name = \"{name}\"\ntopic = \"t\"\ntask_count = 8\nrecord_format = \"series_ids\""
+            ))
+            .unwrap();
+            Route::compile(&config, NameValidation::default()).unwrap()
+        };
+        let routes = [route("plain", 8, ""), ids("ids")];
+        let limits = Limits::default();
+        let mut routing = Routing {
+            routes: &routes,
+            partitions: &[3, 3],
+            limits: &limits,
+            max_decoded: 1 << 20,
+            now_ms: 1_000,
+        };
+        let plain = request(40);
+        let mut with_metadata = plain.clone();
+        with_metadata.metadata.push(MetricMetadata {
+            r#type: 1,
+            metric_family_name: "up".into(),
+            help: "h".into(),
+            unit: String::new(),
+        });
+        let mut book = SeriesBook::default();
+        let mut t = txn(2, 10_000);
+        // The fast path, the prost path (metadata), then the fast path again
+        // a second later: references only.
+        for (body, now_ms) in [(&plain, 1_000), (&with_metadata, 1_500), (&plain, 2_000)] {
+            routing.now_ms = now_ms;
+            route_record(Some(&snappy(body)), &meta(None), &routing, &mut t).unwrap();
+            let batches = batch_bytes(&mut t);
+            let of = |route: usize| batches.iter().filter(move |b| b.0 == route);
+            for (plain, ids) in of(0).zip(of(1)) {
+                assert_eq!(plain.1, ids.1, "the same partition");
+                let record = SeriesRecord {
+                    writer: t.series.origin().writer,
+                    refresh_ms: 60_000,
+                    timestamp_ms: now_ms,
+                    value: &ids.3,
+                };
+                let mut resolved = Vec::new();
+                book.resolve(&record, &mut resolved).unwrap();
+                assert_eq!(resolved, plain.3, "partition {}", plain.1);
+                if now_ms == 2_000 {
+                    assert!(ids.3.len() * 3 < plain.3.len(), "references are short");
+                }
+            }
+            assert_eq!(of(0).count(), of(1).count());
+        }
     }
 
     /// (route, partition, tenant, encoded bytes) of every batch, sorted.

@@ -78,7 +78,14 @@ impl PartitionWorker {
             let config = consumer_config(&self.shared.kafka, &self.shared.config.group_id());
             let (topic_owned, started) = (topic.to_string(), Instant::now());
             let replay = tokio::task::spawn_blocking(move || {
-                let learned = replay(&config, &topic_owned, partition, since_ms, offset, &mut book);
+                let learned = replay(
+                    &config,
+                    &topic_owned,
+                    partition,
+                    since_ms,
+                    offset,
+                    &mut book,
+                );
                 (book, learned)
             });
             let learned;

@@ -72,7 +72,10 @@ fn a_series_is_defined_once_per_refresh_and_referenced_in_between() {
     use Written::{Definition as D, Reference as R};
     assert_eq!(written, [D, R, R, D, R]);
     // Another key (partition, route or tenant) has its own records.
-    assert_eq!(writer.put(&1, pairs(&s), &rest(&s), 75_000, &mut Vec::new()), D);
+    assert_eq!(
+        writer.put(&1, pairs(&s), &rest(&s), 75_000, &mut Vec::new()),
+        D
+    );
 }
 
 #[test]
@@ -140,7 +143,9 @@ fn an_unknown_id_is_an_error_naming_it() {
     let mut book = SeriesBook::default();
     let defined = record(&mut other, &[series("up", 1, 1.0, 0)], 0);
     book.learn(&read(0xcd, 0, &defined)).unwrap();
-    assert!(book.resolve(&read(0xab, 1_000, &second), &mut Vec::new()).is_err());
+    assert!(book
+        .resolve(&read(0xab, 1_000, &second), &mut Vec::new())
+        .is_err());
 }
 
 #[test]
