@@ -9,6 +9,7 @@
 #   streamroute `streamroute run` (gateway -> ingress topic -> router with the
 #              rules as its route's relabel_file -> task topic -> egress),
 #              charged its own CPU and, separately, the Kafka broker's
+#   sr-ids     the same, its route writing record_format = "series_ids"
 # Every contender writes to one blackhole receiver (answers 204, counts
 # samples per contender). Payload forms: `prost` (as prost/Prometheus write
 # them) and `explicit` (every zero value written out). Prints samples in and
@@ -89,11 +90,13 @@ roles = ["gateway", "router", "egress"]
 listen = "$listen"
 [router]
 group_id = "bench-vs-$name-$id"
+${ROUTER_EXTRA[$name]:-}
 [[router.routes]]
 name = "bench"
 topic = "$tasks"
 task_count = 64
 relabel_file = "$WORK/rules.yml"
+${ROUTE_EXTRA[$name]:-}
 [egress]
 topic = "$tasks"
 partitions = "all"
@@ -107,7 +110,14 @@ TOML
 # adds one contender per variant with those librdkafka properties (every
 # client of the process: gateway and router producers, router and egress
 # consumers), e.g. "linger50:linger.ms=50".
-SR_CONTENDERS=("streamroute=$BIN")
+# sr-ids: the same with the route's record_format = "series_ids" (labels
+# once per series_refresh, then series ids: the task-topic storage figure).
+# Each series gets a sample every 0.5 s here (20,000 series at 40,000/s),
+# so series_refresh = 10s writes its labels once per 20 samples, as the
+# default 5m does for a 15 s scrape interval.
+SR_CONTENDERS=("streamroute=$BIN" "sr-ids=$BIN")
+declare -A ROUTE_EXTRA=([sr-ids]='record_format = "series_ids"')
+declare -A ROUTER_EXTRA=([sr-ids]='series_refresh = "10s"')
 IFS=';' read -r -a variants <<<"${BENCH_KAFKA_VARIANTS:-}"
 for v in "${variants[@]}"; do
   [ -n "$v" ] && SR_CONTENDERS+=("${v%%:*}=$BIN=${v#*:}")

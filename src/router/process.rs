@@ -440,7 +440,7 @@ mod tests {
     fn a_series_ids_route_writes_what_resolves_to_the_plain_routes_bytes() {
         use crate::kafka::record::series::{SeriesBook, SeriesRecord};
         let ids = |name: &str| {
-            let mut config: RouteConfig = toml::from_str(&format!(
+            let config: RouteConfig = toml::from_str(&format!(
                 "name = \"{name}\"\ntopic = \"t\"\ntask_count = 8\nrecord_format = \"series_ids\""
             ))
             .unwrap();

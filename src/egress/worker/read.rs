@@ -1,7 +1,8 @@
 //! A task record into a pending request entry: headers through the UTF-8
 //! guard (`kafka::record::task`), the value decoded by its
-//! `content-encoding` (and a `series_ids` one resolved, `series.rs`), counted, and checked for the windows when they are
-//! on (read by the zero-copy reader, or else decoded by prost). A record
+//! `content-encoding` (a `series_ids` one resolved: `series.rs`), counted,
+//! and checked for the windows when they are on (read by the zero-copy
+//! reader, or else decoded by prost). A record
 //! that fails any of it is dead-lettered alone, as it was read, and the
 //! partition moves past it.
 //!
@@ -11,7 +12,8 @@ use std::borrow::Cow;
 
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 
-use super::{series, PartitionWorker};
+use super::series::Unresolved;
+use super::PartitionWorker;
 use crate::egress::batch::{Batch, Pending, Record};
 use crate::egress::events::MalformedTaskRecord;
 use crate::egress::windows::codec;
@@ -85,11 +87,8 @@ impl PartitionWorker {
         let Some(origin) = headers.series().map_err(Malformed::from)? else {
             return Ok(value);
         };
-        match self.resolve(message, origin, &value).await {
-            Ok(plain) => Ok(Cow::Owned(plain)),
-            Err(series::Unresolved::Stopped) => Err(Unresolved::Stopped),
-            Err(series::Unresolved::Broken(e)) => Err(Unresolved::Broken(Malformed::Series(e))),
-        }
+        let plain = self.resolve(message, origin, &value).await;
+        plain.map(Cow::Owned).map_err(|e| e.map(Malformed::Series))
     }
 
     /// The plain value, its counts, and for the windows the request
@@ -163,17 +162,4 @@ enum Malformed {
     Protobuf,
     #[error(transparent)]
     Series(#[from] SeriesError),
-}
-
-/// Why a record has no plain value yet.
-enum Unresolved<E> {
-    Broken(E),
-    /// The worker stops first: the record is read again after the restart.
-    Stopped,
-}
-
-impl<E> From<E> for Unresolved<E> {
-    fn from(e: E) -> Self {
-        Unresolved::Broken(e)
-    }
 }

@@ -37,12 +37,27 @@ pub(super) struct Series {
     replayed: HashSet<u64>,
 }
 
-/// Why a record's series cannot be resolved.
-pub(super) enum Unresolved {
+/// Why a record has no plain value.
+pub(super) enum Unresolved<E> {
     /// The record is broken (dead-lettered with this reason).
-    Broken(SeriesError),
-    /// The worker stops: the record is read again after the restart.
+    Broken(E),
+    /// The worker stops first: the record is read again after the restart.
     Stopped,
+}
+
+impl<E> Unresolved<E> {
+    pub(super) fn map<F>(self, f: impl FnOnce(E) -> F) -> Unresolved<F> {
+        match self {
+            Unresolved::Broken(e) => Unresolved::Broken(f(e)),
+            Unresolved::Stopped => Unresolved::Stopped,
+        }
+    }
+}
+
+impl<E> From<E> for Unresolved<E> {
+    fn from(e: E) -> Self {
+        Unresolved::Broken(e)
+    }
 }
 
 impl PartitionWorker {
@@ -53,7 +68,7 @@ impl PartitionWorker {
         message: &BorrowedMessage<'_>,
         origin: SeriesOrigin,
         value: &[u8],
-    ) -> Result<Vec<u8>, Unresolved> {
+    ) -> Result<Vec<u8>, Unresolved<SeriesError>> {
         let record = SeriesRecord {
             writer: origin.writer,
             refresh_ms: origin.refresh_ms,

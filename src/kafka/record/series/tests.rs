@@ -13,7 +13,7 @@ fn series(name: &str, instance: usize, value: f64, ts: i64) -> TimeSeries {
     TimeSeries {
         labels: vec![
             Label::new("__name__", name),
-            Label::new("instance", &format!("host-{instance}")),
+            Label::new("instance", format!("host-{instance}")),
             Label::new("job", "node"),
         ],
         samples: vec![Sample {
@@ -124,7 +124,7 @@ fn metadata_and_plain_entries_pass_through() {
 fn an_unknown_id_is_an_error_naming_it() {
     let mut writer = SeriesWriter::with_id(0xab, REFRESH);
     let s = series("up", 1, 1.0, 0);
-    record(&mut writer, &[s.clone()], 0);
+    record(&mut writer, std::slice::from_ref(&s), 0);
     let second = record(&mut writer, &[s], 1_000);
     let err = SeriesBook::default()
         .resolve(&read(0xab, 1_000, &second), &mut Vec::new())
