@@ -86,7 +86,8 @@ impl PartitionWorker {
             Err(e) => return Err(Unresolved::Broken(e)),
         }
         series.replayed.insert(origin.writer);
-        let since_ms = record.timestamp_ms - record.lookback().as_millis() as i64;
+        // Never negative: offsets_for_times would read it as a logical offset.
+        let since_ms = (record.timestamp_ms - record.lookback().as_millis() as i64).max(0);
         let mut book = std::mem::take(&mut series.book);
         loop {
             let (topic, partition, offset) = (self.topic(), self.partition, message.offset());
