@@ -18,8 +18,11 @@ use streamroute::remote_write::{
 };
 use streamroute::router::config::RouteConfig;
 use streamroute::router::route::{
-    append_series, route_fast, route_request, Output, Route, RouteStats,
+    append_series, route_fast, route_request, FastRouting, Output, Route, RouteStats,
 };
+
+/// The router's default `router.relabel_cache_bytes`.
+const CACHE: usize = 64 << 20;
 
 const SERIES: u64 = 2_000;
 
@@ -97,17 +100,31 @@ fn explicit_form(request: &WriteRequest) -> Vec<u8> {
 }
 
 /// The router's path for 1.0: the zero-copy reader, labels borrowed from
-/// the decompressed buffer (reused per thread, as in the router).
-fn hot_path(body: &[u8], routes: &[Route], batches: &mut HashMap<(usize, u32), Output>) -> usize {
+/// the decompressed buffer (reused per thread, as in the router), and the
+/// relabel cache of `routing` (kept from request to request as the
+/// router's worker keeps it: the series it saw are not relabeled again).
+fn hot_path(
+    body: &[u8],
+    routes: &[Route],
+    routing: &mut FastRouting,
+    batches: &mut HashMap<(usize, u32), Output>,
+) -> usize {
     let raw = decompress_reusing(body, Encoding::Snappy, 64 << 20).expect("decompress");
     let request = fast::parse(&raw, &Limits::default()).expect("fast path");
     let mut stats = vec![RouteStats::default(); routes.len()];
     let mut written = 0;
-    route_fast(&request, routes, &[8], &mut stats, |r, p, _, entry| {
-        let batch = batches.entry((r, p)).or_default();
-        entry.append_to(batch);
-        written += entry.samples;
-    });
+    route_fast(
+        &request,
+        routes,
+        &[8],
+        routing,
+        &mut stats,
+        |r, p, _, entry| {
+            let batch = batches.entry((r, p)).or_default();
+            entry.append_to(batch);
+            written += entry.samples;
+        },
+    );
     written
 }
 
@@ -142,7 +159,7 @@ fn bench(c: &mut Criterion) {
 
     // Bytes per sample of the task-topic records, before Kafka's compression.
     let mut batches = HashMap::new();
-    let samples = hot_path(&body, &routes, &mut batches);
+    let samples = hot_path(&body, &routes, &mut FastRouting::new(0), &mut batches);
     let mut prost_batches = HashMap::new();
     assert_eq!(hot_path_prost(&body, &routes, &mut prost_batches), samples);
     for (key, batch) in &batches {
@@ -150,6 +167,19 @@ fn bench(c: &mut Criterion) {
             batch.encoded, prost_batches[key].encoded,
             "the two paths disagree"
         );
+    }
+    // A cache that missed (first request) and one that hit (second) write
+    // what no cache writes.
+    let mut cache = FastRouting::new(CACHE);
+    for _ in 0..2 {
+        let mut cached = HashMap::new();
+        assert_eq!(hot_path(&body, &routes, &mut cache, &mut cached), samples);
+        for (key, batch) in &batches {
+            assert_eq!(
+                batch.encoded, cached[key].encoded,
+                "the cache changed the output"
+            );
+        }
     }
     let bytes: usize = batches.values().map(|b| b.encoded.len()).sum();
     let zstd: usize = batches
@@ -168,16 +198,22 @@ fn bench(c: &mut Criterion) {
 
     // Samples written per request by each rule set, for the throughput.
     let written = |routes: &[Route], body: &[u8]| {
-        let n = hot_path(body, routes, &mut HashMap::new()) as u64;
+        let n = hot_path(body, routes, &mut FastRouting::new(0), &mut HashMap::new()) as u64;
         eprintln!("  {SERIES} samples ingested, {n} written");
         n
     };
     let mut group = c.benchmark_group("router");
     group.throughput(Throughput::Elements(written(&routes, &body)));
+    let mut cache = FastRouting::new(CACHE);
     group.bench_function("decode_relabel_hash_encode_2000_series", |b| {
         b.iter(|| {
             let mut batches = HashMap::new();
-            black_box(hot_path(black_box(&body), &routes, &mut batches))
+            black_box(hot_path(
+                black_box(&body),
+                &routes,
+                &mut cache,
+                &mut batches,
+            ))
         })
     });
     let dir = tempfile::tempdir().expect("tempdir");
@@ -185,10 +221,16 @@ fn bench(c: &mut Criterion) {
     std::fs::write(&aggr_file, AGGR).expect("aggr file");
     let aggr_routes = [route_with(RULES, Some(aggr_file))];
     group.throughput(Throughput::Elements(written(&aggr_routes, &body)));
+    let mut cache = FastRouting::new(CACHE);
     group.bench_function("decode_relabel_aggr_hash_encode_2000_series", |b| {
         b.iter(|| {
             let mut batches = HashMap::new();
-            black_box(hot_path(black_box(&body), &aggr_routes, &mut batches))
+            black_box(hot_path(
+                black_box(&body),
+                &aggr_routes,
+                &mut cache,
+                &mut batches,
+            ))
         })
     });
     group.throughput(Throughput::Elements(written(&routes, &body)));
@@ -213,12 +255,31 @@ fn bench(c: &mut Criterion) {
     ] {
         let body = compress(&raw, Encoding::Snappy).expect("snappy");
         group.throughput(Throughput::Elements(written(&five, &body)));
+        // The same series every request (a sender's scrapes): after the
+        // first, every one is found in the relabel cache.
+        let mut cache = FastRouting::new(CACHE);
         group.bench_function(format!("five_rules_{form}_form_2000_series"), |b| {
             b.iter(|| {
                 let mut batches = HashMap::new();
-                black_box(hot_path(black_box(&body), &five, &mut batches))
+                black_box(hot_path(black_box(&body), &five, &mut cache, &mut batches))
             })
         });
+        // Every series new (or router.relabel_cache_bytes = 0).
+        let mut uncached = FastRouting::new(0);
+        group.bench_function(
+            format!("five_rules_{form}_form_2000_series_uncached"),
+            |b| {
+                b.iter(|| {
+                    let mut batches = HashMap::new();
+                    black_box(hot_path(
+                        black_box(&body),
+                        &five,
+                        &mut uncached,
+                        &mut batches,
+                    ))
+                })
+            },
+        );
     }
     group.throughput(Throughput::Elements(written(&routes, &body)));
     group.bench_function("route_only_2000_series", |b| {

@@ -59,6 +59,22 @@ pub fn put_entry<'l>(
     buf.extend_from_slice(rest);
 }
 
+/// [`put_entry`] of labels already encoded by [`put_labels`].
+pub fn put_entry_encoded(labels: &[u8], rest: &[u8], buf: &mut Vec<u8>) {
+    let len = labels.len() + rest.len();
+    buf.reserve(1 + 10 + len);
+    buf.push(KEY_FIELD_1);
+    put_varint(buf, len);
+    buf.extend_from_slice(labels);
+    buf.extend_from_slice(rest);
+}
+
+/// Encoded size of an entry whose `TimeSeries` body (encoded labels and
+/// the rest) is `len` bytes.
+pub fn encoded_entry_len(len: usize) -> usize {
+    entry_len_of(len)
+}
+
 /// Encoded size of [`put_entry`]'s entry.
 pub fn entry_len<'l>(labels: impl Iterator<Item = (&'l str, &'l str)>, rest_len: usize) -> usize {
     entry_len_of(labels_len(labels) + rest_len)

@@ -41,6 +41,12 @@ impl TransactionCommitted<'_> {
                 .increment(s.samples_in - s.samples_dropped);
             metrics::counter!(m::METADATA_FORWARDED, "route" => r.clone())
                 .increment(s.metadata_out);
+            metrics::counter!(m::RELABEL_CACHE, "route" => r.clone(), "outcome" => "hit")
+                .increment(s.cache_hits);
+            metrics::counter!(m::RELABEL_CACHE, "route" => r.clone(), "outcome" => "miss")
+                .increment(s.cache_misses);
+            metrics::counter!(m::RELABEL_CACHE_CLEARS, "route" => r.clone())
+                .increment(s.cache_clears);
             if route.aggregation().is_some() {
                 metrics::counter!(m::AGGREGATION_CONFLICTS, "route" => r.clone())
                     .increment(s.aggregation_conflicts);

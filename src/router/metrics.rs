@@ -15,6 +15,12 @@ pub const PARTITION_SAMPLES: &str = "streamroute_router_partition_samples_total"
 /// Series whose matching stream aggregation rules share no grouping label,
 /// routed by the empty label set (all to one task), per route.
 pub const AGGREGATION_CONFLICTS: &str = "streamroute_router_aggregation_conflict_series_total";
+/// Series of the zero-copy path by route and whether the route's relabel
+/// cache knew them (`outcome`: `hit`, `miss`).
+pub const RELABEL_CACHE: &str = "streamroute_router_relabel_cache_series_total";
+/// Times a route's relabel cache reached `router.relabel_cache_bytes` and
+/// forgot everything, per route.
+pub const RELABEL_CACHE_CLEARS: &str = "streamroute_router_relabel_cache_clears_total";
 /// Ingress record timestamp to committed output, per route.
 pub const DISTRIBUTION_LATENCY: &str = "streamroute_router_distribution_latency_seconds";
 /// Records (batches) buffered in the open transaction, per route.
@@ -51,6 +57,14 @@ pub fn describe() {
     describe_counter!(
         AGGREGATION_CONFLICTS,
         "series whose matching stream aggregation rules share no grouping label (all routed to one task), per route"
+    );
+    describe_counter!(
+        RELABEL_CACHE,
+        "series of the zero-copy path by route and outcome (hit: relabeled before, miss)"
+    );
+    describe_counter!(
+        RELABEL_CACHE_CLEARS,
+        "times a route's relabel cache reached router.relabel_cache_bytes and started over"
     );
     describe_histogram!(
         DISTRIBUTION_LATENCY,

@@ -19,6 +19,7 @@ pub mod metrics;
 mod process;
 mod producer;
 mod progress;
+pub mod relabel_cache;
 pub mod route;
 pub mod task_id;
 mod txn;

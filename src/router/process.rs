@@ -10,11 +10,14 @@
 //! Depends on `remote_write` (codecs, readers, validation), `route`,
 //! `metadata`, `batches` and `txn`.
 
+use std::cell::RefCell;
+
 use super::batches::BatchKey;
 use super::config::RecordFormat;
 use super::metadata::{append_metadata, Families};
 use super::route::{
-    append_series, entry_len, put_series_with_id, route_fast, route_request_named, Route,
+    append_series, entry_len, put_series_with_id, route_fast, route_request_named, FastRouting,
+    Route,
 };
 use super::txn::Txn;
 use crate::kafka::record::IngressMeta;
@@ -56,6 +59,8 @@ pub struct Routing<'a> {
     /// The wall clock (Unix ms) when the record is routed: when the series
     /// ids of `series_ids` routes are defined and refreshed.
     pub now_ms: i64,
+    /// The worker's relabel caches and buffers of the fast path.
+    pub fast: &'a RefCell<FastRouting>,
 }
 
 /// Routes the record `value` with its header `meta` into `txn`'s batches.
@@ -132,12 +137,12 @@ fn route_fast_request(
         &request,
         routing.routes,
         routing.partitions,
+        &mut routing.fast.borrow_mut(),
         stats,
         |route, partition, task, entry| {
             if let Some(families) = families.as_mut() {
-                let name = entry.labels.iter().find(|l| l.0 == "__name__");
                 probe.labels[0].value.clear();
-                probe.labels[0].value.push_str(name.map_or("", |l| &l.1));
+                probe.labels[0].value.push_str(entry.relabeled_name);
                 families.saw(route, partition, entry.name, &probe);
             }
             let key = key(route, partition, tenant);
@@ -330,6 +335,7 @@ mod tests {
             limits: &limits,
             max_decoded: 1 << 20,
             now_ms: 0,
+            fast: &RefCell::new(FastRouting::new(1 << 20)),
         };
         let mut t = txn(2, 10_000);
         let body = snappy(&request(20));
@@ -361,6 +367,7 @@ mod tests {
             limits: &limits,
             max_decoded: 1 << 20,
             now_ms: 0,
+            fast: &RefCell::new(FastRouting::new(1 << 20)),
         };
         let plain = request(30);
         // Metadata sends the record down the prost path.
@@ -395,6 +402,7 @@ mod tests {
             limits: &limits,
             max_decoded: 1 << 20,
             now_ms: 0,
+            fast: &RefCell::new(FastRouting::new(1 << 20)),
         };
         let mut t = txn(1, 5);
         // 2 samples per series: the third series reaches 6 >= 5.
@@ -420,6 +428,7 @@ mod tests {
             limits: &limits,
             max_decoded: 1 << 20,
             now_ms: 0,
+            fast: &RefCell::new(FastRouting::new(1 << 20)),
         };
         let mut t = txn(1, 100);
         let reason = |value: Option<&[u8]>, t: &mut Txn| {
@@ -454,6 +463,7 @@ mod tests {
             limits: &limits,
             max_decoded: 1 << 20,
             now_ms: 1_000,
+            fast: &RefCell::new(FastRouting::new(1 << 20)),
         };
         let plain = request(40);
         let mut with_metadata = plain.clone();
@@ -521,6 +531,7 @@ mod tests {
             limits: &limits,
             max_decoded: 1 << 20,
             now_ms: 0,
+            fast: &RefCell::new(FastRouting::new(1 << 20)),
         };
         // Prometheus 3 style: metadata on every series; a histogram family
         // (suffixed series), a counter, and a gauge.

@@ -12,9 +12,8 @@ use std::fmt::Write as _;
 use super::aggregation::{Aggregation, AggregationError, Routed};
 use super::batches::BatchKey;
 use super::config::{RecordFormat, RouteConfig, UnknownEncoding, UnknownFormat};
-use super::task_id::{
-    inject_label, jump_hash, labels_hash_iter, partition_for_task, task_id, TaskIdConfig,
-};
+use super::relabel_cache::{Kept, Outcome, RelabelCache};
+use super::task_id::{inject_label, jump_hash, labels_hash_iter, task_id, TaskIdConfig};
 use crate::kafka::record::series::SeriesWriter;
 use crate::relabel::{LabelPair, RelabelError, Rules, Scratch};
 use crate::remote_write::fast::FastRequest;
@@ -52,7 +51,13 @@ pub struct Route {
     pub record_encoding: Encoding,
     /// How series are written in them (`record_format`).
     pub record_format: RecordFormat,
+    /// Unique per compiled route in this process: what a
+    /// [`RelabelCache`] remembers is of one route.
+    id: u64,
 }
+
+/// The next [`Route::id`].
+static NEXT_ROUTE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Route {
     /// Compiles a route's rules, validating label names under `names`.
@@ -66,6 +71,7 @@ impl Route {
             aggregation: config.aggregation()?,
             record_encoding: config.record_encoding()?,
             record_format: config.record_format()?,
+            id: NEXT_ROUTE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -105,6 +111,18 @@ impl Route {
         partitions: u32,
         scratch: &mut Scratch,
     ) -> Option<(u32, u32, Routed)> {
+        let (task, routed, partition_key) = self.stamp_with(labels, scratch)?;
+        Some((task, jump_hash(partition_key, partitions), routed))
+    }
+
+    /// [`Route::apply_with`] without the partition count: returns the task
+    /// id, how it was decided and the partition key, whose
+    /// `jump_hash(key, partitions)` is the series' partition.
+    fn stamp_with<L: LabelPair>(
+        &self,
+        labels: &mut Vec<L>,
+        scratch: &mut Scratch,
+    ) -> Option<(u32, Routed, u64)> {
         if !self.rules.process_with(labels, scratch) {
             return None;
         }
@@ -118,16 +136,17 @@ impl Route {
         // Writing to a String cannot fail.
         let _ = write!(value, "{task}");
         inject_label(labels, L::from_parts(name, value));
-        let partition = if self.partition_labels.is_empty() {
-            partition_for_task(task, partitions)
+        // `partition_for_task` is `jump_hash` of the task id.
+        let partition_key = if self.partition_labels.is_empty() {
+            u64::from(task)
         } else {
             let selected = labels
                 .iter()
                 .map(|l| (l.name(), l.value()))
                 .filter(|(n, _)| self.partition_labels.iter().any(|p| p == n));
-            jump_hash(labels_hash_iter(selected), partitions)
+            labels_hash_iter(selected)
         };
-        Some((task, partition, routed))
+        Some((task, routed, partition_key))
     }
 }
 
@@ -161,6 +180,12 @@ pub struct RouteStats {
     pub aggregation_conflicts: u64,
     /// Metadata entries written (one per family and partition).
     pub metadata_out: u64,
+    /// Series of the fast path found in the route's relabel cache.
+    pub cache_hits: u64,
+    /// Series of the fast path relabeled and put in the cache.
+    pub cache_misses: u64,
+    /// Times the cache forgot everything to stay within its budget.
+    pub cache_clears: u64,
 }
 
 /// Routes every series of `request` through every route, calling
@@ -268,8 +293,11 @@ impl LabelPair for CowLabel<'_> {
 
 /// A relabeled series of the fast path, as handed to `emit`.
 pub struct FastEntry<'s, 'a> {
-    /// The relabeled labels, sorted, with the task label.
-    pub labels: &'s [CowLabel<'a>],
+    /// The relabeled labels, sorted, with the task label, encoded as
+    /// `TimeSeries.labels` (field 1 entries).
+    pub labels: &'s [u8],
+    /// The series' `__name__` after relabeling ("" without one).
+    pub relabeled_name: &'s str,
     /// The series' other fields, already encoded (see `remote_write::fast::FastRequest::rest`).
     pub rest: &'s [u8],
     /// Float samples in `rest`.
@@ -285,7 +313,7 @@ impl FastEntry<'_, '_> {
     /// Appends the series to `out` as WriteRequest field 1: the same bytes
     /// [`append_series`] writes for the prost-decoded series.
     pub fn append_to(&self, out: &mut Output) {
-        entry::put_entry(self.label_refs(), self.rest, &mut out.encoded);
+        entry::put_entry_encoded(self.labels, self.rest, &mut out.encoded);
         out.series += 1;
         out.samples += self.samples;
         out.histograms += self.histograms;
@@ -300,7 +328,7 @@ impl FastEntry<'_, '_> {
         now_ms: i64,
         out: &mut Output,
     ) {
-        ids.put(key, self.label_refs(), self.rest, now_ms, &mut out.encoded);
+        ids.put_encoded(key, self.labels, self.rest, now_ms, &mut out.encoded);
         out.series += 1;
         out.samples += self.samples;
         out.histograms += self.histograms;
@@ -308,11 +336,54 @@ impl FastEntry<'_, '_> {
 
     /// Encoded size as a WriteRequest entry, like [`entry_len`].
     pub fn entry_len(&self) -> usize {
-        entry::entry_len(self.label_refs(), self.rest.len())
+        entry::encoded_entry_len(self.labels.len() + self.rest.len())
+    }
+}
+
+/// What [`route_fast`] keeps from request to request on one worker: per
+/// route, what it made of the series it saw (a [`RelabelCache`] of
+/// `router.relabel_cache_bytes`), and buffers.
+pub struct FastRouting {
+    budget: usize,
+    caches: Vec<RelabelCache>,
+    /// One per route: its capture positions are made for its regexes.
+    scratch: Vec<Scratch>,
+    /// The series' labels before relabeling, encoded: the caches' key.
+    key: Vec<u8>,
+    /// A missed series' labels after relabeling, encoded.
+    encoded: Vec<u8>,
+    /// A missed series' `__name__` after relabeling.
+    name: String,
+}
+
+impl FastRouting {
+    /// Caches of at most `budget` bytes per route (0: none).
+    pub fn new(budget: usize) -> FastRouting {
+        FastRouting {
+            budget,
+            caches: Vec::new(),
+            scratch: Vec::new(),
+            key: Vec::new(),
+            encoded: Vec::new(),
+            name: String::new(),
+        }
     }
 
-    fn label_refs(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
-        self.labels.iter().map(|(n, v)| (&**n, &**v))
+    /// One cache and scratch per route of `routes`; a cache of another
+    /// route (before a reload) forgets what it had.
+    fn fit(&mut self, routes: &[Route]) {
+        self.caches.truncate(routes.len());
+        for (cache, route) in self.caches.iter_mut().zip(routes) {
+            cache.serve(route.id);
+        }
+        let have = self.caches.len();
+        let budget = self.budget;
+        self.caches.extend(
+            routes[have..]
+                .iter()
+                .map(|r| RelabelCache::new(budget, r.id)),
+        );
+        self.scratch.resize_with(routes.len(), Scratch::default);
     }
 }
 
@@ -320,17 +391,27 @@ impl FastEntry<'_, '_> {
 /// [`crate::remote_write::fast::parse`]: the same
 /// routing, stats and output bytes, without decoding labels into strings.
 /// Each route relabels its own copy of the borrowed labels; copying them is
-/// cheap, so unlike [`route_request`] no route works in place.
+/// cheap, so unlike [`route_request`] no route works in place. A series a
+/// route has seen before (in `fast`'s cache) is not relabeled again.
 pub fn route_fast<'a>(
     request: &FastRequest<'a>,
     routes: &[Route],
     partitions: &[u32],
+    fast: &mut FastRouting,
     stats: &mut [RouteStats],
     mut emit: impl FnMut(usize, u32, u32, &FastEntry<'_, 'a>),
 ) {
+    fast.fit(routes);
+    let cached = fast.budget > 0;
+    let FastRouting {
+        caches,
+        scratch,
+        key,
+        encoded,
+        name: relabeled_name,
+        ..
+    } = fast;
     let mut labels: Vec<CowLabel<'a>> = Vec::new();
-    // One per route: its capture positions are made for its regexes.
-    let mut scratch: Vec<Scratch> = routes.iter().map(|_| Scratch::default()).collect();
     for series in &request.series {
         let samples = (series.samples + series.histograms) as u64;
         let original = request
@@ -341,38 +422,84 @@ pub fn route_fast<'a>(
             .iter()
             .find(|(n, _)| *n == "__name__")
             .map_or("", |(_, v)| *v);
-        for (i, (route, scratch)) in routes.iter().zip(&mut scratch).enumerate() {
+        let rest = request.rest(series);
+        // Counts the series and hands it to `emit` when kept.
+        let mut deliver = |i: usize, outcome: Outcome<'_>, stats: &mut RouteStats| {
+            stats.series_in += 1;
+            stats.samples_in += samples;
+            match outcome {
+                Outcome::Kept(kept) => {
+                    stats.aggregation_conflicts += u64::from(kept.routed == Routed::Conflict);
+                    let entry = FastEntry {
+                        labels: kept.labels,
+                        relabeled_name: kept.name,
+                        rest,
+                        samples: series.samples,
+                        histograms: series.histograms,
+                        name,
+                    };
+                    emit(
+                        i,
+                        jump_hash(kept.partition_key, partitions[i]),
+                        kept.task,
+                        &entry,
+                    );
+                }
+                Outcome::Dropped => {
+                    stats.series_dropped += 1;
+                    stats.samples_dropped += samples;
+                }
+            }
+        };
+        key.clear();
+        if cached {
+            entry::put_labels(original.iter().copied(), key);
+        }
+        for (i, route) in routes.iter().enumerate() {
+            let miss = match cached.then(|| caches[i].get(key)) {
+                Some(Ok(outcome)) => {
+                    stats[i].cache_hits += 1;
+                    deliver(i, outcome, &mut stats[i]);
+                    continue;
+                }
+                Some(Err(miss)) => Some(miss),
+                None => None,
+            };
             labels.clear();
             labels.extend(
                 original
                     .iter()
                     .map(|&(n, v)| (Cow::Borrowed(n), Cow::Borrowed(v))),
             );
-            stats[i].series_in += 1;
-            stats[i].samples_in += samples;
-            match route.apply_with(&mut labels, partitions[i], scratch) {
-                Some((task, partition, routed)) => {
-                    stats[i].aggregation_conflicts += u64::from(routed == Routed::Conflict);
-                    let entry = FastEntry {
-                        labels: &labels,
-                        rest: request.rest(series),
-                        samples: series.samples,
-                        histograms: series.histograms,
-                        name,
-                    };
-                    emit(i, partition, task, &entry);
+            encoded.clear();
+            relabeled_name.clear();
+            let outcome = match route.stamp_with(&mut labels, &mut scratch[i]) {
+                Some((task, routed, partition_key)) => {
+                    entry::put_labels(labels.iter().map(|(n, v)| (&**n, &**v)), encoded);
+                    if let Some((_, v)) = labels.iter().find(|(n, _)| n == "__name__") {
+                        relabeled_name.push_str(v);
+                    }
+                    Outcome::Kept(Kept {
+                        task,
+                        routed,
+                        partition_key,
+                        labels: encoded,
+                        name: relabeled_name,
+                    })
                 }
-                None => {
-                    stats[i].series_dropped += 1;
-                    stats[i].samples_dropped += samples;
-                }
+                None => Outcome::Dropped,
+            };
+            deliver(i, outcome, &mut stats[i]);
+            if let Some(miss) = miss {
+                stats[i].cache_misses += 1;
+                stats[i].cache_clears += u64::from(caches[i].insert(key, miss, outcome));
             }
             // The series is written: the strings of the labels set for it
             // are spares for the next one.
             for (name, value) in labels.drain(..) {
                 for text in [name, value] {
                     if let Cow::Owned(text) = text {
-                        scratch.give(text);
+                        scratch[i].give(text);
                     }
                 }
             }

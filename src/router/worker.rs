@@ -23,6 +23,7 @@
 //! `events.rs`, the record formats in `kafka::record`, its `[router]`
 //! section and `Shared`.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,7 +40,7 @@ use super::events::{TransactionAborted, TransactionCommitted};
 use super::process::{route_record, Routing, Unroutable};
 use super::producer::{producer_config, StartError, TxnProducer};
 use super::progress::Progress;
-use super::route::Route;
+use super::route::{FastRouting, Route};
 use super::txn::Txn;
 use super::{RouterError, Rules};
 use crate::kafka::record::series::SeriesWriter;
@@ -68,6 +69,10 @@ pub(super) struct Worker {
     /// The series ids a committed transaction left for the next one (see
     /// `Txn::series`); `None` after an abort.
     series: Option<SeriesWriter<BatchKey>>,
+    /// What each route made of the series seen (see `relabel_cache.rs`):
+    /// kept across transactions, aborted ones too, as it depends on the
+    /// labels and the routes only.
+    fast: RefCell<FastRouting>,
 }
 
 impl Worker {
@@ -92,6 +97,7 @@ impl Worker {
             progress.clone(),
         )
         .map_err(RouterError::Client)?;
+        let relabel_cache_bytes = router.relabel_cache_bytes;
         Ok(Worker {
             limits: rules.limits.clone(),
             router,
@@ -105,6 +111,7 @@ impl Worker {
             producer,
             progress,
             series: None,
+            fast: RefCell::new(FastRouting::new(relabel_cache_bytes)),
         })
     }
 
@@ -322,6 +329,7 @@ impl Worker {
             limits: &self.limits,
             max_decoded: self.router.max_decoded_bytes,
             now_ms: now_ms(),
+            fast: &self.fast,
         };
         let routed = IngressMeta::from_headers(headers.as_ref())
             .map_err(|e| Unroutable::new("bad_headers", e))

@@ -139,8 +139,24 @@ impl<K: Hash + Eq + Clone> SeriesWriter<K> {
         now_ms: i64,
         out: &mut Vec<u8>,
     ) -> Written {
-        self.labels.clear();
-        entry::put_labels(labels, &mut self.labels);
+        let mut encoded = std::mem::take(&mut self.labels);
+        encoded.clear();
+        entry::put_labels(labels, &mut encoded);
+        let written = self.put_encoded(key, &encoded, rest, now_ms, out);
+        self.labels = encoded;
+        written
+    }
+
+    /// [`SeriesWriter::put`] of labels already encoded as
+    /// `TimeSeries.labels` (`entry::put_labels`).
+    pub fn put_encoded(
+        &mut self,
+        key: &K,
+        labels: &[u8],
+        rest: &[u8],
+        now_ms: i64,
+        out: &mut Vec<u8>,
+    ) -> Written {
         let table = match self.tables.get_mut(key) {
             Some(table) => table,
             None => self.tables.entry(key.clone()).or_default(),
@@ -151,7 +167,7 @@ impl<K: Hash + Eq + Clone> SeriesWriter<K> {
             table.ids.retain(|_, known| known.used_ms >= since);
             table.swept_ms = now_ms;
         }
-        let (id, written) = match table.ids.get_mut(&self.labels[..]) {
+        let (id, written) = match table.ids.get_mut(labels) {
             Some(known) if now_ms - known.defined_ms < self.refresh_ms => {
                 known.used_ms = now_ms;
                 (known.id, Written::Reference)
@@ -169,12 +185,12 @@ impl<K: Hash + Eq + Clone> SeriesWriter<K> {
                     defined_ms: now_ms,
                     used_ms: now_ms,
                 };
-                table.ids.insert(self.labels[..].into(), known);
+                table.ids.insert(labels.into(), known);
                 (id, Written::Definition)
             }
         };
         let labels: &[u8] = match written {
-            Written::Definition => &self.labels,
+            Written::Definition => labels,
             Written::Reference => &[],
         };
         let len = 1 + varint_len(id) + labels.len() + rest.len();

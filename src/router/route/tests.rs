@@ -196,38 +196,50 @@ fn same_on_both_paths(raw: &[u8], routes: &[Route], partitions: &[u32]) -> bool 
             ));
         },
     );
-    route_fast(
-        &fast_req,
-        routes,
-        partitions,
-        &mut quick_stats,
-        |r, p, t, entry| {
-            let mut out = Output::default();
-            entry.append_to(&mut out);
-            quick.push((
-                r,
-                p,
-                t,
-                entry.entry_len(),
-                out.encoded,
-                out.series,
-                out.samples,
-                out.histograms,
-            ));
-        },
-    );
-    assert_eq!(quick, slow);
-    for (q, s) in quick_stats.iter().zip(&slow_stats) {
-        let fields = |x: &RouteStats| {
-            (
-                x.series_in,
-                x.series_dropped,
-                x.samples_in,
-                x.samples_dropped,
-                x.aggregation_conflicts,
-            )
-        };
-        assert_eq!(fields(q), fields(s));
+    let fields = |x: &RouteStats| {
+        (
+            x.series_in,
+            x.series_dropped,
+            x.samples_in,
+            x.samples_dropped,
+            x.aggregation_conflicts,
+        )
+    };
+    // Without a relabel cache, with one that misses every series, and with
+    // the same one again, finding every series.
+    let (mut none, mut cache) = (FastRouting::new(0), FastRouting::new(1 << 20));
+    for (case, hits) in [(0, false), (1, false), (1, true)] {
+        let routing = if case == 0 { &mut none } else { &mut cache };
+        quick.clear();
+        quick_stats.fill(RouteStats::default());
+        route_fast(
+            &fast_req,
+            routes,
+            partitions,
+            routing,
+            &mut quick_stats,
+            |r, p, t, entry| {
+                let mut out = Output::default();
+                entry.append_to(&mut out);
+                quick.push((
+                    r,
+                    p,
+                    t,
+                    entry.entry_len(),
+                    out.encoded,
+                    out.series,
+                    out.samples,
+                    out.histograms,
+                ));
+            },
+        );
+        assert_eq!(quick, slow);
+        for (q, s) in quick_stats.iter().zip(&slow_stats) {
+            assert_eq!(fields(q), fields(s));
+            if hits {
+                assert_eq!((q.cache_hits, q.cache_misses), (q.series_in, 0));
+            }
+        }
     }
     true
 }
@@ -541,7 +553,109 @@ fn aggregation_conflicts_are_counted_on_both_paths() {
     route_request(request, &routes, &[2], &mut slow, |_, _, _, _| {});
     let mut quick = [RouteStats::default()];
     let fast_req = fast::parse(&raw, &Limits::default()).unwrap();
-    route_fast(&fast_req, &routes, &[2], &mut quick, |_, _, _, _| {});
+    route_fast(
+        &fast_req,
+        &routes,
+        &[2],
+        &mut FastRouting::new(1 << 20),
+        &mut quick,
+        |_, _, _, _| {},
+    );
     assert_eq!(slow[0].aggregation_conflicts, 3);
     assert_eq!(quick[0].aggregation_conflicts, 3);
+}
+
+/// Routes `raw` through `routes` on the fast path with `routing`,
+/// returning what was emitted, encoded.
+fn fast_emitted(
+    raw: &[u8],
+    routes: &[Route],
+    partitions: &[u32],
+    routing: &mut FastRouting,
+) -> Vec<(usize, u32, u32, Vec<u8>)> {
+    let request = fast::parse(raw, &Limits::default()).unwrap();
+    let mut stats = vec![RouteStats::default(); routes.len()];
+    let mut out = Vec::new();
+    route_fast(
+        &request,
+        routes,
+        partitions,
+        routing,
+        &mut stats,
+        |r, p, t, entry| {
+            let mut o = Output::default();
+            entry.append_to(&mut o);
+            out.push((r, p, t, o.encoded));
+        },
+    );
+    out
+}
+
+/// A reload compiles the routes anew: a cache that served the old rules
+/// must not answer for the new ones, even at the same index.
+#[test]
+fn the_relabel_cache_forgets_the_rules_of_a_reload() {
+    let raw = WriteRequest {
+        timeseries: vec![series("a"), series("b")],
+        metadata: vec![],
+    }
+    .encode_to_vec();
+    let mut routing = FastRouting::new(1 << 20);
+    let dropping = [route(
+        "- source_labels: [job]\n  regex: a\n  action: drop\n",
+        4,
+    )];
+    assert_eq!(fast_emitted(&raw, &dropping, &[2], &mut routing).len(), 1);
+    let keeping = [route("[]", 4)];
+    assert_eq!(fast_emitted(&raw, &keeping, &[2], &mut routing).len(), 2);
+    // And a change of partition count, without a reload, is followed.
+    let mut uncached = FastRouting::new(0);
+    for partitions in [1, 7, 64] {
+        assert_eq!(
+            fast_emitted(&raw, &keeping, &[partitions], &mut routing),
+            fast_emitted(&raw, &keeping, &[partitions], &mut uncached)
+        );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 300, failure_persistence: None, ..Default::default() })]
+
+    /// Requests of series from a small alphabet (many share names, values
+    /// or prefixes of them), routed one after another through one cache:
+    /// each comes out as it does without a cache, also when the cache is so
+    /// small that it forgets everything now and then.
+    #[test]
+    fn a_shared_relabel_cache_routes_like_none(
+        requests in proptest::collection::vec(
+            proptest::collection::vec(
+                proptest::collection::btree_map("__name__|job|instance|a|ab|go_x", "|a|ab|b|go_memstats_x|h:80|h:8", 1..5),
+                1..6,
+            ),
+            1..6,
+        ),
+        budget in proptest::prop_oneof![proptest::strategy::Just(1usize << 20), 200usize..2_000],
+    ) {
+        let routes = [route(BENCH_RULES, 16), route("- regex: 'a.*'\n  action: labeldrop\n", 3)];
+        let mut cached = FastRouting::new(budget);
+        let mut uncached = FastRouting::new(0);
+        for series in requests {
+            let timeseries = series
+                .into_iter()
+                .map(|labels| TimeSeries {
+                    labels: labels.into_iter().map(|(n, v)| Label::new(n, v)).collect(),
+                    samples: vec![Sample { value: 1.0, timestamp: 1 }],
+                    ..Default::default()
+                })
+                .collect();
+            let raw = WriteRequest { timeseries, metadata: vec![] }.encode_to_vec();
+            if fast::parse(&raw, &Limits::default()).is_none() {
+                continue;
+            }
+            proptest::prop_assert_eq!(
+                fast_emitted(&raw, &routes, &[4, 2], &mut cached),
+                fast_emitted(&raw, &routes, &[4, 2], &mut uncached)
+            );
+        }
+    }
 }
