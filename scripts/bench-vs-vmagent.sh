@@ -19,6 +19,7 @@
 #   scripts/bench-vs-vmagent.sh [rounds] [rate] [seconds]
 #   BENCH_ALLOCATORS=1 scripts/bench-vs-vmagent.sh   also streamroute with the system malloc, mimalloc, jemalloc
 #   BENCH_PERF=perf.data scripts/bench-vs-vmagent.sh  and a perf profile of streamroute
+#   BENCH_NO_CACHE=1 scripts/bench-vs-vmagent.sh     also sr-nocache: streamroute with router.relabel_cache_bytes = 0
 #   BENCH_FORMS=prost, BENCH_SKIP_OLD=1 (no vmagent 1.79 turns), BENCH_KAFKA_VARIANTS, BENCH_BINARIES: see below
 #
 # Defaults: 1 round, 40,000 samples/s, 15 s per contender and form. Uses the
@@ -117,7 +118,10 @@ TOML
 # default 5m does for a 15 s scrape interval.
 SR_CONTENDERS=("streamroute=$BIN" "sr-ids=$BIN")
 declare -A ROUTE_EXTRA=([sr-ids]='record_format = "series_ids"')
-declare -A ROUTER_EXTRA=([sr-ids]='series_refresh = "10s"')
+declare -A ROUTER_EXTRA=([sr-ids]='series_refresh = "10s"' [sr-nocache]='relabel_cache_bytes = 0')
+# BENCH_NO_CACHE=1: also streamroute relabeling every series anew (each of
+# the 20,000 series here is seen 30 times in 15 s; the cache holds them all).
+[ "${BENCH_NO_CACHE:-0}" = 1 ] && SR_CONTENDERS+=("sr-nocache=$BIN")
 IFS=';' read -r -a variants <<<"${BENCH_KAFKA_VARIANTS:-}"
 for v in "${variants[@]}"; do
   [ -n "$v" ] && SR_CONTENDERS+=("${v%%:*}=$BIN=${v#*:}")

@@ -54,7 +54,7 @@ pub struct RouterConfig {
     /// Bytes per route a router worker may keep to remember what the route
     /// made of each series it saw (relabeled labels, task id), so that a
     /// series seen again is not relabeled again (`relabel_cache.rs`). About
-    /// twice a series' encoded labels plus 60 bytes each; when full, it
+    /// twice a series' encoded labels plus about 100 bytes each; when full, it
     /// forgets everything and starts over. 0 turns it off.
     pub relabel_cache_bytes: usize,
     /// Limits every ingress payload is validated against (a payload over
@@ -206,7 +206,7 @@ impl Default for RouterConfig {
             transaction_timeout: Duration::from_secs(10),
             max_decoded_bytes: 64 << 20,
             series_refresh: Duration::from_secs(300),
-            // 64 MiB: about 90,000 series of 12-15 labels per route.
+            // 64 MiB: about 100,000 series of 12-15 labels per route.
             relabel_cache_bytes: 64 << 20,
             // Filled in with gateway.limits by Config::load when absent.
             limits: None,

@@ -196,7 +196,7 @@ impl RelabelCache {
     }
 
     /// Bytes held: the arena, the entries and the slots in use.
-    fn used(&self) -> usize {
+    pub fn used(&self) -> usize {
         self.arena.len() + self.entries.len() * std::mem::size_of::<Entry>() + self.slots.len() * 4
     }
 

@@ -369,6 +369,11 @@ impl FastRouting {
         }
     }
 
+    /// Bytes the caches hold (see `RelabelCache::used`).
+    pub fn cache_bytes(&self) -> usize {
+        self.caches.iter().map(RelabelCache::used).sum()
+    }
+
     /// One cache and scratch per route of `routes`; a cache of another
     /// route (before a reload) forgets what it had.
     fn fit(&mut self, routes: &[Route]) {

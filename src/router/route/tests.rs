@@ -659,3 +659,16 @@ proptest::proptest! {
         }
     }
 }
+
+/// What the docs of `router.relabel_cache_bytes` say a series costs: about
+/// 550 bytes for the generator's 12-15 labels (the benchmarks' series).
+#[test]
+fn a_cached_series_of_the_benchmark_takes_about_550_bytes() {
+    let request = crate::produce::generate::payload(0, 2_000, 0, 1_700_000_000_000);
+    let raw = request.encode_to_vec();
+    let mut routing = FastRouting::new(64 << 20);
+    fast_emitted(&raw, &[route(BENCH_RULES, 64)], &[8], &mut routing);
+    let per_series = routing.cache_bytes() / 2_000;
+    eprintln!("{per_series} bytes per cached series");
+    assert!((400..800).contains(&per_series), "{per_series}");
+}
