@@ -110,7 +110,8 @@ TOML
 # (examples/alloc_*.rs). BENCH_KAFKA_VARIANTS="name:key=value,key=value;..."
 # adds one contender per variant with those librdkafka properties (every
 # client of the process: gateway and router producers, router and egress
-# consumers), e.g. "linger50:linger.ms=50".
+# consumers), e.g. "linger50:linger.ms=50"; a variant named ids-* also
+# writes series ids, as sr-ids does.
 # sr-ids: the same with the route's record_format = "series_ids" (labels
 # once per series_refresh, then series ids: the task-topic storage figure).
 # Each series gets a sample every 0.5 s here (20,000 series at 40,000/s),
@@ -124,7 +125,15 @@ declare -A ROUTER_EXTRA=([sr-ids]='series_refresh = "10s"' [sr-nocache]='relabel
 [ "${BENCH_NO_CACHE:-0}" = 1 ] && SR_CONTENDERS+=("sr-nocache=$BIN")
 IFS=';' read -r -a variants <<<"${BENCH_KAFKA_VARIANTS:-}"
 for v in "${variants[@]}"; do
-  [ -n "$v" ] && SR_CONTENDERS+=("${v%%:*}=$BIN=${v#*:}")
+  [ -n "$v" ] || continue
+  SR_CONTENDERS+=("${v%%:*}=$BIN=${v#*:}")
+  # A variant named ids-*: with sr-ids' series ids.
+  case "${v%%:*}" in
+    ids-*)
+      ROUTE_EXTRA[${v%%:*}]="${ROUTE_EXTRA[sr-ids]}"
+      ROUTER_EXTRA[${v%%:*}]="${ROUTER_EXTRA[sr-ids]}"
+      ;;
+  esac
 done
 # BENCH_BINARIES="name=/path/to/streamroute ...": other builds of
 # streamroute beside this one (the code before a change, say).

@@ -47,6 +47,11 @@ pub const EXPIRED: &str = "streamroute_egress_window_series_expired_total";
 pub const HELD: &str = "streamroute_egress_held_samples";
 /// Series with window state, per partition.
 pub const WINDOW_SERIES: &str = "streamroute_egress_window_series";
+/// Read-backs of a partition for a `series_ids` writer's definitions, per
+/// partition and outcome (`done`, `failed`: retried).
+pub const SERIES_READBACKS: &str = "streamroute_egress_series_readbacks_total";
+/// `series_ids` definitions the partition keeps, per partition.
+pub const SERIES_DEFINITIONS: &str = "streamroute_egress_series_definitions";
 /// Wall clock minus the partition's watermark, in seconds.
 pub const WATERMARK_LAG: &str = "streamroute_egress_watermark_lag_seconds";
 
@@ -68,6 +73,14 @@ pub fn describe() {
     describe_counter!(EXPIRED, "series whose window state expired, per partition");
     describe_gauge!(HELD, "samples held by the delay window, per partition");
     describe_gauge!(WINDOW_SERIES, "series with window state, per partition");
+    describe_counter!(
+        SERIES_READBACKS,
+        "read-backs of the partition for a series_ids writer's definitions, per partition and outcome (done, failed)"
+    );
+    describe_gauge!(
+        SERIES_DEFINITIONS,
+        "series_ids definitions kept, per partition"
+    );
     describe_gauge!(
         WATERMARK_LAG,
         Unit::Seconds,

@@ -4,11 +4,14 @@
 //!
 //! Depends on the router's `metrics` names, `route` and `txn`.
 
+use std::collections::HashMap;
+
 use tracing::{debug, warn};
 
 use super::metrics as m;
 use super::route::Route;
 use super::txn::Txn;
+use crate::kafka::record::series::Counts;
 
 /// A transaction committed: everything it counted becomes metrics.
 pub struct TransactionCommitted<'a> {
@@ -59,6 +62,19 @@ impl TransactionCommitted<'_> {
                 metrics::histogram!(m::DISTRIBUTION_LATENCY, "route" => r.clone())
                     .record((now - ts).max(0) as f64 / 1000.0);
             }
+        }
+        let mut ids: HashMap<usize, Counts> = HashMap::new();
+        for (key, counts) in txn.series.counts() {
+            let sum = ids.entry(key.route).or_default();
+            sum.definitions += counts.definitions;
+            sum.references += counts.references;
+        }
+        for (route, counts) in ids {
+            let r = self.routes[route].name.clone();
+            metrics::counter!(m::SERIES_ID_ENTRIES, "route" => r.clone(), "kind" => "definition")
+                .increment(counts.definitions);
+            metrics::counter!(m::SERIES_ID_ENTRIES, "route" => r, "kind" => "reference")
+                .increment(counts.references);
         }
         for ((route, partition), samples) in &txn.partition_samples {
             let route = self.routes[*route].name.clone();

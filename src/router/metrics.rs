@@ -21,6 +21,9 @@ pub const RELABEL_CACHE: &str = "streamroute_router_relabel_cache_series_total";
 /// Times a route's relabel cache reached `router.relabel_cache_bytes` and
 /// forgot everything, per route.
 pub const RELABEL_CACHE_CLEARS: &str = "streamroute_router_relabel_cache_clears_total";
+/// Series entries of `series_ids` routes committed, per route and `kind`
+/// (`definition`: with labels, `reference`: by number only).
+pub const SERIES_ID_ENTRIES: &str = "streamroute_router_series_id_entries_total";
 /// Ingress record timestamp to committed output, per route.
 pub const DISTRIBUTION_LATENCY: &str = "streamroute_router_distribution_latency_seconds";
 /// Records (batches) buffered in the open transaction, per route.
@@ -65,6 +68,10 @@ pub fn describe() {
     describe_counter!(
         RELABEL_CACHE_CLEARS,
         "times a route's relabel cache reached router.relabel_cache_bytes and started over"
+    );
+    describe_counter!(
+        SERIES_ID_ENTRIES,
+        "series entries of series_ids routes committed, per route and kind (definition, reference)"
     );
     describe_histogram!(
         DISTRIBUTION_LATENCY,

@@ -306,6 +306,8 @@ impl Worker {
             routes: &self.routes,
         }
         .emit();
+        // The writer goes on into the next transaction: count from here.
+        txn.series.reset_counts();
         Ok(())
     }
 

@@ -24,6 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::{consumer_config, PartitionWorker};
+use crate::egress::metrics as m;
 use crate::kafka::record::series::{SeriesBook, SeriesError, SeriesOrigin, SeriesRecord};
 use crate::kafka::record::TaskHeaders;
 
@@ -77,7 +78,9 @@ impl PartitionWorker {
         };
         let mut series = self.series.lock().await;
         let mut out = Vec::with_capacity(value.len() * 4);
-        match series.book.resolve(&record, &mut out) {
+        let resolved = series.book.resolve(&record, &mut out);
+        self.count_definitions(&series.book);
+        match resolved {
             Ok(()) => return Ok(out),
             Err(e @ SeriesError::Undefined { .. }) if series.replayed.contains(&origin.writer) => {
                 return Err(Unresolved::Broken(e))
@@ -110,6 +113,9 @@ impl PartitionWorker {
                 // The blocking replay ends on its own (REPLAY_STALL at most).
                 _ = self.stop.cancelled() => return Err(Unresolved::Stopped),
             };
+            let outcome = if learned.is_ok() { "done" } else { "failed" };
+            metrics::counter!(m::SERIES_READBACKS, "partition" => self.partition.to_string(), "outcome" => outcome)
+                .increment(1);
             match learned {
                 Ok(records) => {
                     info!(partition, offset, writer = %origin.writer_hex(), records,
@@ -128,11 +134,15 @@ impl PartitionWorker {
         }
         series.book = book;
         out.clear();
-        series
-            .book
-            .resolve(&record, &mut out)
-            .map_err(Unresolved::Broken)?;
+        let resolved = series.book.resolve(&record, &mut out);
+        self.count_definitions(&series.book);
+        resolved.map_err(Unresolved::Broken)?;
         Ok(out)
+    }
+
+    fn count_definitions(&self, book: &SeriesBook) {
+        metrics::gauge!(m::SERIES_DEFINITIONS, "partition" => self.partition.to_string())
+            .set(book.len() as f64);
     }
 }
 

@@ -68,6 +68,17 @@ struct Table {
     ids: HashMap<Box<[u8]>, Known, Xxh64Builder>,
     /// When series unused for a refresh interval were last forgotten.
     swept_ms: i64,
+    /// Entries written since the last `reset_counts`.
+    counts: Counts,
+}
+
+/// Entries a [`SeriesWriter`] wrote for one key.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// With their labels.
+    pub definitions: u64,
+    /// By number only.
+    pub references: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -147,6 +158,19 @@ impl<K: Hash + Eq + Clone> SeriesWriter<K> {
         written
     }
 
+    /// The entries written per key since the last [`Self::reset_counts`].
+    pub fn counts(&self) -> impl Iterator<Item = (&K, Counts)> {
+        self.tables.iter().map(|(k, t)| (k, t.counts))
+    }
+
+    /// Starts the counts of [`Self::counts`] again (after they were
+    /// reported).
+    pub fn reset_counts(&mut self) {
+        for table in self.tables.values_mut() {
+            table.counts = Counts::default();
+        }
+    }
+
     /// [`SeriesWriter::put`] of labels already encoded as
     /// `TimeSeries.labels` (`entry::put_labels`).
     pub fn put_encoded(
@@ -190,8 +214,14 @@ impl<K: Hash + Eq + Clone> SeriesWriter<K> {
             }
         };
         let labels: &[u8] = match written {
-            Written::Definition => labels,
-            Written::Reference => &[],
+            Written::Definition => {
+                table.counts.definitions += 1;
+                labels
+            }
+            Written::Reference => {
+                table.counts.references += 1;
+                &[]
+            }
         };
         let len = 1 + varint_len(id) + labels.len() + rest.len();
         out.reserve(1 + 10 + len);

@@ -253,3 +253,31 @@ proptest! {
         }
     }
 }
+
+/// The router's `streamroute_router_series_id_entries_total` comes from
+/// these counts: per key, what was written since they were last reset.
+#[test]
+fn the_writer_counts_definitions_and_references_per_key() {
+    let mut writer: SeriesWriter<u32> = SeriesWriter::with_id(1, REFRESH);
+    let (a, b) = (series("up", 1, 1.0, 1), series("up", 2, 1.0, 1));
+    record(&mut writer, &[a.clone(), b.clone()], 0);
+    record(&mut writer, &[a.clone(), b.clone()], 1_000);
+    let mut out = Vec::new();
+    writer.put(&7, pairs(&a), &rest(&a), 1_000, &mut out);
+    let mut counts: Vec<(u32, Counts)> = writer.counts().map(|(k, c)| (*k, c)).collect();
+    counts.sort_by_key(|(k, _)| *k);
+    let of = |definitions, references| Counts {
+        definitions,
+        references,
+    };
+    assert_eq!(counts, vec![(0, of(2, 2)), (7, of(1, 0))]);
+    writer.reset_counts();
+    // After a refresh interval, the labels are written again.
+    record(&mut writer, &[a], REFRESH.as_millis() as i64 + 1);
+    let zero: Vec<Counts> = writer
+        .counts()
+        .map(|(_, c)| c)
+        .filter(|c| *c != of(0, 0))
+        .collect();
+    assert_eq!(zero, vec![of(1, 0)]);
+}
