@@ -87,6 +87,22 @@ async fn start_egress(topic: &str, dir: &std::path::Path) -> Process {
     egress
 }
 
+async fn metrics(process: &Process) -> String {
+    http_get(&format!("http://{}/metrics", process.addr))
+        .await
+        .expect("metrics")
+        .body
+}
+
+/// The sum of the samples of `name` whose labels include `label`.
+fn sum(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// (id, timestamp) -> values VictoriaMetrics holds for `name`.
 async fn vm_values(name: &str) -> BTreeMap<(String, i64), Vec<f64>> {
     let vm = std::env::var("VM_URL").unwrap_or_else(|_| "http://127.0.0.1:8428".into());
@@ -216,6 +232,35 @@ async fn a_restarted_egress_resolves_series_ids_by_reading_back_and_a_new_writer
         "{}",
         egress.log()
     );
+    // The same, as metrics: the egress read back (once per partition with
+    // references), the router wrote each series' labels once and then
+    // referenced it twice.
+    let egress_metrics = metrics(&egress).await;
+    assert!(
+        sum(
+            &egress_metrics,
+            "streamroute_egress_series_readbacks_total",
+            "outcome=\"done\""
+        ) >= 1.0,
+        "{egress_metrics}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let router_metrics = metrics(&router).await;
+        let entries = |kind: &str| {
+            let label = format!("kind=\"{kind}\"");
+            sum(
+                &router_metrics,
+                "streamroute_router_series_id_entries_total",
+                &label,
+            )
+        };
+        if (entries("definition"), entries("reference")) == (SERIES as f64, 2.0 * SERIES as f64) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{router_metrics}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     // A restarted router is a new writer: it defines every series again.
     assert!(router.terminate().success(), "{}", router.log());
