@@ -69,8 +69,12 @@ impl TransactionCommitted<'_> {
             sum.definitions += counts.definitions;
             sum.references += counts.references;
         }
+        // The writer outlives transactions (and a reload, which keeps the
+        // routes): look its route up rather than index.
         for (route, counts) in ids {
-            let r = self.routes[route].name.clone();
+            let Some(r) = self.routes.get(route).map(|r| r.name.clone()) else {
+                continue;
+            };
             metrics::counter!(m::SERIES_ID_ENTRIES, "route" => r.clone(), "kind" => "definition")
                 .increment(counts.definitions);
             metrics::counter!(m::SERIES_ID_ENTRIES, "route" => r, "kind" => "reference")
