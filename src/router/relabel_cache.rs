@@ -17,7 +17,9 @@
 //! one arena holds every key and value, a table of slots points into it,
 //! and when the next entry would pass the budget all of it is forgotten at
 //! once (counted in `streamroute_router_relabel_cache_clears_total`). The
-//! buffers stay, so once they have grown a miss allocates nothing.
+//! buffers stay, so once they have grown a miss allocates nothing; the
+//! arena grows by doubling but never past the budget (the entries and
+//! slots, about a sixth of it, grow by doubling).
 //! Lookups probe at most [`MAX_PROBE`] slots, so labels crafted to collide
 //! cost a bounded number of comparisons and are just routed uncached.
 //!
@@ -228,8 +230,15 @@ impl RelabelCache {
 
     fn push(&mut self, bytes: &[u8]) -> Range<usize> {
         let start = self.arena.len();
+        let need = start + bytes.len();
+        if need > self.arena.capacity() {
+            // Doubling, as a Vec grows, but never past the budget: what is
+            // kept never passes it, so neither does the memory held.
+            let target = (self.arena.capacity() * 2).min(self.budget).max(need);
+            self.arena.reserve_exact(target - start);
+        }
         self.arena.extend_from_slice(bytes);
-        start..self.arena.len()
+        start..need
     }
 
     fn outcome(&self, entry: &Entry) -> Outcome<'_> {
@@ -301,20 +310,29 @@ mod tests {
 
     #[test]
     fn forgets_everything_when_the_budget_is_reached() {
-        let mut cache = RelabelCache::new(64 << 10, 1);
+        let mut cache = RelabelCache::new(48 << 10, 1);
         let mut cleared_at = None;
+        // Long keys: the arena is most of what is kept.
+        let pad = "x".repeat(500);
+        let long = |i: u32| format!("series-{i}-{pad}");
         for i in 0..10_000u32 {
-            let key = format!("series-{i}");
+            let key = long(i);
             if remember(&mut cache, key.as_bytes(), kept(i, b"labels", "n")) {
                 cleared_at = Some(i);
                 break;
             }
         }
-        let at = cleared_at.expect("a 64 KiB budget fills up");
-        assert!(cache.used() <= 64 << 10);
+        let at = cleared_at.expect("a 48 KiB budget fills up");
+        assert!(cache.used() <= 48 << 10);
+        // The arena held at most the budget, not the doubling past it.
+        assert!(
+            cache.arena.capacity() <= 48 << 10,
+            "{}",
+            cache.arena.capacity()
+        );
         // Only the entry that made it forget is left.
-        assert!(cache.get(format!("series-{at}").as_bytes()).is_ok());
-        assert!(cache.get(b"series-0").is_err());
+        assert!(cache.get(long(at).as_bytes()).is_ok());
+        assert!(cache.get(long(0).as_bytes()).is_err());
     }
 
     #[test]
