@@ -109,7 +109,11 @@ impl PartitionWorker {
             });
             let learned;
             (book, learned) = tokio::select! {
-                joined = replay => joined.expect("the replay does not panic"),
+                // A read-back that panicked took the book with it: start
+                // again from none, the retry learns it all again.
+                joined = replay => joined.unwrap_or_else(|e| {
+                    (SeriesBook::default(), Err(format!("the read-back stopped: {e}")))
+                }),
                 // The blocking replay ends on its own (REPLAY_STALL at most).
                 _ = self.stop.cancelled() => return Err(Unresolved::Stopped),
             };
