@@ -5,14 +5,15 @@
 //!   counts the samples it decoded per first path segment (each contender
 //!   writes to `http://ADDR/<contender>/api/v1/write`); `GET /stats` returns
 //!   them as JSON lines `{"path":..,"samples":..,"requests":..,"errors":..}`.
-//! * `run --blackhole http://ADDR --contender name=url=pid[,pid...]`: for
+//! * `run --blackhole http://ADDR --contender name=url=pid[+pid...][,pid...]`: for
 //!   every round, payload form and contender (the order rotates each round),
 //!   sends the same load (`--rate` samples/s for `--seconds`, `--batch`
 //!   series per request, snappy, `--concurrency` in flight), waits until the
 //!   blackhole has every sample the rules keep (drained), and measures the
 //!   CPU (utime+stime of `/proc/<pid>/stat`) of each pid of the contender
 //!   over load + drain. Prints one line per run and a summary with the
-//!   ratios to the first contender.
+//!   ratios to the first contender: "own" is the first pid, or the sum of
+//!   the first pids joined by `+`; "others" the rest.
 //!
 //! Payloads: `--series` synthetic series of 12 to 15 labels (the labels of
 //! `streamroute produce --generate` plus `bench_run` and `tmp_shard`), one
@@ -66,8 +67,9 @@ struct RunArgs {
     /// The blackhole's base URL.
     #[arg(long)]
     blackhole: String,
-    /// name=write-url=pid[,pid...]: the first pid is the contender's own
-    /// process, the others are charged to it as well (the Kafka broker).
+    /// name=write-url=pid[+pid...][,pid...]: the first pid (or those joined
+    /// by `+`) the contender's own processes, the others charged to it as
+    /// well (the Kafka broker).
     #[arg(long = "contender", required = true)]
     contenders: Vec<String>,
     #[arg(long, default_value_t = 20_000)]
@@ -371,15 +373,21 @@ struct Contender {
     name: String,
     url: String,
     pids: Vec<u32>,
+    /// How many of `pids`, from the first, are the contender's own
+    /// processes (`pid+pid,...`: streamroute's roles as processes of their own).
+    own: usize,
 }
 
 fn parse_contender(spec: &str) -> Result<Contender, String> {
     let mut parts = spec.splitn(3, '=');
     let (Some(name), Some(url), Some(pids)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(format!("--contender {spec}: want name=url=pid[,pid...]"));
+        return Err(format!(
+            "--contender {spec}: want name=url=pid[+pid...][,pid...]"
+        ));
     };
+    let own = pids.split(',').next().unwrap_or("").split('+').count();
     let pids = pids
-        .split(',')
+        .split([',', '+'])
         .map(|p| {
             p.parse::<u32>()
                 .map_err(|_| format!("--contender {spec}: bad pid {p:?}"))
@@ -389,6 +397,7 @@ fn parse_contender(spec: &str) -> Result<Contender, String> {
         name: name.into(),
         url: url.into(),
         pids,
+        own,
     })
 }
 
@@ -705,7 +714,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         };
         let base = own(&contenders[0].name, 0);
         for c in &contenders {
-            let mine = own(&c.name, 0);
+            let mine: f64 = (0..c.own).map(|p| own(&c.name, p)).sum();
             let mut line = format!(
                 "{:<9} {:<12} own {:>6.2} ({:.2}x)",
                 form.name(),
@@ -713,8 +722,14 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 mine,
                 mine / base
             );
-            if c.pids.len() > 1 {
-                let extra: f64 = (1..c.pids.len()).map(|p| own(&c.name, p)).sum();
+            if c.own > 1 {
+                let each: Vec<String> = (0..c.own)
+                    .map(|p| format!("{:.2}", own(&c.name, p)))
+                    .collect();
+                line.push_str(&format!(" = {}", each.join(" + ")));
+            }
+            if c.pids.len() > c.own {
+                let extra: f64 = (c.own..c.pids.len()).map(|p| own(&c.name, p)).sum();
                 line.push_str(&format!(
                     "   others {:>6.2}   own+others {:>6.2} ({:.2}x)",
                     extra,

@@ -20,6 +20,8 @@
 #   BENCH_ALLOCATORS=1 scripts/bench-vs-vmagent.sh   also streamroute with the system malloc, mimalloc, jemalloc
 #   BENCH_PERF=perf.data scripts/bench-vs-vmagent.sh  and a perf profile of streamroute
 #   BENCH_NO_CACHE=1 scripts/bench-vs-vmagent.sh     also sr-nocache: streamroute with router.relabel_cache_bytes = 0
+#   BENCH_SPLIT=1 scripts/bench-vs-vmagent.sh        also sr-split: the same config as three processes
+#                                                    (gateway, router, egress), each one's CPU printed
 #   BENCH_FORMS=prost, BENCH_SKIP_OLD=1 (no vmagent 1.79 turns), BENCH_KAFKA_VARIANTS, BENCH_BINARIES: see below
 #
 # Defaults: 1 round, 40,000 samples/s, 15 s per contender and form. Uses the
@@ -82,7 +84,8 @@ level = "warn"
 [kafka]
 bootstrap_servers = "127.0.0.1:$KAFKA_PORT"
 [kafka.properties]
-$(printf '%s' "$props" | tr ',' '\n' | sed -n 's/^\([^=]*\)=\(.*\)$/"\1" = "\2"/p')
+$(printf '%s' "$props" | tr ',' '\n' | grep -v '^router\.' | sed -n 's/^\([^=/]*\)=\(.*\)$/"\1" = "\2"/p')
+$(printf '%s' "$props" | tr ',' '\n' | sed -n 's/^\([a-z]*\)\/\([^=]*\)=\(.*\)$/[kafka.role_properties.\1]\n"\2" = "\3"/p')
 [topics]
 ingress = "$ingress"
 dead_letter = "$dead"
@@ -91,6 +94,7 @@ roles = ["gateway", "router", "egress"]
 listen = "$listen"
 [router]
 group_id = "bench-vs-$name-$id"
+$(printf '%s' "$props" | tr ',' '\n' | sed -n 's/^router\.\([^=]*\)=\(.*\)$/\1 = \2/p')
 ${ROUTER_EXTRA[$name]:-}
 [[router.routes]]
 name = "bench"
@@ -110,8 +114,11 @@ TOML
 # (examples/alloc_*.rs). BENCH_KAFKA_VARIANTS="name:key=value,key=value;..."
 # adds one contender per variant with those librdkafka properties (every
 # client of the process: gateway and router producers, router and egress
-# consumers), e.g. "linger50:linger.ms=50"; a variant named ids-* also
-# writes series ids, as sr-ids does.
+# consumers), e.g. "linger50:linger.ms=50"; ROLE/key=value sets it for that
+# role's clients only (kafka.role_properties), e.g.
+# "in-none:gateway/compression.type=none"; router.key=VALUE is a [router]
+# setting, VALUE in TOML, e.g. 'commit1s:router.commit_interval="1s"'. A
+# variant named ids-* also writes series ids, as sr-ids does.
 # sr-ids: the same with the route's record_format = "series_ids" (labels
 # once per series_refresh, then series ids: the task-topic storage figure).
 # Each series gets a sample every 0.5 s here (20,000 series at 40,000/s),
@@ -123,6 +130,11 @@ declare -A ROUTER_EXTRA=([sr-ids]='series_refresh = "10s"' [sr-nocache]='relabel
 # BENCH_NO_CACHE=1: also streamroute relabeling every series anew (each of
 # the 20,000 series here is seen 30 times in 15 s; the cache holds them all).
 [ "${BENCH_NO_CACHE:-0}" = 1 ] && SR_CONTENDERS+=("sr-nocache=$BIN")
+# BENCH_SPLIT=1: also streamroute as `streamroute gateway`, `router` and
+# `egress`, one process each (the config of `streamroute`), so that the CPU
+# of each role is measured on its own: its row reads gateway + router +
+# egress + broker, and its summary's "own" is their sum.
+[ "${BENCH_SPLIT:-0}" = 1 ] && SR_CONTENDERS+=("sr-split=$BIN")
 IFS=';' read -r -a variants <<<"${BENCH_KAFKA_VARIANTS:-}"
 for v in "${variants[@]}"; do
   [ -n "$v" ] || continue
@@ -151,6 +163,12 @@ for c in "${SR_CONTENDERS[@]}"; do
   rest=${c#*=}
   props=""; [[ "$rest" == *=* ]] && props=${rest#*=}
   sr_config "${c%%=*}" "127.0.0.1:$port" "$props"
+  if [ "${c%%=*}" = sr-split ]; then
+    # Each role alone listens on its own address; the gateway's is the
+    # contender's write URL.
+    printf '[gateway]\nlisten = "127.0.0.1:%d"\n' "$port" >> "$WORK/sr-split.toml"
+    sed -i "s/^\[router\]$/[router]\nlisten = \"127.0.0.1:$((port + 100))\"/; s/^\[egress\]$/[egress]\nlisten = \"127.0.0.1:$((port + 200))\"/" "$WORK/sr-split.toml"
+  fi
   port=$((port + 1))
 done
 "$BIN" -c "$WORK/streamroute.toml" topics apply --dir "$WORK/topics" >/dev/null
@@ -180,6 +198,19 @@ SR_ARGS=()
 for c in "${SR_CONTENDERS[@]}"; do
   name=${c%%=*} bin=${c#*=}
   bin=${bin%%=*}
+  if [ "$name" = sr-split ]; then
+    split=()
+    for role in gateway router egress; do
+      "$bin" -c "$WORK/$name.toml" "$role" >"$WORK/$name-$role.log" 2>&1 &
+      PIDS+=($!); split+=($!)
+    done
+    SR_ARGS+=(--contender "$name=http://127.0.0.1:$port/api/v1/write=$(IFS=+; echo "${split[*]}"),$BROKER_PID")
+    SR_READY+=("$name-gateway http://127.0.0.1:$port/-/ready ${split[0]} $WORK/$name-gateway.log")
+    SR_READY+=("$name-router http://127.0.0.1:$((port + 100))/-/ready ${split[1]} $WORK/$name-router.log")
+    SR_READY+=("$name-egress http://127.0.0.1:$((port + 200))/-/ready ${split[2]} $WORK/$name-egress.log")
+    port=$((port + 1))
+    continue
+  fi
   "$bin" -c "$WORK/$name.toml" run >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
   SR_ARGS+=(--contender "$name=http://127.0.0.1:$port/api/v1/write=$!,$BROKER_PID")

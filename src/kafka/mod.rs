@@ -33,7 +33,18 @@ pub struct KafkaConfig {
     /// tuning, e.g. `"security.protocol" = "SASL_SSL"`. Properties the
     /// project sets itself are refused.
     pub properties: BTreeMap<String, String>,
+    /// Extra librdkafka properties for the clients of one role only, over
+    /// `properties`: `[kafka.role_properties.gateway]` with
+    /// `"compression.type" = "lz4"` changes the gateway's producer alone.
+    /// Keys are the roles of [`ROLES`].
+    pub role_properties: BTreeMap<String, BTreeMap<String, String>>,
 }
+
+/// The roles whose clients `kafka.role_properties` can tune: the gateway's
+/// producer, `streamroute produce`'s producer, the router's consumer and
+/// transactional producer, the egress consumers and dead-letter producer,
+/// the admin client of `streamroute topics`, the consumer of `streamroute check`.
+pub const ROLES: &[&str] = &["gateway", "produce", "router", "egress", "admin", "check"];
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -42,6 +53,7 @@ impl Default for KafkaConfig {
             client_id: "streamroute".into(),
             request_timeout: Duration::from_secs(30),
             properties: BTreeMap::new(),
+            role_properties: BTreeMap::new(),
         }
     }
 }
@@ -100,15 +112,16 @@ impl KafkaConfig {
             "request_timeout",
             "must be greater than zero",
         );
-        for (key, value) in &self.properties {
-            if OWNED_PROPERTIES.contains(&key.as_str()) {
+        check_properties(&mut out, "properties", &self.properties);
+        for (role, properties) in &self.role_properties {
+            if !ROLES.contains(&role.as_str()) {
                 out.push(
-                    format!("properties.{key}"),
-                    "is set by streamroute itself and may not be overridden",
+                    format!("role_properties.{role}"),
+                    format!("is not a role; one of {}", ROLES.join(", ")),
                 );
-            } else if let Err(e) = check_property(key, value) {
-                out.push(format!("properties.{key}"), e.to_string());
+                continue;
             }
+            check_properties(&mut out, &format!("role_properties.{role}"), properties);
         }
         out.into_vec()
     }
@@ -117,7 +130,8 @@ impl KafkaConfig {
     /// properties and a client.id of `<client_id>-<role>`.
     pub fn client_config(&self, role: &str) -> ClientConfig {
         let mut config = ClientConfig::new();
-        for (key, value) in &self.properties {
+        let for_role = self.role_properties.get(role).into_iter().flatten();
+        for (key, value) in self.properties.iter().chain(for_role) {
             config.set(key, value);
         }
         config
@@ -145,6 +159,21 @@ pub(crate) fn stat_ticks(stat: &str) -> u64 {
     // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split(' ').collect();
     fields[12].parse::<u64>().unwrap() + fields[13].parse::<u64>().unwrap()
+}
+
+/// Refuses owned properties and those librdkafka does not take, each
+/// under `<table>.<key>`.
+fn check_properties(out: &mut Problems, table: &str, properties: &BTreeMap<String, String>) {
+    for (key, value) in properties {
+        if OWNED_PROPERTIES.contains(&key.as_str()) {
+            out.push(
+                format!("{table}.{key}"),
+                "is set by streamroute itself and may not be overridden",
+            );
+        } else if let Err(e) = check_property(key, value) {
+            out.push(format!("{table}.{key}"), e.to_string());
+        }
+    }
 }
 
 /// Asks librdkafka whether it knows `key` and takes `value` for it, without
@@ -254,6 +283,47 @@ mod tests {
         let problems = config.problems();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].key, "properties.acks");
+    }
+
+    #[test]
+    fn role_properties_reach_that_role_only_and_are_checked_like_properties() {
+        let mut config = KafkaConfig::default();
+        config
+            .properties
+            .insert("compression.type".into(), "zstd".into());
+        let gateway = BTreeMap::from([("compression.type".to_string(), "lz4".to_string())]);
+        config.role_properties.insert("gateway".into(), gateway);
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+        let get = |role| {
+            config
+                .client_config(role)
+                .get("compression.type")
+                .map(String::from)
+        };
+        assert_eq!(get("gateway").as_deref(), Some("lz4"));
+        assert_eq!(get("router").as_deref(), Some("zstd"));
+
+        let mut bad = config.clone();
+        let owned = BTreeMap::from([("acks".to_string(), "1".to_string())]);
+        bad.role_properties.insert("router".into(), owned);
+        let typo = BTreeMap::from([("linger.msx".to_string(), "5".to_string())]);
+        bad.role_properties.insert("egress".into(), typo);
+        bad.role_properties.insert("gatway".into(), BTreeMap::new());
+        let problems = bad.problems();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "role_properties.egress.linger.msx",
+                "role_properties.gatway",
+                "role_properties.router.acks"
+            ],
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].reason.contains("one of gateway"),
+            "{problems:?}"
+        );
     }
 
     #[test]
