@@ -48,7 +48,7 @@ use wire::{decode_checked, leading_labels, parse_label, parse_sample, put_sample
 
 /// At most this many bytes of heap are held by [`parse`] per decoded byte,
 /// whatever the bytes are: the largest thing it keeps per input byte is a
-/// [`FastSeries`] (64 bytes) for an empty series, two bytes on the wire; a
+/// [`FastSeries`] (80 bytes) for an empty series, two bytes on the wire; a
 /// vector holds up to twice its length, and three times for a moment while
 /// it grows. Everything else it keeps (a label, 32 bytes, for two bytes
 /// `0a 00`; re-encoded samples, never longer than their input) and the
@@ -85,6 +85,12 @@ pub struct FastSeries<'a> {
     pub labels: Range<usize>,
     /// Where its non-label bytes are (see [`FastRequest::rest`]).
     rest: Rest<'a>,
+    /// Every one of its labels as written on the wire, when they all came
+    /// first in one run of the short form `wire::leading_labels` reads
+    /// (as Prometheus and prost write them): `TimeSeries.labels` entries
+    /// that decode to exactly [`Self::labels`], so that equal bytes mean
+    /// equal labels (the router's relabel cache key, without a copy).
+    pub label_run: Option<&'a [u8]>,
     /// Float samples.
     pub samples: usize,
     /// Native histogram samples.
@@ -243,7 +249,9 @@ fn parse_series<'a>(
     let mut last_field = 0;
     // Labels as prost writes them are read in one go; the loop reads the
     // rest, in whatever form.
-    let mut r = Reader(&body[leading_labels(body, labels)..]);
+    let run_end = leading_labels(body, labels);
+    let in_run = labels.len() - start;
+    let mut r = Reader(&body[run_end..]);
     while !r.is_empty() {
         let at = body.len() - r.0.len();
         let key_start = r.0.len();
@@ -307,6 +315,7 @@ fn parse_series<'a>(
         Rest::Arena(from..arena.len())
     };
     Some(FastSeries {
+        label_run: (labels.len() - start == in_run).then(|| &body[..run_end]),
         labels: start..labels.len(),
         rest,
         samples,

@@ -8,10 +8,13 @@
 //! rules drop the series), and skips the rules, the task hash and the
 //! encoding.
 //!
-//! The key is the series' labels before relabeling, encoded as
-//! `TimeSeries.labels` (`entry::put_labels`): the same labels give the
-//! same bytes, and different labels different bytes. A hit compares all
-//! of them, so a hash collision is only a miss.
+//! The key is the series' labels before relabeling as `TimeSeries.labels`
+//! entries: the request's own bytes of them when they are one run of
+//! entries (`FastSeries::label_run`, as Prometheus writes them), else
+//! encoded anew (`entry::put_labels`). Those bytes decode to exactly the
+//! series' labels, so different labels never give the same key; the same
+//! labels written two ways give two keys, which only costs a miss. A hit
+//! compares all the bytes, so a hash collision is only a miss.
 //!
 //! Memory is bounded by `router.relabel_cache_bytes` per route and worker:
 //! one arena holds every key and value, a table of slots points into it,

@@ -348,7 +348,8 @@ pub struct FastRouting {
     caches: Vec<RelabelCache>,
     /// One per route: its capture positions are made for its regexes.
     scratch: Vec<Scratch>,
-    /// The series' labels before relabeling, encoded: the caches' key.
+    /// The series' labels before relabeling, encoded: the caches' key
+    /// when the request's own bytes of them cannot be (`FastSeries::label_run`).
     key: Vec<u8>,
     /// A missed series' labels after relabeling, encoded.
     encoded: Vec<u8>,
@@ -456,10 +457,18 @@ pub fn route_fast<'a>(
                 }
             }
         };
-        key.clear();
-        if cached {
-            entry::put_labels(original.iter().copied(), key);
-        }
+        // The labels as the request wrote them when that is one run of
+        // label entries, else encoded anew: equal keys are equal labels.
+        let key: &[u8] = match series.label_run {
+            Some(run) => run,
+            None => {
+                key.clear();
+                if cached {
+                    entry::put_labels(original.iter().copied(), key);
+                }
+                key
+            }
+        };
         for (i, route) in routes.iter().enumerate() {
             let miss = match cached.then(|| caches[i].get(key)) {
                 Some(Ok(outcome)) => {

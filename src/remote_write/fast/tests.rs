@@ -32,6 +32,13 @@ pub(crate) fn agrees_with_prost(raw: &[u8]) -> bool {
             .map(|(n, v)| Label::new(*n, *v))
             .collect();
         assert_eq!(labels, theirs.labels);
+        // The run, when there is one, is label entries of exactly these
+        // labels (the relabel cache's key).
+        if let Some(run) = mine.label_run {
+            let from_run = TimeSeries::decode(run).expect("a run of label entries");
+            assert_eq!(from_run.labels, theirs.labels);
+            assert!(from_run.samples.is_empty() && from_run.histograms.is_empty());
+        }
         let rest = TimeSeries {
             labels: Vec::new(),
             ..theirs.clone()
@@ -68,6 +75,12 @@ fn canonical_series_are_borrowed() {
     let raw = req.encode_to_vec();
     let fast = parse(&raw, &Limits::default()).unwrap();
     assert!(matches!(fast.series[0].rest, Rest::Raw(_)));
+    let labels_on_the_wire = TimeSeries {
+        labels: up(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    assert_eq!(fast.series[0].label_run, Some(&labels_on_the_wire[..]));
     assert_eq!(fast.series[0].samples, 2);
     assert!(fast.arena.is_empty());
     assert!(agrees_with_prost(&raw));

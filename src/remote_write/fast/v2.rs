@@ -189,6 +189,8 @@ impl<'a> SeriesReader<'_, 'a> {
         Some(FastSeries {
             labels: start..req.labels.len(),
             rest: Rest::Arena(arena_start..req.arena.len()),
+            // 2.0 labels are symbol references, not label entries.
+            label_run: None,
             samples,
             histograms,
             exemplars,

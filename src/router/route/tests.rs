@@ -621,15 +621,23 @@ fn the_relabel_cache_forgets_the_rules_of_a_reload() {
 proptest::proptest! {
     #![proptest_config(proptest::test_runner::Config { cases: 300, failure_persistence: None, ..Default::default() })]
 
-    /// Requests of series from a small alphabet (many share names, values
-    /// or prefixes of them), routed one after another through one cache:
+    /// Requests of valid series from a small alphabet (many share names,
+    /// values or prefixes of them), routed one after another through one cache:
     /// each comes out as it does without a cache, also when the cache is so
-    /// small that it forgets everything now and then.
+    /// small that it forgets everything now and then. Each series is
+    /// written in one of three forms (`written`): as prost writes it (the
+    /// cache's key is the request's own label bytes), with empty names and
+    /// values written out (other bytes, the same labels), or with its last
+    /// label after its sample (the key is encoded anew).
     #[test]
     fn a_shared_relabel_cache_routes_like_none(
         requests in proptest::collection::vec(
             proptest::collection::vec(
-                proptest::collection::btree_map("__name__|job|instance|a|ab|go_x", "|a|ab|b|go_memstats_x|h:80|h:8", 1..5),
+                (
+                    "a|ab|go_memstats_x|up",
+                    proptest::collection::btree_map("job|instance|a|ab|go_x", "|a|ab|b|go_memstats_x|h:80|h:8", 0..4),
+                    0u8..3,
+                ),
                 1..6,
             ),
             1..6,
@@ -640,15 +648,13 @@ proptest::proptest! {
         let mut cached = FastRouting::new(budget);
         let mut uncached = FastRouting::new(0);
         for series in requests {
-            let timeseries = series
-                .into_iter()
-                .map(|labels| TimeSeries {
-                    labels: labels.into_iter().map(|(n, v)| Label::new(n, v)).collect(),
-                    samples: vec![Sample { value: 1.0, timestamp: 1 }],
-                    ..Default::default()
-                })
-                .collect();
-            let raw = WriteRequest { timeseries, metadata: vec![] }.encode_to_vec();
+            let mut raw = Vec::new();
+            for (name, mut labels, form) in series {
+                // Every series valid: a metric name, sorted first.
+                labels.insert("__name__".to_string(), name);
+                let labels: Vec<(&str, &str)> = labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                put_field(&mut raw, 1, &written(&labels, form));
+            }
             if fast::parse(&raw, &Limits::default()).is_none() {
                 continue;
             }
@@ -658,6 +664,48 @@ proptest::proptest! {
             );
         }
     }
+}
+
+/// Appends field `field` of `body` (length-delimited) to `out`.
+fn put_field(out: &mut Vec<u8>, field: u32, body: &[u8]) {
+    prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(body.len() as u64, out);
+    out.extend_from_slice(body);
+}
+
+/// A `TimeSeries` of `labels` and one sample, written in `form`: 0 as
+/// prost writes it, 1 with empty label names and values written out, 2
+/// with the last label after the sample. All three decode alike.
+fn written(labels: &[(&str, &str)], form: u8) -> Vec<u8> {
+    let label = |&(name, value): &(&str, &str)| {
+        let mut body = Vec::new();
+        for (field, text) in [(1, name), (2, value)] {
+            if !text.is_empty() || form == 1 {
+                put_field(&mut body, field, text.as_bytes());
+            }
+        }
+        body
+    };
+    let sample = Sample {
+        value: 1.0,
+        timestamp: 1,
+    }
+    .encode_to_vec();
+    let (late, early) = match form {
+        2 => labels
+            .split_last()
+            .map_or((None, labels), |(l, e)| (Some(l), e)),
+        _ => (None, labels),
+    };
+    let mut series = Vec::new();
+    for l in early {
+        put_field(&mut series, 1, &label(l));
+    }
+    put_field(&mut series, 2, &sample);
+    if let Some(l) = late {
+        put_field(&mut series, 1, &label(l));
+    }
+    series
 }
 
 /// What the docs of `router.relabel_cache_bytes` say a series costs: about
@@ -671,4 +719,26 @@ fn a_cached_series_of_the_benchmark_takes_about_550_bytes() {
     let per_series = routing.cache_bytes() / 2_000;
     eprintln!("{per_series} bytes per cached series");
     assert!((400..800).contains(&per_series), "{per_series}");
+}
+
+/// Two series whose labels differ only in one written after the sample,
+/// where the request's own label bytes cannot be the cache's key.
+#[test]
+fn a_label_after_the_samples_is_part_of_the_cache_key() {
+    let routes = [route("[]", 16)];
+    let mut raw = Vec::new();
+    for job in ["a", "b"] {
+        put_field(
+            &mut raw,
+            1,
+            &written(&[("__name__", "up"), ("job", job)], 2),
+        );
+    }
+    let mut cached = FastRouting::new(1 << 20);
+    let emitted = fast_emitted(&raw, &routes, &[4], &mut cached);
+    assert_eq!(
+        emitted,
+        fast_emitted(&raw, &routes, &[4], &mut FastRouting::new(0))
+    );
+    assert_ne!(emitted[0].3, emitted[1].3);
 }
