@@ -7,6 +7,7 @@
 # VictoriaMetrics and the load tool, and checks every sample arrived.
 #
 #   scripts/bench-e2e.sh [series] [samples-per-series] [rate]
+#   BENCH_BIN=/path/to/streamroute scripts/bench-e2e.sh   another build (the code before a change, say)
 #
 # Defaults: 20,000 series × 30 samples at 20,000 samples/s (600,000 samples,
 # ~30 s of load). Uses the local test bed (scripts/kafka-local.sh,
@@ -58,7 +59,7 @@ done
 scripts/kafka-local.sh start
 scripts/vm-local.sh start
 cargo build --release --quiet --bin streamroute --example e2e_bench
-BIN="$ROOT/target/release/streamroute"
+BIN="${BENCH_BIN:-$ROOT/target/release/streamroute}"
 TOOL="$ROOT/target/release/examples/e2e_bench"
 
 # Everything of this run is fresh, so nothing earlier (offsets, egress
